@@ -1,0 +1,42 @@
+//! Validation speed on real profiles: Docker's default profile (target: under 100 µs) and
+//! the seed's small profile. Reads them from the shared fixtures (`SECCOMP_FIXTURES` or
+//! `../shared/fixtures`); skips with a message when they are absent.
+
+use std::path::PathBuf;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use seccomp_profile::{Options, validate};
+
+fn fixture(rel: &str) -> Option<Vec<u8>> {
+    let dir = std::env::var_os("SECCOMP_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    match std::fs::read(dir.join(rel)) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("SKIPPED: {rel} not readable under {} ({e})", dir.display());
+            None
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let options = Options::default();
+    for (name, rel) in [
+        (
+            "validate/docker-default",
+            "profiles/accept/valid-docker-default.json",
+        ),
+        ("validate/seed-myprofile", "seed/myprofile.json"),
+    ] {
+        let Some(bytes) = fixture(rel) else { continue };
+        // Warm the syscall index outside the measurement, as a long-running server would.
+        assert!(validate(&bytes, &options).is_valid());
+        c.bench_function(name, |b| {
+            b.iter(|| validate(std::hint::black_box(&bytes), &options))
+        });
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
