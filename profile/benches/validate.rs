@@ -1,5 +1,6 @@
 //! Validation speed on real profiles: Docker's default profile (target: under 100 µs) and
-//! the seed's small profile. Reads them from the shared fixtures (`SECCOMP_FIXTURES` or
+//! the seed's small profile, with a plain `serde_json::Value` parse of the same file as a
+//! yardstick for the machine's speed. Reads them from the shared fixtures (`SECCOMP_FIXTURES` or
 //! `../shared/fixtures`); skips with a message when they are absent.
 
 use std::path::PathBuf;
@@ -34,6 +35,13 @@ fn bench(c: &mut Criterion) {
         assert!(validate(&bytes, &options).is_valid());
         c.bench_function(name, |b| {
             b.iter(|| validate(std::hint::black_box(&bytes), &options))
+        });
+    }
+    // A yardstick measured in the same run: how long merely parsing Docker's default profile
+    // into a serde_json::Value takes on this machine (virtual machines here vary by ~30%).
+    if let Some(bytes) = fixture("profiles/accept/valid-docker-default.json") {
+        c.bench_function("reference/serde_json-value/docker-default", |b| {
+            b.iter(|| serde_json::from_slice::<serde_json::Value>(std::hint::black_box(&bytes)))
         });
     }
 }

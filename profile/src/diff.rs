@@ -111,7 +111,7 @@ fn treatments(p: &Profile) -> BTreeMap<&str, Vec<String>> {
     for rule in &p.rules {
         let c = clause(rule);
         for name in &rule.names {
-            let entry = map.entry(name.as_str()).or_default();
+            let entry = map.entry(name.as_ref()).or_default();
             if !entry.contains(&c) {
                 entry.push(c.clone());
             }

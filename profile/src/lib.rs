@@ -23,7 +23,7 @@ pub mod validate;
 
 pub use diag::{Code, Diagnostic, Severity};
 pub use diff::{ProfileDiff, SyscallChange, diff};
-pub use model::{Action, Arg, Filter, Profile, Rule};
+pub use model::{Action, Arg, Filter, Profile, Rule, SyscallName};
 pub use validate::{BPF_MAX_INSNS, DEFAULT_MAX_BYTES, Options, Report, validate};
 
 use sha2::{Digest, Sha256};

@@ -1,7 +1,13 @@
 //! The typed profile that validation produces when a file has no errors; the semantic diff
 //! works on it. Field names follow the JSON ones.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
+
+/// A syscall name. Names from a validated file are borrowed from the static syscall tables
+/// (no allocation per name); constructed profiles may own theirs.
+pub type SyscallName = Cow<'static, str>;
 
 /// An action with its optional return value (`errnoRet` for ERRNO, the tracer's value for
 /// TRACE).
@@ -57,7 +63,7 @@ impl Filter {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rule {
     /// Syscall names (`names`, or the legacy `name`).
-    pub names: Vec<String>,
+    pub names: Vec<SyscallName>,
     /// What happens when the rule matches.
     pub action: Action,
     /// Argument conditions (all must hold).

@@ -4,8 +4,9 @@
 //! Syscall tables come from the `syscalls` crate (generated from the Linux sources, per
 //! architecture), indexed once into a name -> architecture-set map so a lookup is one hash.
 
-use std::collections::HashMap;
 use std::sync::OnceLock;
+
+use rustc_hash::FxHashMap;
 
 /// The nine `SCMP_ACT_*` actions runtimes accept (case-sensitive).
 pub const ACTIONS: [&str; 9] = [
@@ -144,13 +145,30 @@ const ARM_EXTRA: [&str; 6] = [
     "sync_file_range2",
 ];
 
-fn index() -> &'static HashMap<&'static str, ArchSet> {
-    static INDEX: OnceLock<HashMap<&'static str, ArchSet>> = OnceLock::new();
+/// A syscall name known to at least one architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Syscall {
+    /// The name, as the tables spell it (a `'static` copy: keep it without allocating).
+    pub name: &'static str,
+    /// The tables that know it.
+    pub arches: ArchSet,
+    /// A dense number, `0..syscall_count()`, for per-syscall arrays instead of hash maps.
+    pub id: u16,
+}
+
+fn index() -> &'static FxHashMap<&'static str, Syscall> {
+    static INDEX: OnceLock<FxHashMap<&'static str, Syscall>> = OnceLock::new();
     INDEX.get_or_init(|| {
-        let mut map: HashMap<&'static str, ArchSet> = HashMap::with_capacity(1024);
+        let mut map: FxHashMap<&'static str, Syscall> = FxHashMap::default();
+        map.reserve(1024);
         let mut add = |name: &'static str, t: Table| {
-            let e = map.entry(name).or_default();
-            *e = e.with(t);
+            let id = u16::try_from(map.len()).unwrap_or(u16::MAX);
+            let e = map.entry(name).or_insert(Syscall {
+                name,
+                arches: ArchSet::default(),
+                id,
+            });
+            e.arches = e.arches.with(t);
         };
         macro_rules! table {
             ($module:ident, $t:expr) => {
@@ -179,7 +197,17 @@ fn index() -> &'static HashMap<&'static str, ArchSet> {
 
 /// The tables that know a syscall name, or `None` when no architecture knows it.
 pub fn syscall_arches(name: &str) -> Option<ArchSet> {
+    index().get(name).map(|s| s.arches)
+}
+
+/// Everything the tables know about a syscall name.
+pub fn lookup_syscall(name: &str) -> Option<Syscall> {
     index().get(name).copied()
+}
+
+/// How many distinct syscall names the tables know (the bound of [`Syscall::id`]).
+pub fn syscall_count() -> usize {
+    index().len()
 }
 
 /// The known syscall name closest to `name` (edit distance at most 2), for "did you mean".

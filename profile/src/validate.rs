@@ -1,11 +1,11 @@
 //! Validation: every rule of DESIGN section 2, producing diagnostics with JSON pointers and,
 //! when there is no error, the typed [`Profile`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use crate::diag::{Code, Diagnostic, Severity};
 use crate::json::{self, Json, Number, ParseError, pointer_push};
-use crate::model::{Action, Arg, Filter, Profile, Rule};
+use crate::model::{Action, Arg, Filter, Profile, Rule, SyscallName};
 use crate::tables::{self, ACTIONS, ArchSet, FLAGS, OPERATORS};
 
 /// The default size limit for a profile file: 1 MiB.
@@ -74,7 +74,7 @@ pub fn validate(bytes: &[u8], options: &Options) -> Report {
     let profile = if size > options.max_bytes {
         checker.push(
             Code::FileTooLarge,
-            "",
+            &Ptr::ROOT,
             format!(
                 "the file is {size} bytes, over the limit of {} bytes",
                 options.max_bytes
@@ -91,7 +91,7 @@ pub fn validate(bytes: &[u8], options: &Options) -> Report {
                     ParseError::NotUtf8 { .. } => Code::NotUtf8,
                     ParseError::Syntax { .. } => Code::InvalidJson,
                 };
-                checker.push(code, "", e.to_string());
+                checker.push(code, &Ptr::ROOT, e.to_string());
                 None
             }
         }
@@ -123,6 +123,60 @@ const RULE_KEYS: &[&str] = &[
 const ARG_KEYS: &[&str] = &["index", "value", "valueTwo", "op"];
 const FILTER_KEYS: &[&str] = &["arches", "caps", "minKernel"];
 const ARCHMAP_KEYS: &[&str] = &["architecture", "subArchitectures"];
+
+/// A JSON pointer built lazily: a chain of tokens on the stack, rendered to a string only
+/// when a diagnostic needs it (most values never do).
+#[derive(Clone, Copy)]
+struct Ptr<'p> {
+    parent: Option<&'p Ptr<'p>>,
+    token: Token<'p>,
+}
+
+#[derive(Clone, Copy)]
+enum Token<'p> {
+    Root,
+    Key(&'p str),
+    Index(usize),
+}
+
+impl<'p> Ptr<'p> {
+    const ROOT: Ptr<'static> = Ptr {
+        parent: None,
+        token: Token::Root,
+    };
+
+    fn key<'q>(&'q self, key: &'q str) -> Ptr<'q> {
+        Ptr {
+            parent: Some(self),
+            token: Token::Key(key),
+        }
+    }
+
+    fn index(&self, i: usize) -> Ptr<'_> {
+        Ptr {
+            parent: Some(self),
+            token: Token::Index(i),
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut tokens = Vec::new();
+        let mut at = Some(self);
+        while let Some(p) = at {
+            tokens.push(p.token);
+            at = p.parent;
+        }
+        let mut out = String::new();
+        for t in tokens.iter().rev() {
+            match t {
+                Token::Root => {}
+                Token::Key(k) => out = pointer_push(&out, k),
+                Token::Index(i) => out = pointer_push(&out, &i.to_string()),
+            }
+        }
+        out
+    }
+}
 
 /// Fields runtimes disagree on, reported once per profile with a count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,26 +217,31 @@ impl Ignored {
 struct Checker {
     diags: Vec<Diagnostic>,
     ignored: BTreeMap<Ignored, (String, usize)>,
+    /// `Syscall::id` of every name kept in a rule, rule after rule, so cross-rule checks
+    /// index arrays instead of hashing names.
+    name_ids: Vec<u16>,
 }
 
-/// The members of one object, first occurrence of each key, with their pointers.
+/// The members of one object, first occurrence of each key, with their pointer. Objects in
+/// a profile have a handful of keys, so a linear scan beats hashing.
 struct Fields<'a> {
-    path: String,
-    members: HashMap<&'a str, &'a Json>,
+    path: Ptr<'a>,
+    members: Vec<(&'a str, &'a Json<'a>)>,
 }
 
 impl<'a> Fields<'a> {
-    fn get(&self, key: &str) -> Option<(&'a Json, String)> {
+    /// The value under `key`, unless absent or an explicit `null` (Go decodes `null` to the
+    /// zero value, so it counts as absent).
+    fn get(&self, key: &'static str) -> Option<(&'a Json<'a>, Ptr<'_>)> {
         self.members
-            .get(key)
-            .map(|v| (*v, pointer_push(&self.path, key)))
+            .iter()
+            .find(|(k, _)| *k == key)
+            .filter(|(_, v)| !matches!(v, Json::Null))
+            .map(|(_, v)| (*v, self.path.key(key)))
     }
-    /// Like `get`, but an explicit `null` counts as absent (Go decodes it to the zero value).
-    fn get_some(&self, key: &str) -> Option<(&'a Json, String)> {
-        self.get(key).filter(|(v, _)| !matches!(v, Json::Null))
-    }
-    fn has(&self, key: &str) -> bool {
-        self.get_some(key).is_some()
+
+    fn has(&self, key: &'static str) -> bool {
+        self.get(key).is_some()
     }
 }
 
@@ -191,52 +250,57 @@ fn is_errno_or_trace(action: &str) -> bool {
 }
 
 impl Checker {
-    fn push(&mut self, code: Code, path: &str, message: impl Into<String>) {
-        self.diags.push(Diagnostic::new(code, path, message));
+    fn push(&mut self, code: Code, path: &Ptr<'_>, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::new(code, path.render(), message));
     }
 
-    fn note_ignored(&mut self, kind: Ignored, path: &str) {
+    fn note_ignored(&mut self, kind: Ignored, path: &Ptr<'_>) {
         self.ignored
             .entry(kind)
-            .or_insert_with(|| (path.to_owned(), 0))
+            .or_insert_with(|| (path.render(), 0))
             .1 += 1;
     }
 
     fn finish_ignored(&mut self) {
         for (kind, (path, count)) in std::mem::take(&mut self.ignored) {
-            self.push(Code::RuntimeIgnoredField, &path, kind.message(count));
+            self.diags.push(Diagnostic::new(
+                Code::RuntimeIgnoredField,
+                path,
+                kind.message(count),
+            ));
         }
     }
 
     fn object<'a>(
         &mut self,
-        v: &'a Json,
-        path: &str,
+        v: &'a Json<'a>,
+        path: Ptr<'a>,
         known: &[&str],
         what: &str,
     ) -> Option<Fields<'a>> {
         let Json::Object(members) = v else {
             self.push(
                 Code::WrongType,
-                path,
+                &path,
                 format!("{what} must be an object, not {}", v.type_name()),
             );
             return None;
         };
-        let mut map = HashMap::with_capacity(members.len());
+        let mut out: Vec<(&'a str, &'a Json<'a>)> = Vec::with_capacity(members.len());
         for (key, value) in members {
-            let p = pointer_push(path, key);
-            if map.contains_key(key.as_str()) {
+            let key: &'a str = key;
+            if out.iter().any(|(k, _)| *k == key) {
                 self.push(
                     Code::DuplicateKey,
-                    &p,
+                    &path.key(key),
                     format!(
                         "duplicate key \"{key}\" in {what}: runtimes disagree on which value wins (Go keeps the last)"
                     ),
                 );
                 continue;
             }
-            if !known.contains(&key.as_str()) {
+            if !known.contains(&key) {
                 let hint = known
                     .iter()
                     .map(|k| (tables::edit_distance(key, k), *k))
@@ -246,19 +310,16 @@ impl Checker {
                     .unwrap_or_default();
                 self.push(
                     Code::UnknownKey,
-                    &p,
+                    &path.key(key),
                     format!("unknown key \"{key}\" in {what} is ignored by every runtime{hint}"),
                 );
             }
-            map.insert(key.as_str(), value);
+            out.push((key, value));
         }
-        Some(Fields {
-            path: path.to_owned(),
-            members: map,
-        })
+        Some(Fields { path, members: out })
     }
 
-    fn string<'a>(&mut self, v: &'a Json, path: &str, what: &str) -> Option<&'a str> {
+    fn string<'a>(&mut self, v: &'a Json<'_>, path: &Ptr<'_>, what: &str) -> Option<&'a str> {
         match v {
             Json::String(s) => Some(s),
             other => {
@@ -273,7 +334,7 @@ impl Checker {
     }
 
     /// An array; `null` reads as empty, as Go decodes it.
-    fn array<'a>(&mut self, v: &'a Json, path: &str, what: &str) -> Option<&'a [Json]> {
+    fn array<'a>(&mut self, v: &'a Json<'a>, path: &Ptr<'_>, what: &str) -> Option<&'a [Json<'a>]> {
         match v {
             Json::Array(a) => Some(a),
             Json::Null => Some(&[]),
@@ -288,21 +349,34 @@ impl Checker {
         }
     }
 
-    fn strings<'a>(&mut self, v: &'a Json, path: &str, what: &str) -> Vec<(&'a str, String)> {
+    /// The strings of an array with their indexes; non-strings are reported and skipped.
+    fn strings<'a>(
+        &mut self,
+        v: &'a Json<'a>,
+        path: &Ptr<'_>,
+        what: &str,
+    ) -> Vec<(&'a str, usize)> {
         let Some(items) = self.array(v, path, what) else {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
-            let p = pointer_push(path, &i.to_string());
-            if let Some(s) = self.string(item, &p, &format!("each entry of {what}")) {
-                out.push((s, p));
+            match item {
+                Json::String(s) => out.push((&**s, i)),
+                other => self.push(
+                    Code::WrongType,
+                    &path.index(i),
+                    format!(
+                        "each entry of {what} must be a string, not {}",
+                        other.type_name()
+                    ),
+                ),
             }
         }
         out
     }
 
-    fn uint(&mut self, v: &Json, path: &str, max: u64, what: &str) -> Option<u64> {
+    fn uint(&mut self, v: &Json<'_>, path: &Ptr<'_>, max: u64, what: &str) -> Option<u64> {
         match v {
             Json::Number(Number::Unsigned(n)) if *n <= max => Some(*n),
             Json::Number(Number::Unsigned(n)) => {
@@ -343,7 +417,7 @@ impl Checker {
         }
     }
 
-    fn action(&mut self, v: &Json, path: &str, what: &str) -> Option<String> {
+    fn action(&mut self, v: &Json<'_>, path: &Ptr<'_>, what: &str) -> Option<String> {
         let s = self.string(v, path, what)?;
         if ACTIONS.contains(&s) {
             return Some(s.to_owned());
@@ -356,7 +430,9 @@ impl Checker {
         self.push(
             Code::UnknownAction,
             path,
-            format!("\"{s}\" is not a seccomp action; expected one of SCMP_ACT_{{KILL,KILL_PROCESS,KILL_THREAD,TRAP,ERRNO,TRACE,ALLOW,LOG,NOTIFY}}{hint}"),
+            format!(
+                "\"{s}\" is not a seccomp action; expected one of SCMP_ACT_{{KILL,KILL_PROCESS,KILL_THREAD,TRAP,ERRNO,TRACE,ALLOW,LOG,NOTIFY}}{hint}"
+            ),
         );
         None
     }
@@ -365,7 +441,7 @@ impl Checker {
     fn action_ret(
         &mut self,
         action: Option<&str>,
-        ret: Option<(&Json, String)>,
+        ret: Option<(&Json<'_>, Ptr<'_>)>,
         field: &str,
         not_allowed: Code,
     ) -> Option<u64> {
@@ -376,7 +452,9 @@ impl Checker {
             self.push(
                 not_allowed,
                 &p,
-                format!("`{field}` is only meaningful with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not {action}; the OCI spec requires runtimes to fail"),
+                format!(
+                    "`{field}` is only meaningful with SCMP_ACT_ERRNO or SCMP_ACT_TRACE, not {action}; the OCI spec requires runtimes to fail"
+                ),
             );
             return None;
         }
@@ -399,48 +477,47 @@ impl Checker {
         Some(n)
     }
 
-    fn arch_list(&mut self, names: &[(&str, String)], out: &mut Vec<String>) {
-        for (name, p) in names {
-            match tables::arch_info(name) {
-                Some(info) => {
-                    if info.runc_unsupported {
-                        self.push(
-                            Code::ArchUnsupportedByRunc,
-                            p,
-                            format!("{name} is known to libseccomp but runc refuses it"),
-                        );
-                    }
-                    out.push((*name).to_owned());
-                }
-                None => {
-                    let hint = if *name == "SCMP_ARCH_NATIVE" {
-                        " (runc and crun have no native architecture: list the real ones)"
-                            .to_owned()
-                    } else {
-                        tables::ARCHES
-                            .iter()
-                            .find(|a| {
-                                a.name.eq_ignore_ascii_case(name)
-                                    || a.name[10..].eq_ignore_ascii_case(name)
-                            })
-                            .map(|a| format!(" (did you mean \"{}\"?)", a.name))
-                            .unwrap_or_default()
-                    };
+    fn arch_name(&mut self, name: &str, path: &Ptr<'_>, out: &mut Vec<String>) {
+        match tables::arch_info(name) {
+            Some(info) => {
+                if info.runc_unsupported {
                     self.push(
-                        Code::UnknownArch,
-                        p,
-                        format!("\"{name}\" is not a seccomp architecture (SCMP_ARCH_*){hint}"),
+                        Code::ArchUnsupportedByRunc,
+                        path,
+                        format!("{name} is known to libseccomp but runc refuses it"),
                     );
                 }
+                if !out.iter().any(|a| a == name) {
+                    out.push(name.to_owned());
+                }
+            }
+            None => {
+                let hint = if name == "SCMP_ARCH_NATIVE" {
+                    " (runc and crun have no native architecture: list the real ones)".to_owned()
+                } else {
+                    tables::ARCHES
+                        .iter()
+                        .find(|a| {
+                            a.name.eq_ignore_ascii_case(name)
+                                || a.name["SCMP_ARCH_".len()..].eq_ignore_ascii_case(name)
+                        })
+                        .map(|a| format!(" (did you mean \"{}\"?)", a.name))
+                        .unwrap_or_default()
+                };
+                self.push(
+                    Code::UnknownArch,
+                    path,
+                    format!("\"{name}\" is not a seccomp architecture (SCMP_ARCH_*){hint}"),
+                );
             }
         }
     }
 
-    fn profile(&mut self, doc: &Json) -> Option<Profile> {
+    fn profile(&mut self, doc: &Json<'_>) -> Option<Profile> {
         let Json::Object(_) = doc else {
             self.push(
                 Code::NotObject,
-                "",
+                &Ptr::ROOT,
                 format!(
                     "a seccomp profile is a JSON object, not {}",
                     doc.type_name()
@@ -448,9 +525,9 @@ impl Checker {
             );
             return None;
         };
-        let f = self.object(doc, "", TOP_KEYS, "the profile")?;
+        let f = self.object(doc, Ptr::ROOT, TOP_KEYS, "the profile")?;
 
-        let default_action = match f.get_some("defaultAction") {
+        let default_action = match f.get("defaultAction") {
             Some((v, p)) => {
                 let a = self.action(v, &p, "`defaultAction`");
                 if a.as_deref() == Some("SCMP_ACT_NOTIFY") {
@@ -470,7 +547,7 @@ impl Checker {
                 };
                 self.push(
                     Code::MissingDefaultAction,
-                    "",
+                    &Ptr::ROOT,
                     format!("the profile has no `defaultAction`: {why}"),
                 );
                 None
@@ -478,21 +555,22 @@ impl Checker {
         };
         let default_ret = self.action_ret(
             default_action.as_deref(),
-            f.get_some("defaultErrnoRet"),
+            f.get("defaultErrnoRet"),
             "defaultErrnoRet",
             Code::DefaultErrnoRetNotAllowed,
         );
-        if let Some((v, p)) = f.get_some("defaultErrno") {
+        if let Some((v, p)) = f.get("defaultErrno") {
             self.string(v, &p, "`defaultErrno`");
             self.note_ignored(Ignored::PodmanErrno, &p);
         }
 
         let mut architectures = Vec::new();
-        if let Some((v, p)) = f.get_some("architectures") {
-            let names = self.strings(v, &p, "`architectures`");
-            self.arch_list(&names, &mut architectures);
+        if let Some((v, p)) = f.get("architectures") {
+            for (name, i) in self.strings(v, &p, "`architectures`") {
+                self.arch_name(name, &p.index(i), &mut architectures);
+            }
         }
-        if let Some((v, p)) = f.get_some("archMap") {
+        if let Some((v, p)) = f.get("archMap") {
             if f.has("architectures") {
                 self.push(
                     Code::ArchitecturesAndArchMap,
@@ -506,14 +584,14 @@ impl Checker {
         let listed_tables = listed_tables(&architectures);
 
         let mut flags = Vec::new();
-        if let Some((v, p)) = f.get_some("flags") {
-            for (flag, fp) in self.strings(v, &p, "`flags`") {
+        if let Some((v, p)) = f.get("flags") {
+            for (flag, i) in self.strings(v, &p, "`flags`") {
                 if FLAGS.contains(&flag) {
                     flags.push(flag.to_owned());
                 } else {
                     self.push(
                         Code::UnknownFlag,
-                        &fp,
+                        &p.index(i),
                         format!(
                             "\"{flag}\" is not a seccomp filter flag; expected one of {}",
                             FLAGS.join(", ")
@@ -524,9 +602,9 @@ impl Checker {
         }
 
         let listener_path = f
-            .get_some("listenerPath")
+            .get("listenerPath")
             .and_then(|(v, p)| self.string(v, &p, "`listenerPath`").map(str::to_owned));
-        if let Some((v, p)) = f.get_some("listenerMetadata") {
+        if let Some((v, p)) = f.get("listenerMetadata") {
             self.string(v, &p, "`listenerMetadata`");
             if listener_path.is_none() {
                 self.push(
@@ -538,13 +616,14 @@ impl Checker {
         }
 
         let mut rules = Vec::new();
-        if let Some((v, p)) = f.get_some("syscalls")
+        if let Some((v, p)) = f.get("syscalls")
             && let Some(items) = self.array(v, &p, "`syscalls`")
         {
+            rules.reserve(items.len());
             for (i, item) in items.iter().enumerate() {
-                let rp = pointer_push(&p, &i.to_string());
-                let rule = self.rule(item, &rp, listed_tables, listener_path.is_some());
-                rules.push((rule, rp));
+                let first_id = self.name_ids.len();
+                let rule = self.rule(item, p.index(i), listed_tables, listener_path.is_some());
+                rules.push((rule, first_id));
             }
         }
 
@@ -564,62 +643,55 @@ impl Checker {
         })
     }
 
-    fn arch_map(&mut self, v: &Json, path: &str, out: &mut Vec<String>) {
+    fn arch_map(&mut self, v: &Json<'_>, path: &Ptr<'_>, out: &mut Vec<String>) {
         let Some(items) = self.array(v, path, "`archMap`") else {
             return;
         };
         for (i, item) in items.iter().enumerate() {
-            let ip = pointer_push(path, &i.to_string());
-            let Some(f) = self.object(item, &ip, ARCHMAP_KEYS, "an `archMap` entry") else {
+            let Some(f) = self.object(item, path.index(i), ARCHMAP_KEYS, "an `archMap` entry")
+            else {
                 continue;
             };
-            let mut names = Vec::new();
-            match f.get_some("architecture") {
+            match f.get("architecture") {
                 Some((v, p)) => {
-                    if let Some(s) = self.string(v, &p, "`architecture`") {
-                        names.push((s, p));
+                    if let Some(name) = self.string(v, &p, "`architecture`") {
+                        self.arch_name(name, &p, out);
                     }
                 }
                 None => self.push(
                     Code::WrongType,
-                    &ip,
+                    &f.path,
                     "an `archMap` entry needs an `architecture`",
                 ),
             }
-            if let Some((v, p)) = f.get_some("subArchitectures") {
-                names.extend(self.strings(v, &p, "`subArchitectures`"));
-            }
-            let mut arches = Vec::new();
-            self.arch_list(&names, &mut arches);
-            for a in arches {
-                if !out.contains(&a) {
-                    out.push(a);
+            if let Some((v, p)) = f.get("subArchitectures") {
+                for (name, j) in self.strings(v, &p, "`subArchitectures`") {
+                    self.arch_name(name, &p.index(j), out);
                 }
             }
         }
     }
 
-    fn filter(&mut self, v: &Json, path: &str, what: &str) -> Filter {
+    fn string_list(&mut self, v: &Json<'_>, path: &Ptr<'_>, what: &str) -> Vec<String> {
+        self.strings(v, path, what)
+            .into_iter()
+            .map(|(s, _)| s.to_owned())
+            .collect()
+    }
+
+    fn filter(&mut self, v: &Json<'_>, path: Ptr<'_>, what: &str) -> Filter {
         let mut filter = Filter::default();
         let Some(f) = self.object(v, path, FILTER_KEYS, what) else {
             return filter;
         };
-        if let Some((v, p)) = f.get_some("arches") {
+        if let Some((v, p)) = f.get("arches") {
             // Docker writes Go architecture names here (amd64, s390x, ...), not SCMP_ARCH_*.
-            filter.arches = self
-                .strings(v, &p, "`arches`")
-                .into_iter()
-                .map(|(s, _)| s.to_owned())
-                .collect();
+            filter.arches = self.string_list(v, &p, "`arches`");
         }
-        if let Some((v, p)) = f.get_some("caps") {
-            filter.caps = self
-                .strings(v, &p, "`caps`")
-                .into_iter()
-                .map(|(s, _)| s.to_owned())
-                .collect();
+        if let Some((v, p)) = f.get("caps") {
+            filter.caps = self.string_list(v, &p, "`caps`");
         }
-        if let Some((v, p)) = f.get_some("minKernel")
+        if let Some((v, p)) = f.get("minKernel")
             && let Some(s) = self.string(v, &p, "`minKernel`")
         {
             if is_kernel_version(s) {
@@ -637,82 +709,73 @@ impl Checker {
 
     fn rule(
         &mut self,
-        v: &Json,
-        path: &str,
+        v: &Json<'_>,
+        path: Ptr<'_>,
         listed: Option<ArchSet>,
         has_listener: bool,
     ) -> Option<Rule> {
         let f = self.object(v, path, RULE_KEYS, "a syscall rule")?;
 
-        let names = self.rule_names(&f, path, listed);
+        let names = self.rule_names(&f, listed);
 
-        let action = match f.get_some("action") {
+        let action = match f.get("action") {
             Some((v, p)) => self.action(v, &p, "`action`"),
             None => {
-                self.push(Code::MissingAction, path, "the rule has no `action`");
+                self.push(Code::MissingAction, &f.path, "the rule has no `action`");
                 None
             }
         };
         let ret = self.action_ret(
             action.as_deref(),
-            f.get_some("errnoRet"),
+            f.get("errnoRet"),
             "errnoRet",
             Code::ErrnoRetNotAllowed,
         );
-        if let Some((v, p)) = f.get_some("errno") {
+        if let Some((v, p)) = f.get("errno") {
             self.string(v, &p, "`errno`");
             self.note_ignored(Ignored::PodmanErrno, &p);
         }
         if action.as_deref() == Some("SCMP_ACT_NOTIFY") {
-            let action_path = pointer_push(path, "action");
-            if let Some((_, np)) = names.iter().find(|(n, _)| n == "write") {
+            if let Some(i) = names.iter().position(|n| n == "write")
+                && let Some((_, p)) = f.get("names")
+            {
                 self.push(
                     Code::NotifyOnWrite,
-                    np,
+                    &p.index(i),
                     "SCMP_ACT_NOTIFY on `write` can deadlock the process that handles notifications (runc refuses it)",
                 );
             }
             if !has_listener {
                 self.push(
                     Code::NotifyWithoutListener,
-                    &action_path,
+                    &f.path.key("action"),
                     "SCMP_ACT_NOTIFY needs `listenerPath` to reach a notification handler",
                 );
             }
         }
 
-        let args = match f.get_some("args") {
+        let args = match f.get("args") {
             Some((v, p)) => self.args(v, &p),
             None => Some(Vec::new()),
         };
 
-        let includes = match f.get_some("includes") {
-            Some((v, p)) => {
-                let filter = self.filter(v, &p, "`includes`");
-                if !filter.is_empty() {
+        let mut conditions = [Filter::default(), Filter::default()];
+        for (slot, key) in conditions.iter_mut().zip(["includes", "excludes"]) {
+            if let Some((v, p)) = f.get(key) {
+                *slot = self.filter(v, p, &format!("`{key}`"));
+                if !slot.is_empty() {
                     self.note_ignored(Ignored::IncludesExcludes, &p);
                 }
-                filter
             }
-            None => Filter::default(),
-        };
-        let excludes = match f.get_some("excludes") {
-            Some((v, p)) => {
-                let filter = self.filter(v, &p, "`excludes`");
-                if !filter.is_empty() {
-                    self.note_ignored(Ignored::IncludesExcludes, &p);
-                }
-                filter
-            }
-            None => Filter::default(),
-        };
-        if let Some((v, p)) = f.get_some("comment") {
+        }
+        let [includes, excludes] = conditions;
+        if let Some((v, p)) = f.get("comment") {
             self.string(v, &p, "`comment`");
             self.note_ignored(Ignored::Comment, &p);
         }
 
         Some(Rule {
-            names: names.into_iter().map(|(n, _)| n).collect(),
+            names,
             action: Action { name: action?, ret },
             args: args?,
             includes,
@@ -720,14 +783,9 @@ impl Checker {
         })
     }
 
-    /// The rule's syscall names with their pointers; empty on error.
-    fn rule_names(
-        &mut self,
-        f: &Fields<'_>,
-        path: &str,
-        listed: Option<ArchSet>,
-    ) -> Vec<(String, String)> {
-        let names: Vec<(&str, String)> = match (f.get_some("names"), f.get_some("name")) {
+    /// The rule's syscall names; empty on error.
+    fn rule_names(&mut self, f: &Fields<'_>, listed: Option<ArchSet>) -> Vec<SyscallName> {
+        let (names, list) = match (f.get("names"), f.get("name")) {
             (Some(_), Some((_, p))) => {
                 self.push(
                     Code::NameAndNames,
@@ -737,7 +795,6 @@ impl Checker {
                 return Vec::new();
             }
             (Some((v, p)), None) => {
-                let names = self.strings(v, &p, "`names`");
                 if matches!(v, Json::Array(a) if a.is_empty()) {
                     self.push(
                         Code::EmptyNames,
@@ -745,58 +802,75 @@ impl Checker {
                         "`names` is empty: the rule applies to nothing (the OCI spec requires at least one name)",
                     );
                 }
-                names
+                (self.strings(v, &p, "`names`"), Some(p))
             }
             (None, Some((v, p))) => {
                 self.note_ignored(Ignored::LegacyName, &p);
-                self.string(v, &p, "`name`")
-                    .map(|s| vec![(s, p)])
-                    .unwrap_or_default()
+                let name = self.string(v, &p, "`name`");
+                let Some(name) = name else {
+                    return Vec::new();
+                };
+                (vec![(name, 0)], None)
             }
             (None, None) => {
                 self.push(
                     Code::MissingNames,
-                    path,
+                    &f.path,
                     "the rule names no syscall (`names` is missing)",
                 );
                 return Vec::new();
             }
         };
+        let legacy = f.path.key("name");
         let mut out = Vec::with_capacity(names.len());
-        for (name, p) in names {
+        for (name, i) in names {
+            // Pointers are only rendered for diagnostics.
+            let at = |list: &Option<Ptr<'_>>| match list {
+                Some(p) => p.index(i).render(),
+                None => legacy.render(),
+            };
             if name.is_empty() {
-                self.push(Code::EmptyName, &p, "a syscall name is an empty string");
+                self.diags.push(Diagnostic::new(
+                    Code::EmptyName,
+                    at(&list),
+                    "a syscall name is an empty string",
+                ));
                 continue;
             }
-            match tables::syscall_arches(name) {
+            match tables::lookup_syscall(name) {
                 None => {
                     let hint = tables::closest_syscall(name)
                         .map(|s| format!(" (did you mean \"{s}\"?)"))
                         .unwrap_or_default();
-                    self.push(
+                    self.diags.push(Diagnostic::new(
                         Code::UnknownSyscall,
-                        &p,
-                        format!("no architecture has a syscall named \"{name}\"; runtimes skip it silently{hint}"),
-                    );
+                        at(&list),
+                        format!(
+                            "no architecture has a syscall named \"{name}\"; runtimes skip it silently{hint}"
+                        ),
+                    ));
                 }
-                Some(known) => {
+                Some(syscall) => {
+                    out.push(SyscallName::Borrowed(syscall.name));
+                    self.name_ids.push(syscall.id);
                     if let Some(listed) = listed
-                        && !known.intersects(listed)
+                        && !syscall.arches.intersects(listed)
                     {
-                        self.push(
+                        self.diags.push(Diagnostic::new(
                             Code::SyscallNotOnListedArch,
-                            &p,
-                            format!("\"{name}\" does not exist on any of the listed architectures, so this name has no effect"),
-                        );
+                            at(&list),
+                            format!(
+                                "\"{name}\" does not exist on any of the listed architectures, so this name has no effect"
+                            ),
+                        ));
                     }
                 }
             }
-            out.push((name.to_owned(), p));
         }
         out
     }
 
-    fn args(&mut self, v: &Json, path: &str) -> Option<Vec<Arg>> {
+    fn args(&mut self, v: &Json<'_>, path: &Ptr<'_>) -> Option<Vec<Arg>> {
         let items = self.array(v, path, "`args`")?;
         if items.len() > 6 {
             self.push(
@@ -812,55 +886,58 @@ impl Checker {
         let mut ok = true;
         let mut seen_index: [Option<String>; 6] = Default::default();
         for (i, item) in items.iter().enumerate() {
-            let ap = pointer_push(path, &i.to_string());
-            let Some(f) = self.object(item, &ap, ARG_KEYS, "an argument condition") else {
+            let Some(f) = self.object(item, path.index(i), ARG_KEYS, "an argument condition")
+            else {
                 ok = false;
                 continue;
             };
-            let index = match f.get_some("index") {
-                Some((v, p)) => {
-                    match self.uint(v, &p, u64::from(u32::MAX), "`index`") {
-                        Some(n) if n <= 5 => {
-                            if let Some(first) = &seen_index[n as usize] {
-                                self.push(
+            let index = match f.get("index") {
+                Some((v, p)) => match self.uint(v, &p, u64::from(u32::MAX), "`index`") {
+                    Some(n) if n <= 5 => {
+                        let slot = &mut seen_index[n as usize];
+                        if let Some(first) = slot.clone() {
+                            self.push(
                                 Code::DuplicateArgIndex,
                                 &p,
-                                format!("argument {n} is already tested at {first}: runc and crun split such a rule into one rule per condition, so the conditions are ORed, not ANDed"),
+                                format!(
+                                    "argument {n} is already tested at {first}: runc and crun split such a rule into one rule per condition, so the conditions are ORed, not ANDed"
+                                ),
                             );
-                            } else {
-                                seen_index[n as usize] = Some(p.clone());
-                            }
-                            Some(n)
+                        } else {
+                            *slot = Some(p.render());
                         }
-                        Some(n) => {
-                            self.push(
+                        Some(n)
+                    }
+                    Some(n) => {
+                        self.push(
                             Code::ArgIndexOutOfRange,
                             &p,
-                            format!("argument index {n} is out of range: syscalls have arguments 0 to 5"),
+                            format!(
+                                "argument index {n} is out of range: syscalls have arguments 0 to 5"
+                            ),
                         );
-                            None
-                        }
-                        None => None,
+                        None
                     }
-                }
+                    None => None,
+                },
                 None => {
                     self.push(
                         Code::MissingIndex,
-                        &ap,
+                        &f.path,
                         "the argument condition has no `index`",
                     );
                     None
                 }
             };
             let value = f
-                .get_some("value")
+                .get("value")
                 .map(|(v, p)| self.uint(v, &p, u64::MAX, "`value`"))
                 .unwrap_or(Some(0));
             let value_two = f
-                .get_some("valueTwo")
+                .get("valueTwo")
                 .map(|(v, p)| self.uint(v, &p, u64::MAX, "`valueTwo`"))
                 .unwrap_or(Some(0));
-            let op = match f.get_some("op") {
+            let op = match f.get("op") {
                 Some((v, p)) => match self.string(v, &p, "`op`") {
                     Some(op) if OPERATORS.contains(&op) => Some(op.to_owned()),
                     Some(op) => {
@@ -877,7 +954,11 @@ impl Checker {
                     None => None,
                 },
                 None => {
-                    self.push(Code::MissingOp, &ap, "the argument condition has no `op`");
+                    self.push(
+                        Code::MissingOp,
+                        &f.path,
+                        "the argument condition has no `op`",
+                    );
                     None
                 }
             };
@@ -887,8 +968,10 @@ impl Checker {
             {
                 self.push(
                     Code::MaskedEqUnreachable,
-                    &ap,
-                    format!("SCMP_CMP_MASKED_EQ with mask {mask:#x} can never equal {datum:#x}: the datum has bits outside the mask"),
+                    &f.path,
+                    format!(
+                        "SCMP_CMP_MASKED_EQ with mask {mask:#x} can never equal {datum:#x}: the datum has bits outside the mask"
+                    ),
                 );
             }
             match (index, value, value_two, op) {
@@ -904,58 +987,76 @@ impl Checker {
         ok.then_some(args)
     }
 
-    fn cross_rule_checks(&mut self, default: Option<&Action>, rules: &[(Option<Rule>, String)]) {
-        // First unconditional action per syscall: libseccomp keeps the first one added.
-        let mut first: HashMap<&str, (&Action, &str)> = HashMap::new();
+    /// Checks across rules, on the rules that parsed (`rules[i]` is `/syscalls/i`, with the
+    /// offset of its names' ids in `name_ids`).
+    fn cross_rule_checks(&mut self, default: Option<&Action>, rules: &[(Option<Rule>, usize)]) {
+        const UNSEEN: usize = usize::MAX;
+        const CONDITIONAL_ONLY: usize = usize::MAX - 1;
+        let rule_ptr = |i: usize| format!("/syscalls/{i}");
+        let ids = std::mem::take(&mut self.name_ids);
+        // Per syscall: the first rule giving it an unconditional action (libseccomp keeps
+        // the first one added), or a marker.
+        let mut first = vec![UNSEEN; tables::syscall_count()];
+        let mut names_seen = 0usize;
         let mut estimate = 4usize; // arch check, syscall number load, default return
         let mut actions: Vec<&Action> = Vec::new();
-        let mut names_seen: HashMap<&str, ()> = HashMap::new();
-        for (rule, path) in rules {
+        for (i, (rule, id_offset)) in rules.iter().enumerate() {
             let Some(rule) = rule else { continue };
             if let Some(default) = default
                 && effective(&rule.action) == effective(default)
             {
-                self.push(
+                self.diags.push(Diagnostic::new(
                     Code::RuleEqualsDefault,
-                    &pointer_push(path, "action"),
-                    format!("the rule's action equals `defaultAction` ({default}): runc and crun skip it, podman fails on it"),
-                );
+                    format!("{}/action", rule_ptr(i)),
+                    format!(
+                        "the rule's action equals `defaultAction` ({default}): runc and crun skip it, podman fails on it"
+                    ),
+                ));
             }
             if !actions.contains(&&rule.action) {
                 actions.push(&rule.action);
             }
-            for name in &rule.names {
-                if names_seen.insert(name, ()).is_none() {
-                    estimate += 1;
-                }
-                // Each argument condition costs at least one comparison instruction.
-                estimate += rule.args.len();
-                if !rule.is_unconditional() {
-                    continue;
-                }
-                match first.get(name.as_str()) {
-                    Some((action, at)) if **action != rule.action => {
-                        let p = pointer_push(path, "action");
-                        self.push(
-                            Code::ConflictingActions,
-                            &p,
-                            format!("\"{name}\" already gets {action} unconditionally at {at}; libseccomp keeps the first, so this {} is ignored", rule.action),
-                        );
+            // Each argument condition costs at least one comparison instruction per name.
+            estimate += rule.names.len() * rule.args.len();
+            let unconditional = rule.is_unconditional();
+            for (k, name) in rule.names.iter().enumerate() {
+                let slot = &mut first[usize::from(ids[id_offset + k])];
+                match *slot {
+                    UNSEEN => {
+                        names_seen += 1;
+                        *slot = if unconditional { i } else { CONDITIONAL_ONLY };
                     }
-                    Some(_) => {}
-                    None => {
-                        first.insert(name, (&rule.action, path));
+                    CONDITIONAL_ONLY if unconditional => *slot = i,
+                    at if unconditional => {
+                        let earlier = rules[at].0.as_ref().map(|r| &r.action);
+                        if let Some(action) = earlier
+                            && *action != rule.action
+                        {
+                            self.diags.push(Diagnostic::new(
+                                Code::ConflictingActions,
+                                format!("{}/action", rule_ptr(i)),
+                                format!(
+                                    "\"{name}\" already gets {action} unconditionally at {}; libseccomp keeps the first, so this {} is ignored",
+                                    rule_ptr(at),
+                                    rule.action
+                                ),
+                            ));
+                        }
                     }
+                    _ => {}
                 }
             }
         }
-        estimate += actions.len();
+        // One jump per distinct syscall, one return per distinct action.
+        estimate += names_seen + actions.len();
         if estimate > BPF_MAX_INSNS {
-            self.push(
+            self.diags.push(Diagnostic::new(
                 Code::FilterTooLarge,
                 "/syscalls",
-                format!("the filter needs at least {estimate} BPF instructions, over the kernel's limit of {BPF_MAX_INSNS}: the container would fail to start"),
-            );
+                format!(
+                    "the filter needs at least {estimate} BPF instructions, over the kernel's limit of {BPF_MAX_INSNS}: the container would fail to start"
+                ),
+            ));
         }
     }
 }

@@ -104,7 +104,7 @@ fn rule() -> impl Strategy<Value = Rule> {
         proptest::collection::vec((0u64..6, 0u64..3), 0..2),
     )
         .prop_map(|(names, action, args)| Rule {
-            names: names.into_iter().map(str::to_owned).collect(),
+            names: names.into_iter().map(Into::into).collect(),
             action,
             args: args
                 .into_iter()
