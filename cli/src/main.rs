@@ -4,7 +4,12 @@
 //! and turns its outcome into an exit status (0 ok, 1 a negative verdict such as an invalid
 //! profile, 2 usage or I/O errors).
 
+mod audit;
+mod client;
 mod output;
+mod profile;
+mod render;
+mod rollout;
 mod validate;
 
 use std::process::ExitCode;
@@ -27,6 +32,24 @@ struct Cli {
     )]
     output: Format,
 
+    /// Registry URL, for the commands that talk to it.
+    #[arg(
+        long,
+        global = true,
+        env = "SECCOMP_REGISTRY",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    registry: String,
+
+    /// Distributor URL, for the commands that talk to it.
+    #[arg(
+        long,
+        global = true,
+        env = "SECCOMP_DISTRIBUTOR",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    distributor: String,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +64,36 @@ enum Command {
     /// Exit status: 0 when every file is valid (warnings allowed), 1 when any is invalid,
     /// 2 on usage or I/O errors. `-` reads standard input.
     Validate(validate::Args),
+
+    /// Publish, inspect, compare and deprecate profile versions in the registry.
+    ///
+    /// Exit status: 0 ok, 1 when the registry refuses (an invalid profile, a stale
+    /// `--expect-version`, an unknown profile or version), 2 on usage or I/O errors and when
+    /// the registry cannot be reached.
+    #[command(subcommand)]
+    Profile(profile::Command),
+
+    /// List the registry's audit log of mutating calls, oldest first.
+    Audit(audit::Args),
+
+    /// Print the NodeConfigItem that puts a profile version on the selected nodes.
+    ///
+    /// Fetches the version from the registry and renders it locally, exactly as the
+    /// distributor would (`node.shturval.tech/v1beta2`, a directory entry and the file with
+    /// its content, mode, owner and group). YAML by default, `-o json` too; ready for
+    /// `kubectl apply -f -` or a GitOps repository.
+    Render(render::Args),
+
+    /// Roll profile versions out to nodes and follow them.
+    ///
+    /// Exit status: 0 ok, 1 when the distributor refuses or (with --wait) the rollout does
+    /// not complete, 2 on usage errors and when the distributor cannot be reached.
+    #[command(subcommand)]
+    Rollout(rollout::Command),
+
+    /// List the nodes whose agents have connected: labels, state, and per file the desired
+    /// and observed mode, owner, group and sha256.
+    Nodes(rollout::NodesArgs),
 }
 
 /// What a command concluded, mapped to the exit status.
@@ -56,6 +109,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, cli.output),
+        Command::Profile(command) => profile::run(command, &cli.registry, cli.output),
+        Command::Audit(args) => audit::run(&args, &cli.registry, cli.output),
+        Command::Render(args) => render::run(&args, &cli.registry, cli.output),
+        Command::Rollout(command) => rollout::run(command, &cli.distributor, cli.output),
+        Command::Nodes(args) => rollout::nodes(&args, &cli.distributor, cli.output),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

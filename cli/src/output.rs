@@ -29,3 +29,24 @@ pub fn print_structured<T: Serialize>(format: Format, value: &T) -> Result<bool>
         }
     }
 }
+
+/// A plain, borderless table with a header row, in the style of `kubectl get`.
+pub fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(header);
+    for i in 0..N {
+        if let Some(column) = table.column_mut(i) {
+            column.set_padding((0, 2));
+        }
+    }
+    table
+}
+
+/// Print a table without the padding at the end of each line.
+pub fn print_table(table: &comfy_table::Table) {
+    for line in table.lines() {
+        println!("{}", line.trim_end());
+    }
+}

@@ -1,8 +1,142 @@
 //! `seccomp-distributor`: turns rollouts (profile version, node selector, priority,
-//! strategy) into Shturval NodeConfigItems and per-node file sets, streams those sets to
-//! node agents and drives staged rollouts with rollback.
+//! strategy) into Shturval NodeConfigItems and per-node file sets, and ships them.
 //!
-//! This crate will hold (see `ARCHITECTURE.md` and DESIGN sections 4-6): the NodeConfigItem
-//! model and renderer, the pure effective-file-set computation (selector matching, priority
-//! resolution, revision hash), the rollout state machine, the sinks (node agents, a YAML
-//! directory, a Kubernetes cluster in one `k8s` module), and the gRPC services.
+//! Layout:
+//! - [`nci`]: the `NodeConfigItem` model (plain serde types, the seed's exact field names) and
+//!   rendering a profile version plus a [`nci::Target`] into one;
+//! - [`selector`]: label selectors (`""` means "the key exists"), parsing and matching;
+//! - [`fileset`]: a node's effective file set (priority resolution, conflicts, revision),
+//!   indexed for fleets of thousands of nodes;
+//! - [`sink`]: where NCIs go besides the agents: a directory of YAML files for GitOps;
+//! - [`k8s`]: the only module that uses kube: server-side apply of NCIs and pruning;
+//! - [`hub`]: agent sessions and per-node state (what was sent, acknowledged, observed);
+//! - [`store`]: rollouts persisted in sled;
+//! - [`service`]: the operations (create rollout, list nodes, render), transport-free;
+//! - [`grpc`]: the only module that uses tonic: the `AgentSync` and `Distributor` services
+//!   and the registry client;
+//! - [`run`]: the server, given a bound listener and a shutdown future.
+//!
+//! Still to come (see ARCHITECTURE.md): the staged rollout engine (waves, pause, rollback).
+
+pub mod error;
+pub mod fileset;
+pub mod grpc;
+pub mod hub;
+pub mod k8s;
+pub mod nci;
+pub mod selector;
+pub mod service;
+pub mod sink;
+pub mod store;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+
+pub use error::{Error, Result};
+
+/// The gRPC service names this server reports healthy.
+pub const SERVICES: [&str; 2] = [
+    seccomp_proto::distributor::v1::distributor_server::SERVICE_NAME,
+    seccomp_proto::agent::v1::agent_sync_server::SERVICE_NAME,
+];
+
+/// Server settings.
+#[derive(Clone)]
+pub struct Config {
+    /// sled database directory.
+    pub data_dir: PathBuf,
+    /// Registry URL (`http://127.0.0.1:50051`).
+    pub registry: String,
+    /// Silence after which a disconnected node is Unknown.
+    pub unknown_after: Duration,
+    /// How long to wait for in-flight calls on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Defaults with the given data directory and registry.
+    pub fn new(data_dir: impl Into<PathBuf>, registry: impl Into<String>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            registry: registry.into(),
+            unknown_after: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// State could not be opened or loaded.
+    #[error(transparent)]
+    State(#[from] Error),
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Reflection could not be built.
+    #[error(transparent)]
+    Reflection(#[from] seccomp_server::grpc::ReflectionError),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serve the distributor on `listener` until `shutdown` completes. On shutdown the agent
+/// streams are closed (agents keep their files and reconnect), in-flight calls get the grace
+/// period, and the database is released before this returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = store::Store::open(&config.data_dir)?;
+    let hub = Arc::new(hub::Hub::new(
+        fileset::Fleet::new(&[])?,
+        config.unknown_after,
+    ));
+    let source = Arc::new(grpc::RegistrySource::new(&config.registry)?);
+    let distributor = Arc::new(service::Distributor::new(store, Arc::clone(&hub), source)?);
+
+    let router = tonic::transport::Server::builder()
+        .add_service(grpc::agent_service(Arc::clone(&hub)))
+        .add_service(grpc::distributor_service(distributor));
+    let (router, health) =
+        seccomp_server::grpc::add_health_and_reflection(router, &SERVICES).await?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), registry = %config.registry, "distributor serving");
+    }
+    let stop = CancellationToken::new();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = shutdown => {
+            tracing::info!("shutdown requested");
+            seccomp_server::grpc::set_not_serving(&health, &SERVICES).await;
+            // Agent streams never end on their own: close them so connections can drain.
+            hub.close_all();
+            stop.cancel();
+            if tokio::time::timeout(config.shutdown_grace, &mut server).await.is_err() {
+                tracing::warn!("grace period over, closing agent streams");
+            }
+        }
+    }
+    Ok(())
+}

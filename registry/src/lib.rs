@@ -1,8 +1,146 @@
-//! `seccomp-registry`: the gRPC service that validates seccomp profiles and keeps
-//! immutable, numbered versions of them in sled.
+//! `seccomp-registry`: the gRPC service that validates seccomp profiles and keeps immutable,
+//! numbered versions of them in sled (DESIGN section 3; the wire contract is
+//! `proto/proto/seccomp/registry/v1/registry.proto`).
 //!
-//! This crate will hold (see `ARCHITECTURE.md` and DESIGN section 3): the storage layer
-//! (key layout for `latest`, history and lookup by digest as single lookups), the domain
-//! service (publish with compare-and-set, deprecate, audit log) with no tonic in it, one
-//! `grpc` module that maps domain errors to `tonic::Status`, and `run(config, listener,
-//! shutdown)` used by a thin `main.rs`. Validation itself lives in `seccomp-profile`.
+//! Layout:
+//! - [`name`]: profile name rules (DNS-1123 subdomain);
+//! - [`store`]: the sled key layout and the records, one transaction per mutation;
+//! - [`service`]: the behaviour (publish with idempotency and compare-and-set, reads, diff,
+//!   deprecate, delete, audit), with no tonic in it;
+//! - [`error`]: the error enum and its categories;
+//! - [`grpc`]: the tonic service, proto <-> domain conversion, and the only
+//!   `impl From<Error> for tonic::Status`;
+//! - [`run`]: serve on an already-bound listener until a shutdown future completes, used by
+//!   the thin `main.rs` and by the tests (which pass `127.0.0.1:0` and a oneshot).
+//!
+//! Validation itself lives in `seccomp-profile`; server plumbing (logging, signals, health,
+//! reflection, metrics) in `seccomp-server`.
+
+pub mod error;
+pub mod grpc;
+pub mod name;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use seccomp_proto::registry::v1::registry_server::SERVICE_NAME;
+use seccomp_server::metrics::GrpcMetrics;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tower::util::MapResponseLayer;
+use tracing::{info, warn};
+
+pub use error::{Error, Result};
+pub use service::{Limits, NoUsageTracking, Registry, UsageCheck};
+pub use store::Store;
+
+/// Default size limit of a profile: 1 MiB.
+pub const DEFAULT_MAX_PROFILE_BYTES: usize = seccomp_profile::DEFAULT_MAX_BYTES;
+
+/// What [`run`] needs besides the listener.
+#[derive(Clone)]
+pub struct Config {
+    /// Where the sled database lives.
+    pub data_dir: PathBuf,
+    /// Largest accepted profile.
+    pub max_profile_bytes: usize,
+    /// How long shutdown waits for in-flight calls before dropping connections.
+    pub shutdown_grace: Duration,
+    /// gRPC request metrics, when the binary serves them.
+    pub metrics: Option<GrpcMetrics>,
+}
+
+impl Config {
+    /// Defaults for everything but the data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            max_profile_bytes: DEFAULT_MAX_PROFILE_BYTES,
+            shutdown_grace: Duration::from_secs(30),
+            metrics: None,
+        }
+    }
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Opening or flushing the database failed.
+    #[error(transparent)]
+    Store(#[from] Error),
+    /// The data directory cannot be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The standard services could not be built.
+    #[error(transparent)]
+    Reflection(#[from] seccomp_server::grpc::ReflectionError),
+    /// The gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serve the registry on `listener` until `shutdown` completes, then stop accepting, let
+/// in-flight calls finish (at most [`Config::shutdown_grace`]), wait for publishes in
+/// progress and flush the database.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store = Store::open(&config.data_dir)?;
+    let registry = Registry::new(
+        store,
+        Limits {
+            max_profile_bytes: config.max_profile_bytes,
+        },
+        Arc::new(NoUsageTracking),
+    );
+
+    let router = tonic::transport::Server::builder()
+        .layer(MapResponseLayer::new(
+            seccomp_server::grpc::oversize_as_resource_exhausted,
+        ))
+        .layer(tower::util::option_layer(config.metrics.clone()))
+        .add_service(grpc::service(registry.clone()));
+    let (router, health) =
+        seccomp_server::grpc::add_health_and_reflection(router, &[SERVICE_NAME]).await?;
+
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, data_dir = %config.data_dir.display(), "registry serving");
+    }
+    let stop = CancellationToken::new();
+    // Without TCP_NODELAY, Nagle's algorithm holds back the trailers of a reply until the
+    // client's delayed ACK: about 40 ms added to every call.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result?,
+        () = shutdown => {
+            info!("shutdown requested: no new connections, finishing in-flight calls");
+            seccomp_server::grpc::set_not_serving(&health, &[SERVICE_NAME]).await;
+            stop.cancel();
+            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+                Ok(result) => result?,
+                Err(_) => warn!(grace = ?config.shutdown_grace, "grace period over, dropping open connections"),
+            }
+        }
+    }
+    registry.drain().await?;
+    info!("registry stopped, data flushed");
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `seccompctl render NAME[@VERSION] --selector ...`: fetch a version from the registry and
+//! print the NodeConfigItem that would put it on the selected nodes, ready for
+//! `kubectl apply -f -` or a GitOps repository. Rendering happens here, with the same code
+//! the distributor uses; no distributor is needed.
+
+use anyhow::{Context as _, Result, anyhow};
+use seccomp_distributor::nci::{self, ProfileRef};
+use seccomp_proto::registry::v1 as pb;
+
+use crate::Outcome;
+use crate::client;
+use crate::output::Format;
+use crate::rollout::TargetArgs;
+
+/// Arguments of `seccompctl render`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Profile and version: `NAME`, `NAME@latest`, `NAME@3` or `NAME@sha256:<hex>`.
+    #[arg(value_name = "NAME[@VERSION]")]
+    reference: String,
+
+    /// Name of the NodeConfigItem (default `seccomp-<profile>`).
+    #[arg(long, value_name = "NCI")]
+    name: Option<String>,
+
+    #[command(flatten)]
+    target: TargetArgs,
+}
+
+/// Run the command against the registry at `url`. `-o table` (the default) prints YAML.
+pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
+    let target = args.target.to_target()?;
+    let (name, selector) = crate::profile::parse_reference(&args.reference)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let version = runtime.block_on(async {
+        let mut registry = client::connect(url).await?;
+        let reply = registry
+            .get_profile(pb::GetProfileRequest {
+                name: name.clone(),
+                selector,
+                include_content: Some(true),
+            })
+            .await;
+        match reply {
+            Ok(r) => r
+                .into_inner()
+                .profile
+                .ok_or_else(|| anyhow!("the registry returned no profile"))
+                .map(Some),
+            Err(status) => client::refused(status, url).map(|_| None),
+        }
+    })?;
+    let Some(version) = version else {
+        return Ok(Outcome::Negative);
+    };
+    if version.deprecated {
+        eprintln!(
+            "seccompctl: warning: profile \"{name}\" version {} is deprecated",
+            version.version
+        );
+    }
+    let rendered = nci::render(
+        ProfileRef {
+            name: &version.name,
+            version: version.version,
+            content: &version.content,
+        },
+        &target,
+        args.name.as_deref(),
+        None,
+    )?;
+    match format {
+        Format::Json => println!("{}", rendered.to_json()?),
+        Format::Table | Format::Yaml => print!("{}", rendered.to_yaml()?),
+    }
+    Ok(Outcome::Ok)
+}

@@ -1,0 +1,367 @@
+//! `seccompctl render`, `rollout` and `nodes` as a user runs them: the real binary against a
+//! registry, a distributor and a node agent running in this test process on loopback.
+
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
+use std::path::Path;
+use std::time::Duration;
+
+use assert_cmd::Command;
+use tokio::sync::oneshot;
+
+/// Registry, distributor and one agent (`node-a`, `kubernetes.io/os=linux`) on a background
+/// runtime for the duration of a test.
+struct Stack {
+    registry: String,
+    distributor: String,
+    host: std::path::PathBuf,
+    stops: Vec<oneshot::Sender<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn start() -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let bind = || {
+            runtime
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap()
+        };
+        let (reg_listener, dist_listener) = (bind(), bind());
+        let registry = format!("http://{}", reg_listener.local_addr().unwrap());
+        let distributor = format!("http://{}", dist_listener.local_addr().unwrap());
+        let mut stops = Vec::new();
+        let mut stopper = || {
+            let (tx, rx) = oneshot::channel::<()>();
+            stops.push(tx);
+            async move {
+                let _ = rx.await;
+            }
+        };
+        runtime.spawn(seccomp_registry::run(
+            seccomp_registry::Config::new(dir.path().join("registry")),
+            reg_listener,
+            stopper(),
+        ));
+        let mut dconfig =
+            seccomp_distributor::Config::new(dir.path().join("distributor"), &registry);
+        dconfig.shutdown_grace = Duration::from_millis(200);
+        runtime.spawn(seccomp_distributor::run(dconfig, dist_listener, stopper()));
+
+        // The node: its own host root with the accounts the rollout names.
+        let host = dir.path().join("node-a");
+        std::fs::create_dir_all(host.join("etc")).unwrap();
+        std::fs::create_dir_all(host.join("var/lib/kubelet")).unwrap();
+        std::fs::write(
+            host.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nseccompuser:x:65534:65534::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(host.join("etc/group"), "root:x:0:\nseccompgroup:x:65534:\n").unwrap();
+        let files = seccomp_node_agent::Config {
+            host_root: host.clone(),
+            allowed_root: "/var/lib/kubelet/seccomp".into(),
+            state_dir: dir.path().join("agent-state"),
+        };
+        let mut agent = seccomp_node_agent::sync::Config::new(&distributor, "node-a", files);
+        agent.labels = [("kubernetes.io/os".to_owned(), "linux".to_owned())].into();
+        let agent_stop = stopper();
+        runtime.spawn(async move {
+            let _ = seccomp_node_agent::sync::run(agent, agent_stop).await;
+        });
+        Stack {
+            registry,
+            distributor,
+            host,
+            stops,
+            runtime: Some(runtime),
+            dir,
+        }
+    }
+
+    fn ctl(&self) -> Command {
+        let mut cmd = Command::cargo_bin("seccompctl").unwrap();
+        cmd.env_remove("SECCOMP_OUTPUT")
+            .env("SECCOMP_REGISTRY", &self.registry)
+            .env("SECCOMP_DISTRIBUTOR", &self.distributor)
+            .timeout(Duration::from_secs(60));
+        cmd
+    }
+
+    fn write(&self, name: &str, content: &str) -> std::path::PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stat(path: &Path) -> String {
+    let out = std::process::Command::new("stat")
+        .args(["-c", "%a %U %G"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+const PROFILE: &str = "{\n  \"defaultAction\": \"SCMP_ACT_LOG\"\n}\n";
+
+#[test]
+fn render_rollout_and_nodes() {
+    let stack = Stack::start();
+    let file = stack.write("web.json", PROFILE);
+    let out = stack
+        .ctl()
+        .args(["profile", "publish", "web"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // render: YAML by default, JSON on request; the content is the published bytes.
+    let out = stack
+        .ctl()
+        .args([
+            "render",
+            "web@1",
+            "--selector",
+            "kubernetes.io/os=linux",
+            "--name",
+            "seccomp-profile",
+            "--mode",
+            "0600",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nci: serde_json::Value = serde_yaml_ng::from_str(&stdout(&out)).unwrap();
+    assert_eq!(nci["apiVersion"], "node.shturval.tech/v1beta2");
+    assert_eq!(nci["metadata"]["name"], "seccomp-profile");
+    assert_eq!(nci["spec"]["files"][1]["content"], PROFILE);
+    assert_eq!(nci["spec"]["files"][1]["mode"], "0600");
+    assert_eq!(
+        nci["spec"]["nodeconfigselector"]["kubernetes.io/os"],
+        "linux"
+    );
+    let out = stack
+        .ctl()
+        .args([
+            "render",
+            "web",
+            "--selector",
+            "kubernetes.io/os=linux",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["metadata"]["name"], "seccomp-web");
+
+    // Bad input: a clear message, exit 2, before any network call.
+    for (args, needle) in [
+        (
+            vec!["render", "web", "--selector", "bad key=x"],
+            "not a valid label key",
+        ),
+        (
+            vec!["render", "web", "--selector", "a=b", "--mode", "999"],
+            "octal",
+        ),
+        (
+            vec!["render", "web", "--selector", "a=b", "--owner", "Root"],
+            "owner",
+        ),
+        (
+            vec![
+                "render",
+                "web",
+                "--selector",
+                "a=b",
+                "--path",
+                "relative.json",
+            ],
+            "absolute",
+        ),
+        (
+            vec!["rollout", "create", "web", "--selector", "a=b,a=c"],
+            "twice",
+        ),
+    ] {
+        let out = stack.ctl().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    let out = stack
+        .ctl()
+        .args(["render", "missing", "--selector", "a=b"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"));
+
+    // rollout create --wait: the agent writes the file and the distributor confirms it.
+    let out = stack
+        .ctl()
+        .args([
+            "rollout",
+            "create",
+            "web",
+            "--selector",
+            "kubernetes.io/os=linux",
+            "--mode",
+            "0640",
+            "--owner",
+            "seccompuser",
+            "--group",
+            "seccompgroup",
+            "--wait",
+            "--timeout",
+            "30s",
+        ])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    if out.status.code() != Some(0) {
+        let nodes = stack.ctl().args(["nodes", "-o", "json"]).output().unwrap();
+        panic!(
+            "{text}{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            stdout(&nodes)
+        );
+    }
+    assert!(text.contains("Completed, 1/1 applied"), "{text}");
+    let path = stack.host.join("var/lib/kubelet/seccomp/web.json");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), PROFILE);
+    assert_eq!(
+        stat(&path),
+        "640 nobody nogroup",
+        "65534 is nobody:nogroup on this machine"
+    );
+
+    // nodes: what the agent observed, and it agrees with stat.
+    let out = stack.ctl().args(["nodes", "-o", "json"]).output().unwrap();
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let node = &nodes[0];
+    assert_eq!(node["name"], "node-a");
+    assert_eq!(node["state"], "Applied");
+    let web = node["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/var/lib/kubelet/seccomp/web.json")
+        .unwrap();
+    assert_eq!(web["state"], "Applied");
+    let observed = web["observed"].as_str().unwrap();
+    assert!(
+        observed.starts_with("0640 seccompuser:seccompgroup sha256:"),
+        "{observed}"
+    );
+    let out = stack
+        .ctl()
+        .args([
+            "nodes",
+            "--selector",
+            "kubernetes.io/os=windows",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    let out = stack.ctl().arg("nodes").output().unwrap();
+    assert!(stdout(&out).contains("node-a"));
+
+    // list and status.
+    let out = stack.ctl().args(["rollout", "list"]).output().unwrap();
+    assert!(stdout(&out).contains("Completed"), "{}", stdout(&out));
+    let out = stack
+        .ctl()
+        .args(["rollout", "status", "r1"])
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.contains("node-a: Applied"), "{text}");
+    let out = stack
+        .ctl()
+        .args(["rollout", "status", "r404"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+
+    // An owner the node does not know: the rollout fails and --wait says so.
+    let out = stack
+        .ctl()
+        .args([
+            "rollout",
+            "create",
+            "web",
+            "--selector",
+            "kubernetes.io/os=linux",
+            "--owner",
+            "www-data",
+            "--wait",
+            "--timeout",
+            "30s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed"));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        PROFILE,
+        "nothing written"
+    );
+}
+
+#[test]
+fn an_unreachable_distributor_is_a_clear_error() {
+    let out = Command::cargo_bin("seccompctl")
+        .unwrap()
+        .env_remove("SECCOMP_OUTPUT")
+        .args(["--distributor", "http://127.0.0.1:9", "nodes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect to the distributor at http://127.0.0.1:9"),
+        "{err}"
+    );
+}

@@ -1,0 +1,655 @@
+//! The distributor's gRPC face, and the only module that builds `tonic::Status`: the
+//! `AgentSync` stream (agents), the `Distributor` service (rollouts, nodes, rendering), and
+//! the registry client behind [`ProfileSource`].
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use seccomp_proto::agent::v1 as agent;
+use seccomp_proto::distributor::v1 as pb;
+use seccomp_proto::registry::v1 as reg;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::Error;
+use crate::fileset::Conflict;
+use crate::hub::{self, DesiredMsg, FileError, Hello, Hub, NodeState, Observed, ObservedKind};
+use crate::nci::{self, FileType, Target};
+use crate::selector::{self, Selector};
+use crate::service::{
+    BoxFuture, Counts, Distributor, FetchedProfile, ProfileSource, RolloutRequest, RolloutView,
+};
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(m) => Status::invalid_argument(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Unavailable(m) => Status::unavailable(m),
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Status::internal(other.to_string())
+            }
+        }
+    }
+}
+
+fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    prost_types::Timestamp {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn timestamp_ms(ms: u64) -> prost_types::Timestamp {
+    timestamp(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+// ---- the agent stream ----
+
+fn observed_from(o: agent::ObservedFile) -> Observed {
+    let kind = match agent::FileType::try_from(o.r#type) {
+        Ok(agent::FileType::Directory) => ObservedKind::Directory,
+        Ok(agent::FileType::Symlink) => ObservedKind::Symlink,
+        Ok(agent::FileType::File) => ObservedKind::File,
+        _ => ObservedKind::Other,
+    };
+    Observed {
+        path: o.path,
+        exists: o.exists,
+        kind,
+        sha256: o.sha256,
+        size: o.size,
+        mode: o.mode,
+        uid: o.uid,
+        gid: o.gid,
+        owner: o.owner,
+        group: o.group,
+    }
+}
+
+fn errors_from(errors: Vec<agent::FileError>) -> Vec<FileError> {
+    errors
+        .into_iter()
+        .map(|e| FileError {
+            path: e.path,
+            code: e.code,
+            message: e.message,
+        })
+        .collect()
+}
+
+fn desired_to_proto(msg: &DesiredMsg) -> agent::DistributorMessage {
+    let files = msg
+        .set
+        .files
+        .iter()
+        .map(|f| agent::DesiredFile {
+            path: f.path.clone(),
+            r#type: match f.kind {
+                FileType::File => agent::FileType::File,
+                FileType::Directory => agent::FileType::Directory,
+            } as i32,
+            content: f
+                .content
+                .as_ref()
+                .map(|c| c.as_bytes().to_vec())
+                .unwrap_or_default(),
+            sha256: f.sha256.clone().unwrap_or_default(),
+            mode: f.mode,
+            owner: f.owner.clone(),
+            group: f.group.clone(),
+        })
+        .collect();
+    agent::DistributorMessage {
+        message: Some(agent::distributor_message::Message::Desired(
+            agent::Desired {
+                revision: msg.revision.clone(),
+                nonce: msg.nonce.clone(),
+                files,
+            },
+        )),
+    }
+}
+
+/// `seccomp.agent.v1.AgentSync`.
+pub struct AgentSyncService {
+    hub: Arc<Hub>,
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<agent::DistributorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl agent::agent_sync_server::AgentSync for AgentSyncService {
+    type SyncStream = OutStream;
+
+    async fn sync(
+        &self,
+        request: Request<Streaming<agent::AgentMessage>>,
+    ) -> Result<Response<OutStream>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream ended before Hello"))?;
+        let Some(agent::agent_message::Message::Hello(h)) = first.message else {
+            return Err(Status::invalid_argument(
+                "the first message of a stream must be Hello",
+            ));
+        };
+        if !nci::is_dns_subdomain(&h.node_name) {
+            return Err(Status::invalid_argument(format!(
+                "node name \"{}\" is not a DNS-1123 subdomain",
+                h.node_name
+            )));
+        }
+        let labels: BTreeMap<String, String> = h.labels.into_iter().collect();
+        for (k, v) in &labels {
+            selector::check_label_key(k).map_err(Status::from)?;
+            selector::check_label_value(v).map_err(Status::from)?;
+        }
+        let node = h.node_name.clone();
+        let (tx, rx) = mpsc::unbounded_channel::<DesiredMsg>();
+        let session = self.hub.hello(
+            Hello {
+                node: node.clone(),
+                labels,
+                agent_version: h.agent_version,
+                current_revision: h.current_revision,
+                observed: h.observed.into_iter().map(observed_from).collect(),
+            },
+            tx,
+        );
+        tracing::info!(node = %node, "agent connected");
+        let hub = Arc::clone(&self.hub);
+        tokio::spawn(async move {
+            loop {
+                let msg = match incoming.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(node = %node, error = %e, "agent stream error");
+                        break;
+                    }
+                };
+                use agent::agent_message::Message as M;
+                match msg.message {
+                    Some(M::Ack(a)) => hub.ack(
+                        &node,
+                        session,
+                        &a.revision,
+                        &a.nonce,
+                        a.observed.into_iter().map(observed_from).collect(),
+                    ),
+                    Some(M::Nack(n)) => {
+                        tracing::warn!(node = %node, revision = %n.revision, errors = n.errors.len(), "agent refused a set");
+                        hub.nack(
+                            &node,
+                            session,
+                            &n.nonce,
+                            errors_from(n.errors),
+                            n.observed.into_iter().map(observed_from).collect(),
+                        );
+                    }
+                    Some(M::Drift(d)) => {
+                        tracing::info!(node = %node, paths = d.observed.len(), repaired = d.repaired, "agent reported drift");
+                        hub.drift(
+                            &node,
+                            session,
+                            d.current.into_iter().map(observed_from).collect(),
+                            d.repaired,
+                            errors_from(d.errors),
+                        );
+                    }
+                    Some(M::Heartbeat(_)) => hub.heartbeat(&node, session),
+                    Some(M::Hello(_)) | None => {
+                        tracing::warn!(node = %node, "unexpected message: a second Hello or an empty one; closing");
+                        break;
+                    }
+                }
+            }
+            hub.disconnect(&node, session);
+            tracing::info!(node = %node, "agent disconnected");
+        });
+        let out = UnboundedReceiverStream::new(rx).map(|m| Ok(desired_to_proto(&m)));
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+// ---- the Distributor service ----
+
+fn node_state(s: NodeState) -> pb::NodeState {
+    match s {
+        NodeState::Pending => pb::NodeState::Pending,
+        NodeState::Applying => pb::NodeState::Applying,
+        NodeState::Applied => pb::NodeState::Applied,
+        NodeState::Failed => pb::NodeState::Failed,
+        NodeState::Drifted => pb::NodeState::Drifted,
+        NodeState::Unknown => pb::NodeState::Unknown,
+    }
+}
+
+/// A `Target` from the wire, with the defaults of DESIGN section 4.
+pub fn target_from(t: Option<pb::Target>) -> Result<Target, Error> {
+    let t = t.unwrap_or_default();
+    let mut target = Target::new(t.selector.into_iter().collect());
+    if let Some(p) = t.priority {
+        target.priority = p;
+    }
+    if !t.path.is_empty() {
+        target.path = Some(t.path);
+    }
+    if !t.mode.is_empty() {
+        target.mode = nci::parse_mode(&t.mode)?;
+    }
+    if !t.owner.is_empty() {
+        target.owner = t.owner;
+    }
+    if !t.group.is_empty() {
+        target.group = t.group;
+    }
+    Ok(target)
+}
+
+fn target_to(nci: &nci::NodeConfigItem) -> pb::Target {
+    let file = nci.spec.files.iter().find(|f| f.kind == FileType::File);
+    pb::Target {
+        selector: nci.spec.nodeconfigselector.clone().into_iter().collect(),
+        priority: Some(nci.spec.priority),
+        path: file.map(|f| f.path.clone()).unwrap_or_default(),
+        mode: file.map(|f| f.mode.clone()).unwrap_or_default(),
+        owner: file.map(|f| f.owner.clone()).unwrap_or_default(),
+        group: file.map(|f| f.group.clone()).unwrap_or_default(),
+    }
+}
+
+fn counts_to(c: Counts) -> pb::NodeCounts {
+    pb::NodeCounts {
+        total: c.total,
+        pending: c.pending,
+        applying: c.applying,
+        applied: c.applied,
+        failed: c.failed,
+        drifted: c.drifted,
+        unknown: c.unknown,
+    }
+}
+
+fn rollout_state(s: &str) -> pb::RolloutState {
+    match s {
+        "Completed" => pb::RolloutState::Completed,
+        "Superseded" => pb::RolloutState::Aborted,
+        "Pending" => pb::RolloutState::Pending,
+        _ => pb::RolloutState::Progressing,
+    }
+}
+
+fn conflicts_to(list: &[Conflict]) -> Vec<pb::Conflict> {
+    list.iter()
+        .map(|c| pb::Conflict {
+            path: c.path.clone(),
+            winning_nci: c.winner.clone(),
+            winning_priority: c.winner_priority,
+            winning_rollout_id: String::new(),
+            node_count: 0,
+            sample_nodes: Vec::new(),
+        })
+        .collect()
+}
+
+fn rollout_to(v: &RolloutView) -> pb::Rollout {
+    let r = &v.record;
+    pb::Rollout {
+        id: r.id.clone(),
+        revision: r.revision,
+        profile: r.profile.clone(),
+        version: r.version,
+        digest: r.digest.clone(),
+        nci_name: r.nci_name.clone(),
+        target: Some(target_to(&r.nci)),
+        strategy: Some(pb::Strategy {
+            waves: vec!["100%".into()],
+            ..Default::default()
+        }),
+        state: rollout_state(v.state) as i32,
+        current_wave: 1,
+        nodes: Some(counts_to(v.counts)),
+        history: r
+            .history
+            .iter()
+            .map(|t| pb::Transition {
+                state: rollout_state(&t.state) as i32,
+                reason: t.reason.clone(),
+                time: Some(timestamp_ms(t.at_ms)),
+                actor: t.actor.clone(),
+            })
+            .collect(),
+        conflicts: conflicts_to(&v.conflicts),
+        created_at: Some(timestamp_ms(r.created_at_ms)),
+        created_by: r.created_by.clone(),
+        updated_at: Some(timestamp_ms(
+            r.history.last().map_or(r.created_at_ms, |t| t.at_ms),
+        )),
+        stable_version: None,
+        rollback: false,
+        next_wave_at: None,
+    }
+}
+
+fn node_to(n: &hub::NodeView) -> pb::Node {
+    let files = n
+        .desired
+        .files
+        .iter()
+        .map(|f| {
+            let observed = n.observed.iter().find(|o| o.path == f.path);
+            let error = n.errors.iter().find(|e| e.path == f.path);
+            pb::FileStatus {
+                path: f.path.clone(),
+                nci_name: f.source.clone(),
+                rollout_id: String::new(),
+                profile: String::new(),
+                version: 0,
+                desired: Some(pb::DesiredFileState {
+                    r#type: match f.kind {
+                        FileType::File => pb::FileType::File,
+                        FileType::Directory => pb::FileType::Directory,
+                    } as i32,
+                    sha256: f.sha256.clone().unwrap_or_default(),
+                    size: f.content.as_ref().map_or(0, |c| c.len() as u64),
+                    mode: nci::format_mode(f.mode),
+                    owner: f.owner.clone(),
+                    group: f.group.clone(),
+                }),
+                observed: observed.map(|o| pb::ObservedFileState {
+                    exists: o.exists,
+                    r#type: match o.kind {
+                        ObservedKind::File => pb::FileType::File,
+                        ObservedKind::Directory => pb::FileType::Directory,
+                        ObservedKind::Symlink => pb::FileType::Symlink,
+                        ObservedKind::Other => pb::FileType::Other,
+                    } as i32,
+                    sha256: o.sha256.clone(),
+                    size: o.size,
+                    mode: nci::format_mode(o.mode),
+                    uid: o.uid,
+                    gid: o.gid,
+                    owner: o.owner.clone(),
+                    group: o.group.clone(),
+                    observed_at: None,
+                }),
+                state: node_state(n.file_state(f)) as i32,
+                message: error
+                    .map(|e| format!("{}: {}", e.code, e.message))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    pb::Node {
+        name: n.name.clone(),
+        labels: n.labels.clone().into_iter().collect(),
+        agent_version: n.agent_version.clone(),
+        last_seen: Some(timestamp(n.last_seen)),
+        revision: n.revision.clone(),
+        desired_revision: n.desired.revision.clone(),
+        connected: n.connected,
+        files,
+        state: node_state(n.state) as i32,
+        drift_reports: n.drift_reports,
+    }
+}
+
+fn actor<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get("x-seccomp-actor")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| "anonymous".to_owned(), str::to_owned)
+}
+
+fn selector_from(map: std::collections::HashMap<String, String>) -> Result<Selector, Status> {
+    let sel: Selector = map.into_iter().collect();
+    for (k, v) in &sel {
+        selector::check_label_key(k)?;
+        selector::check_label_value(v)?;
+    }
+    Ok(sel)
+}
+
+/// `seccomp.distributor.v1.Distributor`.
+pub struct DistributorService {
+    distributor: Arc<Distributor>,
+}
+
+const STAGED: &str = "staged rollouts (pause, resume, abort, rollback, watch) are not implemented yet: every rollout is one wave to all matching nodes";
+
+#[tonic::async_trait]
+impl pb::distributor_server::Distributor for DistributorService {
+    async fn create_rollout(
+        &self,
+        request: Request<pb::CreateRolloutRequest>,
+    ) -> Result<Response<pb::CreateRolloutResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        if r.profile.is_empty() {
+            return Err(Status::invalid_argument("profile is required"));
+        }
+        if let Some(s) = &r.strategy
+            && (s.waves.len() > 1 || s.waves.first().is_some_and(|w| w != "100%"))
+        {
+            return Err(Status::unimplemented(STAGED));
+        }
+        let target = target_from(r.target)?;
+        let view = self
+            .distributor
+            .create_rollout(RolloutRequest {
+                profile: r.profile,
+                version: (r.version != 0).then_some(r.version),
+                target,
+                nci_name: r.nci_name,
+                actor,
+            })
+            .await?;
+        Ok(Response::new(pb::CreateRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        }))
+    }
+
+    async fn get_rollout(
+        &self,
+        request: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<pb::GetRolloutResponse>, Status> {
+        let r = request.into_inner();
+        let view = self.distributor.rollout(&r.id)?;
+        let nodes = if r.include_nodes {
+            view.nodes
+                .iter()
+                .map(|(name, s)| pb::RolloutNode {
+                    node_name: name.clone(),
+                    state: node_state(*s) as i32,
+                    message: String::new(),
+                    since: None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::GetRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+            nodes,
+        }))
+    }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<pb::ListRolloutsRequest>,
+    ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        let r = request.into_inner();
+        let rollouts = self
+            .distributor
+            .rollouts()?
+            .iter()
+            .filter(|v| r.profile.is_empty() || v.record.profile == r.profile)
+            .filter(|v| !r.active_only || v.state == "Progressing")
+            .map(rollout_to)
+            .collect();
+        Ok(Response::new(pb::ListRolloutsResponse {
+            rollouts,
+            next_page_token: String::new(),
+        }))
+    }
+
+    async fn pause_rollout(
+        &self,
+        _: Request<pb::PauseRolloutRequest>,
+    ) -> Result<Response<pb::PauseRolloutResponse>, Status> {
+        Err(Status::unimplemented(STAGED))
+    }
+
+    async fn resume_rollout(
+        &self,
+        _: Request<pb::ResumeRolloutRequest>,
+    ) -> Result<Response<pb::ResumeRolloutResponse>, Status> {
+        Err(Status::unimplemented(STAGED))
+    }
+
+    async fn abort_rollout(
+        &self,
+        _: Request<pb::AbortRolloutRequest>,
+    ) -> Result<Response<pb::AbortRolloutResponse>, Status> {
+        Err(Status::unimplemented(STAGED))
+    }
+
+    async fn rollback(
+        &self,
+        _: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
+        Err(Status::unimplemented(STAGED))
+    }
+
+    type WatchRolloutStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutEvent, Status>> + Send>>;
+
+    async fn watch_rollout(
+        &self,
+        _: Request<pb::WatchRolloutRequest>,
+    ) -> Result<Response<Self::WatchRolloutStream>, Status> {
+        Err(Status::unimplemented(STAGED))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let sel = selector_from(request.into_inner().selector)?;
+        let nodes = self.distributor.nodes(&sel).iter().map(node_to).collect();
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes,
+            next_page_token: String::new(),
+        }))
+    }
+
+    async fn render_nci(
+        &self,
+        request: Request<pb::RenderNciRequest>,
+    ) -> Result<Response<pb::RenderNciResponse>, Status> {
+        let r = request.into_inner();
+        let (nci, p) = self
+            .distributor
+            .render(&RolloutRequest {
+                profile: r.profile,
+                version: (r.version != 0).then_some(r.version),
+                target: target_from(r.target)?,
+                nci_name: (!r.name.is_empty()).then_some(r.name),
+                actor: String::new(),
+            })
+            .await?;
+        Ok(Response::new(pb::RenderNciResponse {
+            yaml: nci.to_yaml()?,
+            json: nci.to_json()?,
+            version: p.version,
+            digest: p.digest,
+        }))
+    }
+}
+
+/// The agent stream service over `hub`.
+pub fn agent_service(hub: Arc<Hub>) -> agent::agent_sync_server::AgentSyncServer<AgentSyncService> {
+    agent::agent_sync_server::AgentSyncServer::new(AgentSyncService { hub })
+}
+
+/// The rollout service over `distributor`.
+pub fn distributor_service(
+    distributor: Arc<Distributor>,
+) -> pb::distributor_server::DistributorServer<DistributorService> {
+    pb::distributor_server::DistributorServer::new(DistributorService { distributor })
+}
+
+// ---- the registry as a profile source ----
+
+/// Fetches profile versions from the registry over gRPC (one lazily connected channel).
+pub struct RegistrySource {
+    client: reg::registry_client::RegistryClient<tonic::transport::Channel>,
+    url: String,
+}
+
+impl RegistrySource {
+    /// A source for the registry at `url` (connects on first use, reconnects as needed).
+    pub fn new(url: &str) -> Result<Self, Error> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| Error::invalid(format!("invalid registry URL {url:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        Ok(RegistrySource {
+            client: reg::registry_client::RegistryClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(64 << 20),
+            url: url.to_owned(),
+        })
+    }
+}
+
+impl ProfileSource for RegistrySource {
+    fn fetch<'a>(
+        &'a self,
+        name: &'a str,
+        version: Option<u64>,
+    ) -> BoxFuture<'a, Result<FetchedProfile, Error>> {
+        Box::pin(async move {
+            let selector = match version {
+                Some(v) => reg::get_profile_request::Selector::Version(v),
+                None => reg::get_profile_request::Selector::Latest(true),
+            };
+            let mut client = self.client.clone();
+            let reply = client
+                .get_profile(reg::GetProfileRequest {
+                    name: name.to_owned(),
+                    selector: Some(selector),
+                    include_content: Some(true),
+                })
+                .await
+                .map_err(|s| match s.code() {
+                    tonic::Code::NotFound => Error::NotFound(s.message().to_owned()),
+                    tonic::Code::InvalidArgument => Error::invalid(s.message()),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => Error::Unavailable(
+                        format!("registry at {} unavailable: {}", self.url, s.message()),
+                    ),
+                    _ => Error::Unavailable(format!("registry at {}: {}", self.url, s.message())),
+                })?;
+            let p = reply
+                .into_inner()
+                .profile
+                .ok_or_else(|| Error::Unavailable("registry returned no profile".into()))?;
+            Ok(FetchedProfile {
+                name: p.name,
+                version: p.version,
+                digest: p.digest,
+                content: p.content,
+                deprecated: p.deprecated,
+            })
+        })
+    }
+}

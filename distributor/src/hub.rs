@@ -1,0 +1,483 @@
+//! The agents' side of the distributor: one session per connected node agent, each node's
+//! desired set (from the [`Fleet`]) and what its agent reports, and the decision of when to
+//! send a node its set. Transport-free: the `grpc` module feeds it events and forwards the
+//! [`DesiredMsg`]s it queues on a session's channel.
+//!
+//! Protocol rules kept here (agent.proto): a `Desired` is sent after `Hello` only when the
+//! agent's revision or observed files differ from the desired set, and later whenever the
+//! set changes; an `Ack`/`Nack` whose nonce is not the last one sent on that session is
+//! stale and ignored; a second session for a node replaces the first.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+
+use crate::fileset::{EffectiveFile, EffectiveSet, Fleet};
+use crate::nci::FileType;
+use crate::selector::{self, Labels, Selector};
+
+/// What the distributor sends an agent: its complete desired set.
+#[derive(Debug, Clone)]
+pub struct DesiredMsg {
+    /// Revision of the set.
+    pub revision: String,
+    /// Nonce the agent echoes in its answer.
+    pub nonce: String,
+    /// The set.
+    pub set: Arc<EffectiveSet>,
+}
+
+/// What kind of thing an agent saw at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObservedKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// Something else.
+    Other,
+}
+
+/// One path as an agent observed it on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    /// Absolute path.
+    pub path: String,
+    /// Whether anything is there.
+    pub exists: bool,
+    /// What is there.
+    pub kind: ObservedKind,
+    /// Hex sha256 of the content (files).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Owner name, when the host knows it.
+    pub owner: String,
+    /// Group name, when the host knows it.
+    pub group: String,
+}
+
+/// A path an agent could not apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// The path.
+    pub path: String,
+    /// Stable code (`symlink`, `unknown-owner`, ...).
+    pub code: String,
+    /// For a person.
+    pub message: String,
+}
+
+/// A node's state, as DESIGN section 5 defines it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeState {
+    /// Nothing sent yet.
+    Pending,
+    /// Sent, no answer yet.
+    Applying,
+    /// Acknowledged for the exact revision, and every observed file equals the desired one.
+    Applied,
+    /// Refused, failed, or what is on disk differs after an acknowledgement.
+    Failed,
+    /// Changed on disk after apply.
+    Drifted,
+    /// The agent has been gone longer than the grace period.
+    Unknown,
+}
+
+/// The first message of a session.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    /// Node name.
+    pub node: String,
+    /// Node labels.
+    pub labels: Labels,
+    /// Agent version.
+    pub agent_version: String,
+    /// Revision the agent last applied completely ("" if none).
+    pub current_revision: String,
+    /// What the agent observes now.
+    pub observed: Vec<Observed>,
+}
+
+/// Identifies one agent session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionId(u64);
+
+#[derive(Debug)]
+struct Session {
+    id: u64,
+    tx: mpsc::UnboundedSender<DesiredMsg>,
+    /// Nonce of the last Desired sent on this session.
+    nonce: Option<String>,
+}
+
+#[derive(Debug)]
+struct Node {
+    labels: Labels,
+    agent_version: String,
+    session: Option<Session>,
+    last_seen: SystemTime,
+    desired: Arc<EffectiveSet>,
+    /// Revision the agent confirmed applying.
+    acked: String,
+    observed: Vec<Observed>,
+    errors: Vec<FileError>,
+    /// A Desired is out and unanswered.
+    in_flight: bool,
+    /// The agent reported a change on disk it has not repaired.
+    drifted: bool,
+    /// Drift reports received (repaired or not).
+    drift_reports: u64,
+}
+
+/// One node as clients see it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// Labels from the agent.
+    pub labels: Labels,
+    /// Agent version.
+    pub agent_version: String,
+    /// Whether a session is open.
+    pub connected: bool,
+    /// Last message from the agent.
+    pub last_seen: SystemTime,
+    /// Revision the agent confirmed.
+    pub revision: String,
+    /// The set it should have.
+    pub desired: Arc<EffectiveSet>,
+    /// What it reported.
+    pub observed: Vec<Observed>,
+    /// Errors of its last Nack or Drift.
+    pub errors: Vec<FileError>,
+    /// Overall state.
+    pub state: NodeState,
+    /// Drift reports received since the agent connected.
+    pub drift_reports: u64,
+}
+
+impl NodeView {
+    /// The state of one desired path on this node.
+    pub fn file_state(&self, file: &EffectiveFile) -> NodeState {
+        if self.state == NodeState::Unknown || self.state == NodeState::Pending {
+            return self.state;
+        }
+        if self.errors.iter().any(|e| e.path == file.path) {
+            return NodeState::Failed;
+        }
+        match self.observed.iter().find(|o| o.path == file.path) {
+            Some(o) if observed_matches(file, o) => NodeState::Applied,
+            _ if self.state == NodeState::Applying => NodeState::Applying,
+            _ if self.state == NodeState::Drifted => NodeState::Drifted,
+            _ => NodeState::Failed,
+        }
+    }
+}
+
+/// Whether an observation shows exactly the desired entry. Owners and groups match by name,
+/// or by numeric id when the desired value is numeric. An existing directory is left as the
+/// host has it, so only its presence counts.
+pub fn observed_matches(desired: &EffectiveFile, o: &Observed) -> bool {
+    let principal = |want: &str, name: &str, id: u32| want == name || want == id.to_string();
+    match desired.kind {
+        FileType::Directory => o.exists && o.kind == ObservedKind::Directory,
+        FileType::File => {
+            o.exists
+                && o.kind == ObservedKind::File
+                && desired.sha256.as_deref() == Some(o.sha256.as_str())
+                && desired.mode == o.mode
+                && principal(&desired.owner, &o.owner, o.uid)
+                && principal(&desired.group, &o.group, o.gid)
+        }
+    }
+}
+
+fn all_match(set: &EffectiveSet, observed: &[Observed]) -> bool {
+    set.files.iter().all(|f| {
+        observed
+            .iter()
+            .find(|o| o.path == f.path)
+            .is_some_and(|o| observed_matches(f, o))
+    })
+}
+
+struct State {
+    fleet: Arc<Fleet>,
+    nodes: BTreeMap<String, Node>,
+    next_session: u64,
+    next_nonce: u64,
+}
+
+/// All agent sessions and node states.
+pub struct Hub {
+    state: Mutex<State>,
+    grace: Duration,
+}
+
+impl State {
+    fn send(&mut self, name: &str) {
+        let nonce = self.next_nonce;
+        let Some(node) = self.nodes.get_mut(name) else {
+            return;
+        };
+        let Some(session) = node.session.as_mut() else {
+            return;
+        };
+        self.next_nonce += 1;
+        let nonce = format!("{nonce}");
+        let msg = DesiredMsg {
+            revision: node.desired.revision.clone(),
+            nonce: nonce.clone(),
+            set: Arc::clone(&node.desired),
+        };
+        if session.tx.send(msg).is_ok() {
+            session.nonce = Some(nonce);
+            node.in_flight = true;
+            node.errors.clear();
+        } else {
+            node.session = None;
+        }
+    }
+
+    /// The node of a live session, or `None` when the session was replaced or closed.
+    fn session_node(&mut self, node: &str, session: SessionId) -> Option<&mut Node> {
+        self.nodes
+            .get_mut(node)
+            .filter(|n| n.session.as_ref().is_some_and(|s| s.id == session.0))
+    }
+}
+
+impl Hub {
+    /// A hub over `fleet`; nodes silent for longer than `grace` are `Unknown`.
+    pub fn new(fleet: Fleet, grace: Duration) -> Self {
+        Hub {
+            state: Mutex::new(State {
+                fleet: Arc::new(fleet),
+                nodes: BTreeMap::new(),
+                next_session: 1,
+                next_nonce: 1,
+            }),
+            grace,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than stopping the service; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Open a session. Returns its id; Desired messages for the node go to `tx`.
+    pub fn hello(&self, hello: Hello, tx: mpsc::UnboundedSender<DesiredMsg>) -> SessionId {
+        let mut st = self.lock();
+        let id = st.next_session;
+        st.next_session += 1;
+        let desired = Arc::new(st.fleet.effective(&hello.labels));
+        let up_to_date =
+            hello.current_revision == desired.revision && all_match(&desired, &hello.observed);
+        let node = Node {
+            labels: hello.labels,
+            agent_version: hello.agent_version,
+            session: Some(Session {
+                id,
+                tx,
+                nonce: None,
+            }),
+            last_seen: SystemTime::now(),
+            acked: hello.current_revision,
+            observed: hello.observed,
+            errors: Vec::new(),
+            in_flight: false,
+            drifted: false,
+            drift_reports: 0,
+            desired,
+        };
+        // Replacing the entry drops the old session's sender, which ends that stream.
+        st.nodes.insert(hello.node.clone(), node);
+        if !up_to_date {
+            st.send(&hello.node);
+        }
+        SessionId(id)
+    }
+
+    /// The agent applied the Desired with `nonce`.
+    pub fn ack(
+        &self,
+        node: &str,
+        session: SessionId,
+        revision: &str,
+        nonce: &str,
+        observed: Vec<Observed>,
+    ) {
+        let mut st = self.lock();
+        let Some(n) = st.session_node(node, session) else {
+            return;
+        };
+        n.last_seen = SystemTime::now();
+        if n.session.as_ref().and_then(|s| s.nonce.as_deref()) != Some(nonce) {
+            tracing::debug!(node, nonce, "stale ack ignored");
+            return;
+        }
+        n.acked = revision.to_owned();
+        n.observed = observed;
+        n.errors.clear();
+        n.in_flight = false;
+        n.drifted = false;
+    }
+
+    /// The agent refused or failed the Desired with `nonce`.
+    pub fn nack(
+        &self,
+        node: &str,
+        session: SessionId,
+        nonce: &str,
+        errors: Vec<FileError>,
+        observed: Vec<Observed>,
+    ) {
+        let mut st = self.lock();
+        let Some(n) = st.session_node(node, session) else {
+            return;
+        };
+        n.last_seen = SystemTime::now();
+        if n.session.as_ref().and_then(|s| s.nonce.as_deref()) != Some(nonce) {
+            tracing::debug!(node, nonce, "stale nack ignored");
+            return;
+        }
+        n.errors = errors;
+        n.observed = observed;
+        n.in_flight = false;
+    }
+
+    /// Files changed on disk. `current` is what the agent observes after its repair attempt
+    /// (merged by path into the node's view); `repaired` says whether every drifted path is
+    /// back to the desired state.
+    pub fn drift(
+        &self,
+        node: &str,
+        session: SessionId,
+        current: Vec<Observed>,
+        repaired: bool,
+        errors: Vec<FileError>,
+    ) {
+        let mut st = self.lock();
+        let Some(n) = st.session_node(node, session) else {
+            return;
+        };
+        n.last_seen = SystemTime::now();
+        n.drift_reports += 1;
+        for o in current {
+            match n.observed.iter_mut().find(|x| x.path == o.path) {
+                Some(slot) => *slot = o,
+                None => n.observed.push(o),
+            }
+        }
+        n.drifted = !repaired;
+        if !errors.is_empty() {
+            n.errors = errors;
+        }
+    }
+
+    /// The agent is alive.
+    pub fn heartbeat(&self, node: &str, session: SessionId) {
+        if let Some(n) = self.lock().session_node(node, session) {
+            n.last_seen = SystemTime::now();
+        }
+    }
+
+    /// The session's stream ended.
+    pub fn disconnect(&self, node: &str, session: SessionId) {
+        if let Some(n) = self.lock().session_node(node, session) {
+            n.session = None;
+            n.in_flight = false;
+        }
+    }
+
+    /// End every session (on shutdown): their streams finish, so the server can stop.
+    pub fn close_all(&self) {
+        for node in self.lock().nodes.values_mut() {
+            node.session = None;
+            node.in_flight = false;
+        }
+    }
+
+    /// Replace the NCIs: every node whose set changes gets it now (when connected).
+    pub fn set_fleet(&self, fleet: Fleet) {
+        let mut st = self.lock();
+        st.fleet = Arc::new(fleet);
+        let fleet = Arc::clone(&st.fleet);
+        let names: Vec<String> = st.nodes.keys().cloned().collect();
+        let sets = fleet.effective_all(st.nodes.iter().map(|(n, node)| (n.as_str(), &node.labels)));
+        let sets: BTreeMap<String, Arc<EffectiveSet>> =
+            sets.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        for name in names {
+            let Some(set) = sets.get(&name) else { continue };
+            let Some(node) = st.nodes.get_mut(&name) else {
+                continue;
+            };
+            if node.desired.revision == set.revision {
+                continue;
+            }
+            node.desired = Arc::clone(set);
+            st.send(&name);
+        }
+    }
+
+    fn view(&self, name: &str, n: &Node, now: SystemTime) -> NodeView {
+        let silent = now.duration_since(n.last_seen).unwrap_or_default() > self.grace;
+        let state = if n.session.is_none() && silent {
+            NodeState::Unknown
+        } else if !n.errors.is_empty() {
+            NodeState::Failed
+        } else if n.in_flight {
+            NodeState::Applying
+        } else if n.acked != n.desired.revision {
+            if n.session.is_some() {
+                NodeState::Pending
+            } else {
+                NodeState::Unknown
+            }
+        } else if all_match(&n.desired, &n.observed) {
+            NodeState::Applied
+        } else if n.drifted {
+            NodeState::Drifted
+        } else {
+            NodeState::Failed
+        };
+        NodeView {
+            name: name.to_owned(),
+            labels: n.labels.clone(),
+            agent_version: n.agent_version.clone(),
+            connected: n.session.is_some(),
+            last_seen: n.last_seen,
+            revision: n.acked.clone(),
+            desired: Arc::clone(&n.desired),
+            observed: n.observed.clone(),
+            errors: n.errors.clone(),
+            state,
+            drift_reports: n.drift_reports,
+        }
+    }
+
+    /// Every known node matching `selector`, by name.
+    pub fn nodes(&self, filter: &Selector) -> Vec<NodeView> {
+        let st = self.lock();
+        let now = SystemTime::now();
+        st.nodes
+            .iter()
+            .filter(|(_, n)| selector::matches(filter, &n.labels))
+            .map(|(name, n)| self.view(name, n, now))
+            .collect()
+    }
+}

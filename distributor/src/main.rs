@@ -1,0 +1,68 @@
+//! `seccomp-distributor`: parse flags, set up logging and signals, bind, and hand over to
+//! [`seccomp_distributor::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use seccomp_server::telemetry::LogArgs;
+
+/// The seccomp distributor: turns rollouts into NodeConfigItems and streams each node agent
+/// its effective file set.
+///
+/// Serves `seccomp.distributor.v1.Distributor` (rollouts, nodes, rendering) and
+/// `seccomp.agent.v1.AgentSync` (node agents) over gRPC, with health checking and
+/// reflection. Prints `listening on ADDR` on standard output once bound. SIGTERM or SIGINT
+/// stops it gracefully.
+#[derive(Debug, Parser)]
+#[command(name = "seccomp-distributor", version, about, long_about)]
+struct Args {
+    /// Address for the gRPC server.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_LISTEN",
+        default_value = "127.0.0.1:50052"
+    )]
+    listen: SocketAddr,
+
+    /// The registry that profile versions are fetched from.
+    #[arg(
+        long,
+        env = "SECCOMP_REGISTRY",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    registry: String,
+
+    /// Directory of the sled database (created when missing).
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_DATA_DIR",
+        default_value = "./data/distributor"
+    )]
+    data_dir: PathBuf,
+
+    /// Seconds without a message after which a disconnected node counts as Unknown.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_UNKNOWN_AFTER", default_value_t = 30)]
+    unknown_after_secs: u64,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    seccomp_server::telemetry::init(&args.log)?;
+    let shutdown =
+        seccomp_server::shutdown::on_signal().context("cannot install signal handlers")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("listening on {}", listener.local_addr()?);
+    let mut config = seccomp_distributor::Config::new(args.data_dir, args.registry);
+    config.unknown_after = Duration::from_secs(args.unknown_after_secs);
+    seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
+    Ok(())
+}

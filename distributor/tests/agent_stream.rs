@@ -1,0 +1,389 @@
+//! The distributor over real gRPC on loopback, with the real registry in-process and scripted
+//! agents speaking `seccomp.agent.v1`: a rollout reaches matching nodes only, an Ack with the
+//! right observations makes a node Applied, stale nonces are ignored, reconnecting with the
+//! same revision resends nothing, and a restarted distributor serves the same set.
+
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use seccomp_proto::agent::v1 as agent;
+use seccomp_proto::distributor::v1 as pb;
+use seccomp_proto::registry::v1 as reg;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+struct Server {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn registry(dir: &std::path::Path) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let config = seccomp_registry::Config::new(dir);
+    let task = tokio::spawn(async move {
+        seccomp_registry::run(config, listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Server {
+        url,
+        stop: Some(tx),
+        task,
+    }
+}
+
+async fn distributor(dir: &std::path::Path, registry: &str) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let mut config = seccomp_distributor::Config::new(dir, registry);
+    config.shutdown_grace = Duration::from_millis(200);
+    let task = tokio::spawn(async move {
+        seccomp_distributor::run(config, listener, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    Server {
+        url,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// A scripted agent: send messages, receive Desired.
+struct Agent {
+    tx: mpsc::UnboundedSender<agent::AgentMessage>,
+    rx: tonic::Streaming<agent::DistributorMessage>,
+}
+
+impl Agent {
+    async fn connect(
+        url: &str,
+        node: &str,
+        labels: &[(&str, &str)],
+        revision: &str,
+        observed: Vec<agent::ObservedFile>,
+    ) -> Agent {
+        let mut client = agent::agent_sync_client::AgentSyncClient::connect(url.to_owned())
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(agent::AgentMessage {
+            message: Some(agent::agent_message::Message::Hello(agent::Hello {
+                node_name: node.into(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect::<HashMap<_, _>>(),
+                agent_version: "test".into(),
+                current_revision: revision.into(),
+                observed,
+            })),
+        })
+        .unwrap();
+        let rx = client
+            .sync(UnboundedReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        Agent { tx, rx }
+    }
+
+    async fn desired(&mut self) -> agent::Desired {
+        let msg = tokio::time::timeout(Duration::from_secs(10), self.rx.next())
+            .await
+            .expect("a Desired in time")
+            .unwrap()
+            .unwrap();
+        let Some(agent::distributor_message::Message::Desired(d)) = msg.message else {
+            panic!("not a Desired")
+        };
+        d
+    }
+
+    async fn nothing_within(&mut self, d: Duration) {
+        assert!(
+            tokio::time::timeout(d, self.rx.next()).await.is_err(),
+            "no message expected"
+        );
+    }
+
+    fn send(&self, m: agent::agent_message::Message) {
+        self.tx
+            .send(agent::AgentMessage { message: Some(m) })
+            .unwrap();
+    }
+}
+
+/// What a perfect agent observes after applying `d`.
+fn observe(d: &agent::Desired) -> Vec<agent::ObservedFile> {
+    d.files
+        .iter()
+        .map(|f| agent::ObservedFile {
+            path: f.path.clone(),
+            exists: true,
+            r#type: f.r#type,
+            sha256: f.sha256.clone(),
+            size: f.content.len() as u64,
+            mode: f.mode,
+            uid: 0,
+            gid: 0,
+            owner: "root".into(),
+            group: "root".into(),
+        })
+        .collect()
+}
+
+async fn node(url: &str, name: &str) -> pb::Node {
+    let mut c = pb::distributor_client::DistributorClient::connect(url.to_owned())
+        .await
+        .unwrap();
+    let nodes = c
+        .list_nodes(pb::ListNodesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    nodes.into_iter().find(|n| n.name == name).unwrap()
+}
+
+/// Poll `f` until it is true, or fail after `deadline`.
+async fn eventually<F, Fut>(what: &str, deadline: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_reaches_matching_agents_and_survives_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = registry(&tmp.path().join("registry")).await;
+    let content = b"{\"defaultAction\":\"SCMP_ACT_LOG\"}\n".to_vec();
+    let mut rc = reg::registry_client::RegistryClient::connect(registry.url.clone())
+        .await
+        .unwrap();
+    rc.publish(reg::PublishRequest {
+        name: "web".into(),
+        content: content.clone(),
+        description: String::new(),
+        expected_latest_version: None,
+    })
+    .await
+    .unwrap();
+
+    let dist = distributor(&tmp.path().join("distributor"), &registry.url).await;
+    let mut linux = Agent::connect(
+        &dist.url,
+        "node-a",
+        &[("kubernetes.io/os", "linux")],
+        "",
+        vec![],
+    )
+    .await;
+    let mut windows = Agent::connect(
+        &dist.url,
+        "node-b",
+        &[("kubernetes.io/os", "windows")],
+        "",
+        vec![],
+    )
+    .await;
+    // Nothing is targeted yet: both get the empty set once (they reported no revision).
+    let empty = linux.desired().await;
+    assert!(empty.files.is_empty());
+    let _ = windows.desired().await;
+
+    let mut dc = pb::distributor_client::DistributorClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    let created = dc
+        .create_rollout(pb::CreateRolloutRequest {
+            profile: "web".into(),
+            version: 0,
+            target: Some(pb::Target {
+                selector: [("kubernetes.io/os".to_owned(), "linux".to_owned())].into(),
+                mode: "0640".into(),
+                ..Default::default()
+            }),
+            strategy: None,
+            nci_name: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+    assert_eq!(created.version, 1);
+    assert_eq!(created.nci_name, "seccomp-web");
+
+    let d = linux.desired().await;
+    let file = d
+        .files
+        .iter()
+        .find(|f| f.path == "/var/lib/kubelet/seccomp/web.json")
+        .unwrap();
+    assert_eq!(file.content, content, "byte for byte");
+    assert_eq!(file.mode, 0o640);
+    windows.nothing_within(Duration::from_millis(300)).await;
+
+    // A stale nonce changes nothing; the right one makes the node Applied.
+    linux.send(agent::agent_message::Message::Ack(agent::Ack {
+        revision: d.revision.clone(),
+        nonce: "stale".into(),
+        observed: observe(&d),
+    }));
+    linux.send(agent::agent_message::Message::Heartbeat(agent::Heartbeat {
+        revision: String::new(),
+        time: None,
+    }));
+    eventually("the heartbeat", Duration::from_secs(5), || async {
+        node(&dist.url, "node-a").await.connected
+    })
+    .await;
+    assert_eq!(
+        node(&dist.url, "node-a").await.state,
+        pb::NodeState::Applying as i32
+    );
+    linux.send(agent::agent_message::Message::Ack(agent::Ack {
+        revision: d.revision.clone(),
+        nonce: d.nonce.clone(),
+        observed: observe(&d),
+    }));
+    eventually("node-a applied", Duration::from_secs(5), || async {
+        node(&dist.url, "node-a").await.state == pb::NodeState::Applied as i32
+    })
+    .await;
+    let a = node(&dist.url, "node-a").await;
+    assert_eq!(a.revision, d.revision);
+    let web = a
+        .files
+        .iter()
+        .find(|f| f.path.ends_with("web.json"))
+        .unwrap();
+    assert_eq!(web.desired.as_ref().unwrap().mode, "0640");
+    assert_eq!(web.observed.as_ref().unwrap().sha256, file.sha256);
+    let rollout = dc
+        .get_rollout(pb::GetRolloutRequest {
+            id: created.id.clone(),
+            include_nodes: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rollout.rollout.unwrap().state,
+        pb::RolloutState::Completed as i32
+    );
+    assert_eq!(rollout.nodes.len(), 1, "only the matching node counts");
+
+    // Restart the distributor: the agent reconnects with what it has and gets nothing new.
+    drop(linux);
+    drop(windows);
+    dist.stop().await;
+    let dist = distributor(&tmp.path().join("distributor"), &registry.url).await;
+    let mut again = Agent::connect(
+        &dist.url,
+        "node-a",
+        &[("kubernetes.io/os", "linux")],
+        &d.revision,
+        observe(&d),
+    )
+    .await;
+    again.nothing_within(Duration::from_millis(300)).await;
+    eventually(
+        "node-a applied after restart",
+        Duration::from_secs(5),
+        || async { node(&dist.url, "node-a").await.state == pb::NodeState::Applied as i32 },
+    )
+    .await;
+
+    // Errors name the thing.
+    let mut dc = pb::distributor_client::DistributorClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    let err = dc
+        .create_rollout(pb::CreateRolloutRequest {
+            profile: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    assert!(err.message().contains("nope"), "{err:?}");
+    let err = dc
+        .create_rollout(pb::CreateRolloutRequest {
+            profile: "web".into(),
+            target: Some(pb::Target {
+                mode: "rwx".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = dc
+        .get_rollout(pb::GetRolloutRequest {
+            id: "r999".into(),
+            include_nodes: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    drop(again);
+    dist.stop().await;
+    registry.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_must_start_with_hello() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = distributor(tmp.path(), "http://127.0.0.1:9").await;
+    let mut client = agent::agent_sync_client::AgentSyncClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(agent::AgentMessage {
+        message: Some(agent::agent_message::Message::Heartbeat(
+            agent::Heartbeat::default(),
+        )),
+    })
+    .unwrap();
+    let err = client
+        .sync(UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("Hello"));
+    dist.stop().await;
+}

@@ -1,0 +1,194 @@
+//! The agent-facing state machine without a network: when a node is sent its set, stale
+//! nonces, replaced sessions, and what makes a node Applied.
+
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
+use std::time::Duration;
+
+use seccomp_distributor::fileset::{EffectiveSet, Fleet};
+use seccomp_distributor::hub::{
+    DesiredMsg, FileError, Hello, Hub, NodeState, Observed, ObservedKind,
+};
+use seccomp_distributor::nci::{self, FileType, NodeConfigItem, ProfileRef, Target};
+use seccomp_distributor::selector::{self, Selector};
+use tokio::sync::mpsc;
+
+fn nci(name: &str, content: &str, sel: &str) -> NodeConfigItem {
+    let t = Target::new(selector::parse(sel).unwrap());
+    nci::render(
+        ProfileRef {
+            name: "web",
+            version: 1,
+            content: content.as_bytes(),
+        },
+        &t,
+        Some(name),
+        None,
+    )
+    .unwrap()
+}
+
+fn hello(node: &str, labels: &str, revision: &str, observed: Vec<Observed>) -> Hello {
+    Hello {
+        node: node.into(),
+        labels: selector::parse(labels).unwrap(),
+        agent_version: "test".into(),
+        current_revision: revision.into(),
+        observed,
+    }
+}
+
+/// What a perfect agent would observe after applying `set`.
+fn observe(set: &EffectiveSet) -> Vec<Observed> {
+    set.files
+        .iter()
+        .map(|f| Observed {
+            path: f.path.clone(),
+            exists: true,
+            kind: if f.kind == FileType::File {
+                ObservedKind::File
+            } else {
+                ObservedKind::Directory
+            },
+            sha256: f.sha256.clone().unwrap_or_default(),
+            size: f.content.as_ref().map_or(0, |c| c.len() as u64),
+            mode: f.mode,
+            uid: 0,
+            gid: 0,
+            owner: "root".into(),
+            group: "root".into(),
+        })
+        .collect()
+}
+
+fn state(hub: &Hub, node: &str) -> NodeState {
+    hub.nodes(&Selector::new())
+        .into_iter()
+        .find(|n| n.name == node)
+        .unwrap()
+        .state
+}
+
+#[test]
+fn sends_on_hello_applies_on_ack_and_resends_on_change() {
+    let hub = Hub::new(
+        Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
+        Duration::from_secs(30),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel::<DesiredMsg>();
+    let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
+    let d = rx
+        .try_recv()
+        .expect("a Desired after Hello from a fresh agent");
+    assert_eq!(d.set.files.len(), 2);
+    assert_eq!(state(&hub, "n1"), NodeState::Applying);
+
+    // A stale nonce is ignored.
+    hub.ack("n1", s, &d.revision, "999", observe(&d.set));
+    assert_eq!(state(&hub, "n1"), NodeState::Applying);
+    hub.ack("n1", s, &d.revision, &d.nonce, observe(&d.set));
+    assert_eq!(state(&hub, "n1"), NodeState::Applied);
+
+    // An ack whose observations differ from the desired files is a failure, not success.
+    let mut wrong = observe(&d.set);
+    wrong[1].mode = 0o600;
+    hub.set_fleet(Fleet::new(&[nci("a", "{\"v\":2}", "os=linux")]).unwrap());
+    let d2 = rx.try_recv().expect("a Desired after the set changed");
+    assert_ne!(d2.revision, d.revision);
+    hub.ack("n1", s, &d2.revision, &d2.nonce, wrong);
+    assert_eq!(state(&hub, "n1"), NodeState::Failed);
+
+    // A change that does not touch this node's set sends nothing.
+    hub.set_fleet(
+        Fleet::new(&[
+            nci("a", "{\"v\":2}", "os=linux"),
+            nci("b", "{}", "os=windows"),
+        ])
+        .unwrap(),
+    );
+    assert!(rx.try_recv().is_err());
+}
+
+#[test]
+fn reconnect_with_the_same_revision_sends_nothing() {
+    let hub = Hub::new(
+        Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
+        Duration::from_secs(30),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
+    let d = rx.try_recv().unwrap();
+    hub.ack("n1", s, &d.revision, &d.nonce, observe(&d.set));
+    hub.disconnect("n1", s);
+
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    hub.hello(hello("n1", "os=linux", &d.revision, observe(&d.set)), tx2);
+    assert!(
+        rx2.try_recv().is_err(),
+        "nothing is resent when the agent has it"
+    );
+    assert_eq!(state(&hub, "n1"), NodeState::Applied);
+
+    // Same revision, but a file is not what it should be: resend.
+    let (tx3, mut rx3) = mpsc::unbounded_channel();
+    let mut changed = observe(&d.set);
+    changed[1].sha256 = "00".into();
+    hub.hello(hello("n1", "os=linux", &d.revision, changed), tx3);
+    assert!(rx3.try_recv().is_ok());
+}
+
+#[test]
+fn a_new_session_replaces_the_old_one() {
+    let hub = Hub::new(
+        Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
+        Duration::from_secs(30),
+    );
+    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let s1 = hub.hello(hello("n1", "os=linux", "", vec![]), tx1);
+    let d1 = rx1.try_recv().unwrap();
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let s2 = hub.hello(hello("n1", "os=linux", "", vec![]), tx2);
+    let d2 = rx2.try_recv().unwrap();
+    assert!(rx1.try_recv().is_err());
+    assert!(rx1.is_closed(), "the old session's stream ends");
+    // Answers on the old session are ignored.
+    hub.ack("n1", s1, &d1.revision, &d1.nonce, observe(&d1.set));
+    assert_eq!(state(&hub, "n1"), NodeState::Applying);
+    hub.ack("n1", s2, &d2.revision, &d2.nonce, observe(&d2.set));
+    assert_eq!(state(&hub, "n1"), NodeState::Applied);
+}
+
+#[test]
+fn nack_drift_and_unknown() {
+    let hub = Hub::new(
+        Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
+        Duration::from_millis(0),
+    );
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
+    let d = rx.try_recv().unwrap();
+    let err = FileError {
+        path: "/var/lib/kubelet/seccomp/web.json".into(),
+        code: "unknown-owner".into(),
+        message: "no user".into(),
+    };
+    hub.nack("n1", s, &d.nonce, vec![err], vec![]);
+    let view = hub.nodes(&Selector::new()).pop().unwrap();
+    assert_eq!(view.state, NodeState::Failed);
+    assert_eq!(view.file_state(&view.desired.files[1]), NodeState::Failed);
+
+    hub.set_fleet(Fleet::new(&[nci("a", "{\"v\":1}", "os=linux")]).unwrap());
+    let d = rx.try_recv().unwrap();
+    hub.ack("n1", s, &d.revision, &d.nonce, observe(&d.set));
+    assert_eq!(state(&hub, "n1"), NodeState::Applied);
+    let mut edited = observe(&d.set);
+    edited[1].sha256 = "beef".into();
+    hub.drift("n1", s, edited, false, vec![]);
+    assert_eq!(state(&hub, "n1"), NodeState::Drifted);
+    hub.drift("n1", s, observe(&d.set), true, vec![]);
+    assert_eq!(state(&hub, "n1"), NodeState::Applied);
+
+    // Gone longer than the grace period (zero here): Unknown.
+    hub.disconnect("n1", s);
+    assert_eq!(state(&hub, "n1"), NodeState::Unknown);
+}

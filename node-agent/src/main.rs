@@ -1,0 +1,126 @@
+//! `seccomp-node-agent`: parse flags, set up logging and signals, and hand over to
+//! [`seccomp_node_agent::sync::run`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use seccomp_node_agent::{Config, WriteHook, node, sync};
+use seccomp_server::telemetry::LogArgs;
+
+/// The seccomp node agent: keeps this node's seccomp profiles in line with the distributor.
+///
+/// Opens one gRPC stream to the distributor (`seccomp.agent.v1.AgentSync`), receives the
+/// node's complete desired file set, writes each file atomically (temp file, fchown, fchmod,
+/// fsync, rename) with exactly the requested mode, owner and group, and confirms what it then
+/// finds on disk. Writes only under the allowed root, never follows a symlink, removes only
+/// files it placed itself, and repairs files changed by hand (inotify plus a periodic scan).
+/// With the distributor unreachable it keeps the files and reconnects with exponential
+/// backoff. SIGTERM or SIGINT stops it between writes.
+#[derive(Debug, Parser)]
+#[command(name = "seccomp-node-agent", version, about, long_about)]
+struct Args {
+    /// The distributor's gRPC URL.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    distributor: String,
+
+    /// This node's name, as Kubernetes knows it. Default: the hostname, from
+    /// /proc/sys/kernel/hostname or /etc/hostname. In a DaemonSet, set NODE_NAME from
+    /// `spec.nodeName`.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+
+    /// A node label, KEY=VALUE; repeat for several (in the environment: comma-separated).
+    /// Labels given here override those of --labels-file.
+    #[arg(
+        long = "label",
+        value_name = "KEY=VALUE",
+        env = "SECCOMP_AGENT_LABELS",
+        value_delimiter = ',',
+        value_parser = node::parse_label
+    )]
+    labels: Vec<(String, String)>,
+
+    /// A file of node labels, one KEY=VALUE (or KEY="VALUE", as the Downward API writes them)
+    /// per line; read at start-up.
+    #[arg(long, env = "SECCOMP_AGENT_LABELS_FILE", value_name = "FILE")]
+    labels_file: Option<PathBuf>,
+
+    /// Where the host's `/` is: `/` on the host, `/host` in a DaemonSet that mounts it there.
+    /// Node paths, /etc/passwd and /etc/group are read under it.
+    #[arg(long, env = "SECCOMP_AGENT_HOST_ROOT", default_value = "/")]
+    host_root: PathBuf,
+
+    /// The only directory (a node path) the agent writes to.
+    #[arg(
+        long,
+        env = "SECCOMP_AGENT_ALLOWED_ROOT",
+        default_value = "/var/lib/kubelet/seccomp"
+    )]
+    allowed_root: String,
+
+    /// The agent's own directory (not under the host root): its record of the files it
+    /// placed, their contents for repairs, and a lock.
+    #[arg(
+        long,
+        env = "SECCOMP_AGENT_STATE_DIR",
+        default_value = "/var/lib/seccomp-node-agent"
+    )]
+    state_dir: PathBuf,
+
+    /// How often to send a heartbeat, for example 10s or 1m.
+    #[arg(long, env = "SECCOMP_AGENT_HEARTBEAT", default_value = "10s", value_parser = humantime::parse_duration)]
+    heartbeat: Duration,
+
+    /// How often to scan every file for drift, besides inotify.
+    #[arg(long, env = "SECCOMP_AGENT_SCAN_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    scan_interval: Duration,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+// One thread is plenty for one stream; file I/O runs on the blocking pool.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    seccomp_server::telemetry::init(&args.log)?;
+    let shutdown =
+        seccomp_server::shutdown::on_signal().context("cannot install signal handlers")?;
+
+    let node_name = match args.node_name {
+        Some(name) => name,
+        None => node::hostname().context(
+            "no --node-name or NODE_NAME, and no hostname in /proc/sys/kernel/hostname or /etc/hostname",
+        )?,
+    };
+    let mut labels = BTreeMap::new();
+    if let Some(path) = &args.labels_file {
+        labels.extend(node::read_labels_file(path)?);
+    }
+    labels.extend(args.labels);
+
+    let files = Config {
+        host_root: args.host_root,
+        allowed_root: args.allowed_root,
+        state_dir: args.state_dir,
+    };
+    let mut config = sync::Config::new(args.distributor, node_name, files);
+    config.labels = labels;
+    config.heartbeat = args.heartbeat;
+    config.scan_interval = args.scan_interval;
+    if let Some(hook) = WriteHook::stdio_pause_from_env() {
+        config.hook = Some(
+            hook.map_err(anyhow::Error::msg)
+                .context(seccomp_node_agent::hook::PAUSE_ENV)?,
+        );
+    }
+    sync::run(config, shutdown.cancelled_owned()).await?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! `seccomp-registry`: parse flags, set up logging, signals and metrics, bind, and hand over
+//! to [`seccomp_registry::run`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use seccomp_server::telemetry::LogArgs;
+
+/// The seccomp profile registry: validates profiles and keeps immutable, numbered versions.
+///
+/// Serves `seccomp.registry.v1.Registry` over gRPC, with gRPC health checking and reflection.
+/// Prints `listening on ADDR` to standard output once bound (useful with `--listen
+/// 127.0.0.1:0`); logs go to standard error. SIGTERM or SIGINT stops accepting calls,
+/// finishes the ones in flight and flushes the database; a second signal exits at once.
+#[derive(Debug, Parser)]
+#[command(name = "seccomp-registry", version, about, long_about)]
+struct Args {
+    /// Address for the gRPC server.
+    #[arg(
+        long,
+        env = "SECCOMP_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
+    listen: SocketAddr,
+
+    /// Directory of the sled database (created when missing).
+    #[arg(
+        long,
+        env = "SECCOMP_REGISTRY_DATA_DIR",
+        default_value = "./data/registry"
+    )]
+    data_dir: PathBuf,
+
+    /// Largest accepted profile, in bytes; larger publishes fail with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "SECCOMP_REGISTRY_MAX_PROFILE_BYTES", default_value_t = seccomp_registry::DEFAULT_MAX_PROFILE_BYTES)]
+    max_profile_bytes: usize,
+
+    /// Seconds to wait for in-flight calls on shutdown before dropping connections.
+    #[arg(long, env = "SECCOMP_REGISTRY_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace_secs: u64,
+
+    /// Address for Prometheus metrics (`GET /metrics`); off when not given.
+    #[arg(long, env = "SECCOMP_REGISTRY_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    seccomp_server::telemetry::init(&args.log)?;
+    let shutdown =
+        seccomp_server::shutdown::on_signal().context("cannot install signal handlers")?;
+
+    let mut config = seccomp_registry::Config::new(&args.data_dir);
+    config.max_profile_bytes = args.max_profile_bytes;
+    config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+
+    let mut metrics_task = None;
+    if let Some(addr) = args.metrics_listen {
+        let mut registry = prometheus_client::registry::Registry::default();
+        config.metrics = Some(seccomp_server::metrics::GrpcMetrics::register(
+            &mut registry,
+        ));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind metrics address {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics serving");
+        let stop = shutdown.clone().cancelled_owned();
+        metrics_task = Some(tokio::spawn(seccomp_server::metrics::serve(
+            listener,
+            Arc::new(Mutex::new(registry)),
+            stop,
+        )));
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot bind {}", args.listen))?;
+    println!("listening on {}", listener.local_addr()?);
+
+    seccomp_registry::run(config, listener, shutdown.cancelled_owned())
+        .await
+        .context("registry failed")?;
+    if let Some(task) = metrics_task {
+        task.await??;
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! What every gRPC server of the system registers besides its own service: health checking
+//! and reflection, and a uniform status for oversized requests.
+
+use tonic::codegen::http::{self, HeaderValue};
+use tonic::transport::server::Router;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// Why the standard services could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the gRPC reflection service: {0}")]
+pub struct ReflectionError(#[from] tonic_reflection::server::Error);
+
+/// Add `grpc.health.v1.Health` (the overall status `""` and each name in `serving` reported
+/// as SERVING) and gRPC reflection v1 over [`seccomp_proto::FILE_DESCRIPTOR_SET`] to
+/// `router`. The returned reporter lets the caller flip services to NOT_SERVING while it
+/// drains on shutdown.
+pub async fn add_health_and_reflection<L>(
+    router: Router<L>,
+    serving: &[&str],
+) -> Result<(Router<L>, HealthReporter), ReflectionError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in serving {
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(seccomp_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok((router.add_service(health).add_service(reflection), reporter))
+}
+
+/// Mark `""` and every name in `serving` NOT_SERVING, so load balancers stop sending new
+/// work while in-flight calls finish.
+pub async fn set_not_serving(reporter: &HealthReporter, serving: &[&str]) {
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    for name in serving {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+}
+
+/// The start of tonic's message for a request over `max_decoding_message_size`, as it appears
+/// percent-encoded in the `grpc-message` header.
+const TONIC_TOO_LARGE: &str = "Error,%20decoded%20message%20length%20too%20large";
+
+/// Response mapper (use with `tower::util::MapResponseLayer`): tonic rejects a request
+/// message over the decoding limit with OUT_OF_RANGE, where grpc-go, grpc-java and the
+/// system's contract say RESOURCE_EXHAUSTED. The rejection is a trailers-only response, so
+/// the status sits in the headers and can be rewritten there.
+pub fn oversize_as_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| m.starts_with(TONIC_TOO_LARGE));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static(
+                "request%20message%20too%20large%20(over%20the%20server's%20gRPC%20message%20limit)",
+            ),
+        );
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn only_tonics_size_rejection_is_rewritten() {
+        let too_large = http::Response::builder()
+            .header("grpc-status", "11")
+            .header(
+                "grpc-message",
+                format!("{TONIC_TOO_LARGE}:%20found%205%20bytes"),
+            )
+            .body(())
+            .unwrap();
+        let out = oversize_as_resource_exhausted(too_large);
+        assert_eq!(out.headers()["grpc-status"], "8");
+
+        let other = http::Response::builder()
+            .header("grpc-status", "11")
+            .header("grpc-message", "page%20out%20of%20range")
+            .body(())
+            .unwrap();
+        let out = oversize_as_resource_exhausted(other);
+        assert_eq!(out.headers()["grpc-status"], "11");
+        assert_eq!(out.headers()["grpc-message"], "page%20out%20of%20range");
+    }
+}

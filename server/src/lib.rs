@@ -1,0 +1,20 @@
+//! `seccomp-server`: the plumbing every seccomp gRPC service shares, and nothing else.
+//!
+//! A service's `main.rs` uses it to set up what DESIGN section 9 asks of every binary; the
+//! service's own library never depends on how it was started.
+//!
+//! Layout:
+//! - [`telemetry`]: `tracing-subscriber` with `RUST_LOG` (an `EnvFilter`, default `info`) and
+//!   `--log-format text|json`, writing to standard error;
+//! - [`shutdown`]: SIGINT/SIGTERM turned into a [`CancellationToken`](tokio_util::sync::CancellationToken);
+//!   a second signal exits at once;
+//! - [`grpc`]: adds `grpc.health.v1` and gRPC reflection (over
+//!   [`seccomp_proto::FILE_DESCRIPTOR_SET`]) to a tonic router, and maps tonic's
+//!   "message too large" to `RESOURCE_EXHAUSTED` as other gRPC implementations report it;
+//! - [`metrics`]: a tower layer counting gRPC requests by method and status, with a latency
+//!   histogram, served in the Prometheus text format on a separate HTTP port.
+
+pub mod grpc;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
