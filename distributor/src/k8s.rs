@@ -106,3 +106,13 @@ impl ClusterSink {
         Ok(report)
     }
 }
+
+impl crate::service::NciSink for ClusterSink {
+    fn describe(&self) -> String {
+        "kubernetes".to_owned()
+    }
+
+    fn sync<'a>(&'a self, ncis: &'a [NodeConfigItem]) -> crate::service::BoxFuture<'a, Result<()>> {
+        Box::pin(async move { ClusterSink::sync(self, ncis).await.map(|_| ()) })
+    }
+}

@@ -11,6 +11,7 @@
 //! - [`k8s`]: the only module that uses kube: server-side apply of NCIs and pruning;
 //! - [`hub`]: agent sessions and per-node state (what was sent, acknowledged, observed);
 //! - [`store`]: rollouts persisted in sled;
+//! - [`strategy`]: rollout strategies (waves, `max_unavailable`, pause) and wave arithmetic;
 //! - [`service`]: the operations (create rollout, list nodes, render), transport-free;
 //! - [`grpc`]: the only module that uses tonic: the `AgentSync` and `Distributor` services
 //!   and the registry client;
@@ -28,6 +29,7 @@ pub mod selector;
 pub mod service;
 pub mod sink;
 pub mod store;
+pub mod strategy;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -57,6 +59,10 @@ pub struct Config {
     pub unknown_after: Duration,
     /// How long to wait for in-flight calls on shutdown.
     pub shutdown_grace: Duration,
+    /// Also write the NCIs as YAML files into this directory (GitOps).
+    pub yaml_dir: Option<PathBuf>,
+    /// Also apply the NCIs to the cluster of the kubeconfig (server-side apply, prune).
+    pub apply_to_cluster: bool,
 }
 
 impl Config {
@@ -67,6 +73,8 @@ impl Config {
             registry: registry.into(),
             unknown_after: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            yaml_dir: None,
+            apply_to_cluster: false,
         }
     }
 }
@@ -111,7 +119,20 @@ pub async fn run(
         config.unknown_after,
     ));
     let source = Arc::new(grpc::RegistrySource::new(&config.registry)?);
-    let distributor = Arc::new(service::Distributor::new(store, Arc::clone(&hub), source)?);
+    let mut sinks: Vec<Arc<dyn service::NciSink>> = Vec::new();
+    if let Some(dir) = &config.yaml_dir {
+        sinks.push(Arc::new(sink::DirSink::new(dir)));
+    }
+    if config.apply_to_cluster {
+        sinks.push(Arc::new(k8s::ClusterSink::from_default_config().await?));
+    }
+    let distributor = Arc::new(service::Distributor::new(
+        store,
+        Arc::clone(&hub),
+        source,
+        sinks,
+    )?);
+    distributor.sync_sinks().await?;
 
     let router = tonic::transport::Server::builder()
         .add_service(grpc::agent_service(Arc::clone(&hub)))

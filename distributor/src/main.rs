@@ -47,6 +47,17 @@ struct Args {
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_UNKNOWN_AFTER", default_value_t = 30)]
     unknown_after_secs: u64,
 
+    /// Also keep one YAML file per NodeConfigItem in this directory (for Argo CD or Flux);
+    /// files of ours no longer desired are removed, other files are left alone.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_YAML_DIR")]
+    yaml_dir: Option<PathBuf>,
+
+    /// Also apply the NodeConfigItems to the cluster of the kubeconfig (`KUBECONFIG`, or
+    /// in-cluster): server-side apply as `seccomp-distributor`, pruning our objects that are
+    /// no longer desired. The CRD is in `deploy/nodeconfigitem-crd.yaml`.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_APPLY_TO_CLUSTER")]
+    apply_to_cluster: bool,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -63,6 +74,8 @@ async fn main() -> anyhow::Result<()> {
     println!("listening on {}", listener.local_addr()?);
     let mut config = seccomp_distributor::Config::new(args.data_dir, args.registry);
     config.unknown_after = Duration::from_secs(args.unknown_after_secs);
+    config.yaml_dir = args.yaml_dir;
+    config.apply_to_cluster = args.apply_to_cluster;
     seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
     Ok(())
 }

@@ -43,6 +43,14 @@ pub trait ProfileSource: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<FetchedProfile>>;
 }
 
+/// Somewhere besides the agents that NCIs go: a GitOps directory, a cluster.
+pub trait NciSink: Send + Sync + 'static {
+    /// For logs: `yaml directory /x`, `kubernetes`.
+    fn describe(&self) -> String;
+    /// Make the sink hold exactly `ncis` among its objects.
+    fn sync<'a>(&'a self, ncis: &'a [NodeConfigItem]) -> BoxFuture<'a, Result<()>>;
+}
+
 /// What a rollout asks for.
 #[derive(Debug, Clone)]
 pub struct RolloutRequest {
@@ -97,6 +105,7 @@ pub struct Distributor {
     store: Store,
     hub: Arc<Hub>,
     source: Arc<dyn ProfileSource>,
+    sinks: Vec<Arc<dyn NciSink>>,
     /// Rollouts are created one at a time, so NCI revisions are sequential.
     create: tokio::sync::Mutex<()>,
 }
@@ -108,16 +117,38 @@ fn now_ms() -> u64 {
 }
 
 impl Distributor {
-    /// A distributor over `store`, serving agents through `hub`. Loads the NCIs in force.
-    pub fn new(store: Store, hub: Arc<Hub>, source: Arc<dyn ProfileSource>) -> Result<Self> {
+    /// A distributor over `store`, serving agents through `hub` and writing NCIs to `sinks`.
+    /// Loads the NCIs in force.
+    pub fn new(
+        store: Store,
+        hub: Arc<Hub>,
+        source: Arc<dyn ProfileSource>,
+        sinks: Vec<Arc<dyn NciSink>>,
+    ) -> Result<Self> {
         let d = Distributor {
             store,
             hub,
             source,
+            sinks,
             create: tokio::sync::Mutex::new(()),
         };
         d.refresh_fleet()?;
         Ok(d)
+    }
+
+    /// Bring every sink in line with the NCIs in force. A failing sink is logged and retried
+    /// at the next change; agents do not wait for sinks.
+    pub async fn sync_sinks(&self) -> Result<()> {
+        let ncis = self.ncis()?;
+        for sink in &self.sinks {
+            match sink.sync(&ncis).await {
+                Ok(()) => {
+                    tracing::info!(sink = %sink.describe(), ncis = ncis.len(), "sink in sync")
+                }
+                Err(e) => tracing::error!(sink = %sink.describe(), error = %e, "sink sync failed"),
+            }
+        }
+        Ok(())
     }
 
     /// The NCIs in force: the newest rollout of each NCI name.
@@ -202,6 +233,7 @@ impl Distributor {
         self.store.put(&record).await?;
         self.hub.set_fleet(fleet);
         tracing::info!(rollout = %record.id, profile = %record.profile, version = record.version, nci = %record.nci_name, "rollout created");
+        self.sync_sinks().await?;
         self.view(record)
     }
 

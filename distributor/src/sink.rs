@@ -149,3 +149,19 @@ impl DirSink {
         Ok(report)
     }
 }
+
+impl crate::service::NciSink for DirSink {
+    fn describe(&self) -> String {
+        format!("yaml directory {}", self.dir.display())
+    }
+
+    fn sync<'a>(&'a self, ncis: &'a [NodeConfigItem]) -> crate::service::BoxFuture<'a, Result<()>> {
+        let sink = self.clone();
+        let ncis = ncis.to_vec();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || sink.sync(&ncis).map(|_| ()))
+                .await
+                .map_err(|e| Error::Storage(format!("yaml sink task: {e}")))?
+        })
+    }
+}

@@ -56,6 +56,7 @@ async fn distributor(dir: &std::path::Path, registry: &str) -> Server {
     let (tx, rx) = oneshot::channel::<()>();
     let mut config = seccomp_distributor::Config::new(dir, registry);
     config.shutdown_grace = Duration::from_millis(200);
+    config.yaml_dir = Some(dir.join("gitops"));
     let task = tokio::spawn(async move {
         seccomp_distributor::run(config, listener, async {
             let _ = rx.await;
@@ -244,6 +245,14 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
         .unwrap();
     assert_eq!(created.version, 1);
     assert_eq!(created.nci_name, "seccomp-web");
+    // The GitOps directory holds the NCI, with the published bytes.
+    let yaml =
+        std::fs::read_to_string(tmp.path().join("distributor/gitops/seccomp-web.yaml")).unwrap();
+    let nci: seccomp_distributor::nci::NodeConfigItem = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(
+        nci.spec.files[1].content.as_deref().map(str::as_bytes),
+        Some(content.as_slice())
+    );
 
     let d = linux.desired().await;
     let file = d
