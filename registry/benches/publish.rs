@@ -118,7 +118,10 @@ async fn main() {
         // The same flush the registry does: a blocking flush on the blocking pool (sled
         // 0.34's flush_async can hang under concurrency, spacejam/sled#1241).
         let db = bare.clone();
-        tokio::task::spawn_blocking(move || db.flush()).await.unwrap().unwrap();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .unwrap()
+            .unwrap();
         let bare_time = started.elapsed();
 
         let started = Instant::now();
