@@ -404,6 +404,8 @@ struct NodeOut {
     labels: BTreeMap<String, String>,
     agent_version: String,
     connected: bool,
+    /// RFC 3339, when the agent last sent anything.
+    last_seen: String,
     state: &'static str,
     revision: String,
     desired_revision: String,
@@ -445,6 +447,7 @@ pub fn nodes(args: &NodesArgs, dist: &str, format: Format) -> Result<Outcome> {
                 labels: n.labels.into_iter().collect(),
                 agent_version: n.agent_version,
                 connected: n.connected,
+                last_seen: n.last_seen.map(|t| t.to_string()).unwrap_or_default(),
                 state: node_state_name(n.state),
                 revision: n.revision,
                 desired_revision: n.desired_revision,

@@ -277,6 +277,12 @@ fn render_rollout_and_nodes() {
     let node = &nodes[0];
     assert_eq!(node["name"], "node-a");
     assert_eq!(node["state"], "Applied");
+    assert_eq!(node["labels"]["kubernetes.io/os"], "linux");
+    assert!(
+        node["last_seen"].as_str().unwrap().starts_with("20"),
+        "{node}"
+    );
+    assert_eq!(node["revision"], node["desired_revision"]);
     let web = node["files"]
         .as_array()
         .unwrap()
