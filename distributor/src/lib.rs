@@ -37,8 +37,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 pub use error::{Error, Result};
 
@@ -142,22 +140,17 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, data_dir = %config.data_dir.display(), registry = %config.registry, "distributor serving");
     }
-    let stop = CancellationToken::new();
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result?,
-        () = shutdown => {
-            tracing::info!("shutdown requested");
-            seccomp_server::grpc::set_not_serving(&health, &SERVICES).await;
-            // Agent streams never end on their own: close them so connections can drain.
-            hub.close_all();
-            stop.cancel();
-            if tokio::time::timeout(config.shutdown_grace, &mut server).await.is_err() {
-                tracing::warn!("grace period over, closing agent streams");
-            }
-        }
-    }
+    // Agent streams never end on their own: close them so connections can drain.
+    let streams = Arc::clone(&hub);
+    seccomp_server::grpc::serve(
+        router,
+        &health,
+        &SERVICES,
+        listener,
+        shutdown,
+        config.shutdown_grace,
+        move || streams.close_all(),
+    )
+    .await?;
     Ok(())
 }

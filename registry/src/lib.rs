@@ -30,10 +30,8 @@ use std::time::Duration;
 use seccomp_proto::registry::v1::registry_server::SERVICE_NAME;
 use seccomp_server::metrics::GrpcMetrics;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tower::util::MapResponseLayer;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use error::{Error, Result};
 pub use service::{Limits, NoUsageTracking, Registry, UsageCheck};
@@ -122,24 +120,16 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, data_dir = %config.data_dir.display(), "registry serving");
     }
-    let stop = CancellationToken::new();
-    // Without TCP_NODELAY, Nagle's algorithm holds back the trailers of a reply until the
-    // client's delayed ACK: about 40 ms added to every call.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let server = router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => result?,
-        () = shutdown => {
-            info!("shutdown requested: no new connections, finishing in-flight calls");
-            seccomp_server::grpc::set_not_serving(&health, &[SERVICE_NAME]).await;
-            stop.cancel();
-            match tokio::time::timeout(config.shutdown_grace, &mut server).await {
-                Ok(result) => result?,
-                Err(_) => warn!(grace = ?config.shutdown_grace, "grace period over, dropping open connections"),
-            }
-        }
-    }
+    seccomp_server::grpc::serve(
+        router,
+        &health,
+        &[SERVICE_NAME],
+        listener,
+        shutdown,
+        config.shutdown_grace,
+        || {},
+    )
+    .await?;
     registry.drain().await?;
     info!("registry stopped, data flushed");
     Ok(())
