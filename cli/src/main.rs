@@ -6,6 +6,7 @@
 
 mod audit;
 mod client;
+mod dev;
 mod output;
 mod profile;
 mod render;
@@ -94,6 +95,14 @@ enum Command {
     /// List the nodes whose agents have connected: labels, state, and per file the desired
     /// and observed mode, owner, group and sha256.
     Nodes(rollout::NodesArgs),
+
+    /// Run the whole stack on this machine: registry, distributor and node agents.
+    ///
+    /// Data under `--data-dir` (reused on restart), each agent's host root at
+    /// `<data-dir>/nodes/<node>/`, real gRPC on loopback ports it prints (with the `export`
+    /// lines for a second terminal). On first start, or with `--demo`, it publishes a profile,
+    /// rolls it out and shows the files on the nodes. Ctrl-C stops everything.
+    Dev(dev::Args),
 }
 
 /// What a command concluded, mapped to the exit status.
@@ -114,6 +123,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render::run(&args, &cli.registry, cli.output),
         Command::Rollout(command) => rollout::run(command, &cli.distributor, cli.output),
         Command::Nodes(args) => rollout::nodes(&args, &cli.distributor, cli.output),
+        Command::Dev(args) => dev::run(&args),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

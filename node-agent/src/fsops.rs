@@ -231,11 +231,22 @@ pub(crate) fn clean_temps(dir: &OwnedFd) -> io::Result<usize> {
     Ok(removed)
 }
 
+/// The mode a directory is created with: the requested bits plus the search bit wherever the
+/// read bit is set. The platform's NCI examples give directories `"0644"`, and a directory
+/// that can be read but not searched is useless (nobody but root could open the profiles).
+pub(crate) fn directory_mode(mode: u32) -> u32 {
+    mode | ((mode & 0o444) >> 2)
+}
+
 /// Creates `dir/name` as a directory that appears complete or not at all: a temp directory is
-/// created, given its owner and mode, synced, and renamed into place without replacing
-/// anything. Returns whether the agent made it: when `name` appeared meanwhile, the existing
-/// directory is kept and is not the agent's.
+/// created, given its owner and mode (see [`directory_mode`]), synced, and renamed into place
+/// without replacing anything. Returns whether the agent made it: when `name` appeared
+/// meanwhile, the existing directory is kept and is not the agent's.
 fn create_dir_atomically(dir: &OwnedFd, name: &str, attrs: DirAttrs) -> io::Result<bool> {
+    let attrs = DirAttrs {
+        mode: directory_mode(attrs.mode),
+        ..attrs
+    };
     let tmp = temp_name(name);
     mkdirat(dir, tmp.as_str(), Mode::from_raw_mode(0o700))?;
     let set_attrs = |fd: &OwnedFd| -> rustix::io::Result<()> {

@@ -389,6 +389,8 @@ fn directories_are_created_with_mode_and_owner_and_existing_ones_left_alone() {
         DesiredFile::directory(format!("{ROOT}/"), 0o755, "root", "root"),
         DesiredFile::directory(format!("{ROOT}/team"), 0o750, "seccompuser", "seccompgroup"),
         DesiredFile::file(format!("{ROOT}/team/a.json"), WEB, 0o644, "root", "root"),
+        // The platform's examples give directories "0644": created searchable where readable.
+        DesiredFile::directory(format!("{ROOT}/plain"), 0o644, "root", "root"),
         // Not declared: created with 0755 and the agent's owner.
         DesiredFile::file(
             format!("{ROOT}/other/deep/b.json"),
@@ -414,6 +416,11 @@ fn directories_are_created_with_mode_and_owner_and_existing_ones_left_alone() {
     assert_eq!(
         stat_cli(&node.path(&format!("{ROOT}/other/deep"))),
         "755 root root"
+    );
+    assert_eq!(
+        stat_cli(&node.path(&format!("{ROOT}/plain"))),
+        "755 root root",
+        "0644 for a directory means 0755: read implies search"
     );
     assert_eq!(
         std::fs::read(node.path(&format!("{ROOT}/other/deep/b.json"))).unwrap(),

@@ -1,0 +1,195 @@
+//! `seccompctl dev` as a user runs it: the real binary, its demo to the end, the files on the
+//! simulated nodes, `seccompctl nodes` against the printed address, Ctrl-C, and a restart on
+//! the same data that creates nothing new.
+
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The seed fixture's bytes (also checked against the fixture itself when it is present).
+const SEED: &str = "{\n\"defaultAction\": \"SCMP_ACT_LOG\",\n\"architectures\": [\n\"SCMP_ARCH_X86_64\",\n\"SCMP_ARCH_X86\",\n\"SCMP_ARCH_X32\"\n],\n\"syscalls\": [\n{\n\"names\": [\n\"arch_prctl\",\n\"sched_yield\",\n\"futex\",\n\"write\",\n\"mmap\",\n\"exit_group\",\n\"madvise\",\n\"rt_sigprocmask\",\n\"getpid\",\n\"gettid\",\n\"tgkill\",\n\"rt_sigaction\",\n\"read\",\n\"getpgrp\"\n],\n\"action\": \"SCMP_ACT_ALLOW\"\n},\n{\n\"names\": [\n\"add_key\",\n\"keyctl\",\n\"ptrace\"\n],\n\"action\": \"SCMP_ACT_ERRNO\"\n}\n]\n}\n";
+
+fn bin() -> std::path::PathBuf {
+    assert_cmd::cargo::cargo_bin("seccompctl")
+}
+
+/// A running `seccompctl dev` and its standard output, line by line.
+struct Dev {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Dev {
+    fn start(data: &Path) -> Dev {
+        let mut child = Command::new(bin())
+            .env_remove("SECCOMP_OUTPUT")
+            .args([
+                "dev",
+                "--nodes",
+                "2",
+                "--registry-port",
+                "0",
+                "--distributor-port",
+                "0",
+                "--data-dir",
+            ])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Dev {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Read lines until one contains `needle`, within `timeout`.
+    fn wait_for(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.seen.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(e) => panic!(
+                    "no line with {needle:?} ({e:?}); output so far:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The value printed after `prefix` at the start of a line.
+    fn printed(&self, prefix: &str) -> String {
+        self.seen
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// SIGINT, then the exit status within a deadline.
+    fn interrupt(mut self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert_eq!(status.code(), Some(0), "{}", self.seen.join("\n"));
+                return;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("seccompctl dev did not stop within 30s after SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn ctl(dev: &Dev, args: &[&str]) -> String {
+    let out = Command::new(bin())
+        .env_remove("SECCOMP_OUTPUT")
+        .env("SECCOMP_REGISTRY", dev.printed("registry"))
+        .env("SECCOMP_DISTRIBUTOR", dev.printed("distributor"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn dev_runs_the_demo_stays_up_stops_and_restarts_without_duplicates() {
+    if let Ok(fixture) = std::fs::read_to_string("../../shared/fixtures/seed/myprofile.json") {
+        assert_eq!(fixture, SEED, "the embedded seed matches the fixture");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("dev");
+
+    // First start: the demo runs by itself, to the end.
+    let mut dev = Dev::start(&data);
+    dev.wait_for("demo complete", Duration::from_secs(60));
+    let text = dev.seen.join("\n");
+    for needle in [
+        "export SECCOMP_REGISTRY=http://127.0.0.1:",
+        "applied 2/2",
+        "applied 1/1",
+        "mode 0644",
+        "kind: NodeConfigItem",
+        "localhostProfile: myprofile.json",
+        "not implemented",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+    for node in ["node-1", "node-2"] {
+        let file = data.join(format!(
+            "nodes/{node}/var/lib/kubelet/seccomp/myprofile.json"
+        ));
+        let bytes = std::fs::read_to_string(&file).unwrap();
+        if node == "node-1" {
+            assert_eq!(bytes, SEED, "pool=general keeps the seed");
+        } else {
+            assert!(bytes.contains("getppid"), "pool=secure got the new version");
+        }
+    }
+
+    // A second terminal: every node applied.
+    let nodes: serde_json::Value =
+        serde_json::from_str(&ctl(&dev, &["nodes", "-o", "json"])).unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    for n in nodes {
+        assert_eq!(n["state"], "Applied", "{n}");
+    }
+    let history = ctl(&dev, &["profile", "history", "myprofile", "-o", "json"]);
+    assert!(history.contains("getppid"), "{history}");
+    dev.interrupt();
+
+    // Restart on the same data: the stack comes back, nothing new is stored.
+    let mut dev = Dev::start(&data);
+    dev.wait_for("seccompctl dev: ready", Duration::from_secs(60));
+    let again = ctl(&dev, &["profile", "history", "myprofile", "-o", "json"]);
+    assert_eq!(again, history, "no new version on restart");
+    dev.interrupt();
+}
