@@ -416,6 +416,8 @@ struct NodeOut {
 struct FileOut {
     path: String,
     nci: String,
+    /// `profile@version` and the rollout that wrote it.
+    source: String,
     state: &'static str,
     desired: Option<String>,
     observed: Option<String>,
@@ -474,6 +476,11 @@ pub fn nodes(args: &NodesArgs, dist: &str, format: Format) -> Result<Outcome> {
                                 short(&o.sha256)
                             )
                         }),
+                        source: if f.profile.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{}@{} ({})", f.profile, f.version, f.rollout_id)
+                        },
                         path: f.path,
                         nci: f.nci_name,
                         message: f.message,

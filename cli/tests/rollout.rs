@@ -290,6 +290,7 @@ fn render_rollout_and_nodes() {
         .find(|f| f["path"] == "/var/lib/kubelet/seccomp/web.json")
         .unwrap();
     assert_eq!(web["state"], "Applied");
+    assert_eq!(web["source"], "web@1 (r1)");
     let observed = web["observed"].as_str().unwrap();
     assert!(
         observed.starts_with("0640 seccompuser:seccompgroup sha256:"),

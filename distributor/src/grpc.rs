@@ -342,7 +342,10 @@ fn rollout_to(v: &RolloutView) -> pb::Rollout {
     }
 }
 
-fn node_to(n: &hub::NodeView) -> pb::Node {
+fn node_to(
+    n: &hub::NodeView,
+    rollouts: &BTreeMap<String, crate::store::RolloutRecord>,
+) -> pb::Node {
     let files = n
         .desired
         .files
@@ -350,12 +353,13 @@ fn node_to(n: &hub::NodeView) -> pb::Node {
         .map(|f| {
             let observed = n.observed.iter().find(|o| o.path == f.path);
             let error = n.errors.iter().find(|e| e.path == f.path);
+            let rollout = rollouts.get(&f.source);
             pb::FileStatus {
                 path: f.path.clone(),
                 nci_name: f.source.clone(),
-                rollout_id: String::new(),
-                profile: String::new(),
-                version: 0,
+                rollout_id: rollout.map(|r| r.id.clone()).unwrap_or_default(),
+                profile: rollout.map(|r| r.profile.clone()).unwrap_or_default(),
+                version: rollout.map_or(0, |r| r.version),
                 desired: Some(pb::DesiredFileState {
                     r#type: match f.kind {
                         FileType::File => pb::FileType::File,
@@ -546,7 +550,13 @@ impl pb::distributor_server::Distributor for DistributorService {
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let sel = selector_from(request.into_inner().selector)?;
-        let nodes = self.distributor.nodes(&sel).iter().map(node_to).collect();
+        let rollouts = self.distributor.current_rollouts()?;
+        let nodes = self
+            .distributor
+            .nodes(&sel)
+            .iter()
+            .map(|n| node_to(n, &rollouts))
+            .collect();
         Ok(Response::new(pb::ListNodesResponse {
             nodes,
             next_page_token: String::new(),

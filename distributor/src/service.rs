@@ -151,6 +151,11 @@ impl Distributor {
         Ok(())
     }
 
+    /// The newest rollout of each NCI name, by NCI name.
+    pub fn current_rollouts(&self) -> Result<std::collections::BTreeMap<String, RolloutRecord>> {
+        self.store.current()
+    }
+
     /// The NCIs in force: the newest rollout of each NCI name.
     pub fn ncis(&self) -> Result<Vec<NodeConfigItem>> {
         Ok(self.store.current()?.into_values().map(|r| r.nci).collect())

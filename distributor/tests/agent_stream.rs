@@ -299,6 +299,10 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
         .find(|f| f.path.ends_with("web.json"))
         .unwrap();
     assert_eq!(web.desired.as_ref().unwrap().mode, "0640");
+    assert_eq!(
+        (web.rollout_id.as_str(), web.profile.as_str(), web.version),
+        (created.id.as_str(), "web", 1)
+    );
     assert_eq!(web.observed.as_ref().unwrap().sha256, file.sha256);
     let rollout = dc
         .get_rollout(pb::GetRolloutRequest {
