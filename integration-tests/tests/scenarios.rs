@@ -1,0 +1,396 @@
+#![allow(clippy::unwrap_used)]
+//! End-to-end scenarios over the real binaries (see the crate docs for the list; scenario 6,
+//! rollback, waits for the staged rollout engine).
+
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use integration_tests::{SECCOMP_ID, Stack, poll, sha256_hex};
+
+const WEB: &str = "/var/lib/kubelet/seccomp/web.json";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A valid profile, distinct per `n`, padded to `pad` bytes of whitespace-free JSON.
+fn profile(n: u32, pad: usize) -> Vec<u8> {
+    let mut s = format!(
+        "{{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"defaultErrnoRet\":{n},\"syscalls\":[{{\"names\":[\"read\",\"write\"],\"action\":\"SCMP_ACT_ALLOW\"}}]"
+    );
+    if pad > 0 {
+        // Many copies of a harmless rule make a large but valid file.
+        let rule = ",{\"names\":[\"close\"],\"action\":\"SCMP_ACT_ALLOW\",\"comment\":\"pad\"}";
+        s.truncate(s.len() - 1);
+        while s.len() < pad {
+            s.push_str(rule);
+        }
+        s.push(']');
+    }
+    s.push('}');
+    s.into_bytes()
+}
+
+/// Publishes `bytes` as `name`, returns the version.
+fn publish(stack: &Stack, name: &str, bytes: &[u8]) -> u64 {
+    let file = stack.dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, bytes).unwrap();
+    let out = stack.ctl_ok(&[
+        "profile",
+        "publish",
+        name,
+        file.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["version"].as_u64().unwrap()
+}
+
+/// `stat -c '%a %u %g'` of a path.
+fn stat(path: &Path) -> String {
+    let out = Command::new("stat")
+        .args(["-c", "%a %u %g"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stat {}", path.display());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// What proves a file was not rewritten: inode, mtime, mode, owner and bytes.
+fn fingerprint(path: &Path) -> (u64, i64, i64, u32, u32, u32, Vec<u8>) {
+    let m = std::fs::symlink_metadata(path).unwrap();
+    (
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.mode(),
+        m.uid(),
+        m.gid(),
+        std::fs::read(path).unwrap(),
+    )
+}
+
+fn observed(mode: &str, owner: &str, bytes: &[u8]) -> String {
+    format!("{mode} {owner} sha256:{}", &sha256_hex(bytes)[..12])
+}
+
+/// Agents' temp files left in the seccomp directory.
+fn temp_leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".seccomp-agent."))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn s1_rollout_reaches_matching_nodes_with_exact_bytes_mode_and_owner() {
+    let stack = Stack::start(&[
+        ("node-1", &["os=linux", "pool=secure"]),
+        ("node-2", &["os=linux", "pool=secure"]),
+        ("node-3", &["os=linux", "pool=general"]),
+    ]);
+    let bytes = profile(1, 0);
+    assert_eq!(publish(&stack, "web", &bytes), 1);
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "pool=secure",
+        "--mode",
+        "0640",
+        "--owner",
+        "seccompuser",
+        "--group",
+        "seccompgroup",
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
+
+    let history: serde_json::Value =
+        serde_json::from_str(&stack.ctl_ok(&["profile", "history", "web", "-o", "json"])).unwrap();
+    assert_eq!(
+        history["versions"][0]["digest"],
+        format!("sha256:{}", sha256_hex(&bytes))
+    );
+    let expected = observed("0640", "seccompuser:seccompgroup", &bytes);
+    let nodes = stack.nodes_json().unwrap();
+    for node in &stack.nodes[..2] {
+        let listed = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node.name.as_str())
+            .unwrap();
+        assert_eq!(listed["state"], "Applied", "{listed}");
+        assert_eq!(listed["revision"], listed["desired_revision"], "{listed}");
+        let file = listed["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == WEB)
+            .unwrap();
+        assert_eq!(file["state"], "Applied", "{file}");
+        assert_eq!(file["desired"], expected.as_str(), "{file}");
+        assert_eq!(file["observed"], expected.as_str(), "{file}");
+        // What `nodes` says is what is on disk.
+        let path = node.path(WEB);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert_eq!(stat(&path), format!("640 {SECCOMP_ID} {SECCOMP_ID}"));
+    }
+    let other = &stack.nodes[2];
+    assert!(!other.path(WEB).exists());
+    let listed = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "node-3")
+        .unwrap();
+    assert!(listed["files"].as_array().unwrap().is_empty(), "{listed}");
+}
+
+#[test]
+fn s2_sigkill_registry_during_publish_loop_keeps_every_acknowledged_version() {
+    let mut stack = Stack::start(&[]);
+    let acked: Mutex<Vec<(u64, Vec<u8>)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        let stack = &stack;
+        let acked = &acked;
+        let publisher = s.spawn(move || {
+            for n in 1..200 {
+                let bytes = profile(n, 0);
+                let file = stack.dir.path().join(format!("loop-{n}.json"));
+                std::fs::write(&file, &bytes).unwrap();
+                let out = stack.ctl(&[
+                    "profile",
+                    "publish",
+                    "loop",
+                    file.to_str().unwrap(),
+                    "-o",
+                    "json",
+                ]);
+                if !out.status.success() {
+                    return;
+                }
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                acked
+                    .lock()
+                    .unwrap()
+                    .push((v["version"].as_u64().unwrap(), bytes));
+            }
+            panic!("the registry was never killed");
+        });
+        poll("5 acknowledged publishes", DEADLINE, || {
+            (acked.lock().unwrap().len() >= 5).then_some(())
+        });
+        stack.registry.as_ref().unwrap().signal("KILL");
+        publisher.join().unwrap();
+    });
+    let mut killed = stack.take_registry();
+    killed.wait_exit(DEADLINE);
+    drop(killed);
+    stack.start_registry(0);
+
+    let acked = acked.into_inner().unwrap();
+    assert!(acked.len() >= 5);
+    for (version, bytes) in &acked {
+        let out = stack.ctl(&["profile", "get", &format!("loop@{version}"), "--raw"]);
+        assert!(out.status.success(), "loop@{version} is gone");
+        assert_eq!(&out.stdout, bytes, "loop@{version} bytes");
+    }
+    // Numbering has no gaps up to the last acknowledged version.
+    let versions: Vec<u64> = acked.iter().map(|(v, _)| *v).collect();
+    assert_eq!(versions, (1..=acked.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn s3_sigkill_distributor_after_rollout_create_resumes_and_completes() {
+    let mut stack = Stack::start(&[
+        ("node-1", &["os=linux"]),
+        ("node-2", &["os=linux"]),
+        ("node-3", &["os=windows"]),
+    ]);
+    let bytes = profile(3, 0);
+    publish(&stack, "web", &bytes);
+    stack.ctl_ok(&["rollout", "create", "web@1", "--selector", "os=linux"]);
+    stack.take_distributor().kill();
+    let port = stack.distributor_addr.port();
+    stack.start_distributor(port);
+    assert_eq!(stack.distributor_addr.port(), port);
+
+    let expected = observed("0644", "root:root", &bytes);
+    for node in ["node-1", "node-2"] {
+        stack.wait_applied(node, WEB, &expected, DEADLINE);
+    }
+    for node in &stack.nodes[..2] {
+        assert_eq!(std::fs::read(node.path(WEB)).unwrap(), bytes);
+    }
+    assert!(!stack.nodes[2].path(WEB).exists());
+}
+
+#[test]
+fn s4_sigkill_agent_mid_write_leaves_no_partial_file_and_it_converges() {
+    let mut stack = Stack::start(&[("node-1", &["os=linux"])]);
+    let old = profile(1, 0);
+    publish(&stack, "web", &old);
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
+    let target = stack.nodes[0].path(WEB);
+    assert_eq!(std::fs::read(&target).unwrap(), old);
+
+    // Each round: a new, large version; the agent is killed inside its atomic write.
+    let mut current = old;
+    for (round, point) in [
+        "temp-created",
+        "partly-written",
+        "before-rename",
+        "after-rename",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let status = stack.nodes[0].agent.take().unwrap().terminate();
+        assert!(status.success(), "agent SIGTERM: {status}");
+        let new = profile(10 + round as u32, 256 * 1024);
+        let v = publish(&stack, "web", &new);
+        stack.ctl_ok(&[
+            "rollout",
+            "create",
+            &format!("web@{v}"),
+            "--selector",
+            "os=linux",
+        ]);
+        stack.start_agent(0, Some(point));
+        let agent = stack.nodes[0].agent.as_mut().unwrap();
+        let paused = agent.wait_line(&format!("paused {point} "), DEADLINE);
+        assert_eq!(paused, WEB);
+        stack.nodes[0].agent.take().unwrap().kill();
+        let on_disk = std::fs::read(&target).unwrap();
+        let expected = if point == "after-rename" {
+            &new
+        } else {
+            &current
+        };
+        assert!(
+            on_disk == *expected,
+            "killed at {point}: {} bytes at the final path, not the expected complete file",
+            on_disk.len()
+        );
+        current = on_disk;
+        stack.start_agent(0, None);
+        stack.wait_applied(
+            "node-1",
+            WEB,
+            &observed("0644", "root:root", &new),
+            DEADLINE,
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), new);
+        current.clone_from(&new);
+        let dir = target.parent().unwrap();
+        poll("temp files cleaned up", DEADLINE, || {
+            temp_leftovers(dir).is_empty().then_some(())
+        });
+    }
+}
+
+#[test]
+fn s5_distributor_outage_keeps_files_and_agents_reconnect_without_rewriting() {
+    let mut stack = Stack::start(&[("node-1", &["os=linux"]), ("node-2", &["os=linux"])]);
+    let bytes = profile(5, 0);
+    publish(&stack, "web", &bytes);
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
+    let before: Vec<_> = stack
+        .nodes
+        .iter()
+        .map(|n| fingerprint(&n.path(WEB)))
+        .collect();
+
+    let status = stack.take_distributor().terminate();
+    assert!(status.success(), "distributor SIGTERM: {status}");
+    // A while without the distributor (several heartbeats and scans): nothing moves.
+    let outage = std::time::Instant::now();
+    poll("a 3 s outage", Duration::from_secs(10), || {
+        for (node, fp) in stack.nodes.iter().zip(&before) {
+            assert_eq!(
+                &fingerprint(&node.path(WEB)),
+                fp,
+                "{} during the outage",
+                node.name
+            );
+        }
+        (outage.elapsed() >= Duration::from_secs(3)).then_some(())
+    });
+
+    let port = stack.distributor_addr.port();
+    stack.start_distributor(port);
+    let expected = observed("0644", "root:root", &bytes);
+    for node in ["node-1", "node-2"] {
+        stack.wait_applied(node, WEB, &expected, DEADLINE);
+    }
+    for (node, fp) in stack.nodes.iter().zip(&before) {
+        assert_eq!(
+            &fingerprint(&node.path(WEB)),
+            fp,
+            "{} was rewritten",
+            node.name
+        );
+    }
+}
+
+#[test]
+fn s7_a_profile_edited_by_hand_is_repaired() {
+    let stack = Stack::start(&[("node-1", &["os=linux"])]);
+    let bytes = profile(7, 0);
+    publish(&stack, "web", &bytes);
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--mode",
+        "0600",
+        "--wait",
+        "--timeout",
+        "30s",
+    ]);
+    let path = stack.nodes[0].path(WEB);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+
+    // Edited in place, as an operator with an editor would.
+    std::fs::write(&path, b"{\"defaultAction\":\"SCMP_ACT_ALLOW\"}").unwrap();
+    poll("the hand edit repaired", DEADLINE, || {
+        (std::fs::read(&path).ok()? == bytes).then_some(())
+    });
+    assert_eq!(stat(&path), "600 0 0");
+    stack.wait_applied(
+        "node-1",
+        WEB,
+        &observed("0600", "root:root", &bytes),
+        DEADLINE,
+    );
+}
