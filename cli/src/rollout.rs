@@ -2,9 +2,9 @@
 //! from the distributor.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 use seccomp_distributor::nci::{self, Target};
 use seccomp_distributor::selector;
 use seccomp_proto::distributor::v1 as pb;
@@ -91,6 +91,10 @@ pub enum Command {
     Status {
         /// Rollout id (`r7`).
         id: String,
+        /// Follow it live (a progress bar on a terminal, a line per change otherwise) until it
+        /// completes; exit 0 when it completed.
+        #[arg(long)]
+        watch: bool,
     },
 }
 
@@ -271,7 +275,14 @@ pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
                     }
                     return Ok(Outcome::Ok);
                 }
-                follow(&mut c, &rollout.id, dist, format, timeout).await
+                follow(
+                    &mut c,
+                    &rollout.id,
+                    dist,
+                    format,
+                    Until::DoneOrFailed(timeout),
+                )
+                .await
             }
             Command::List => {
                 let list = match c.list_rollouts(pb::ListRolloutsRequest::default()).await {
@@ -298,7 +309,10 @@ pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
                 }
                 Ok(Outcome::Ok)
             }
-            Command::Status { id } => {
+            Command::Status { id, watch: true } => {
+                follow(&mut c, &id, dist, format, Until::Done).await
+            }
+            Command::Status { id, watch: false } => {
                 let reply = match c
                     .get_rollout(pb::GetRolloutRequest {
                         id,
@@ -344,58 +358,111 @@ pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
     })
 }
 
-/// Poll the rollout until it completes, a node fails, or `timeout` passes.
+/// How a followed rollout ends.
+#[derive(Clone, Copy)]
+enum Until {
+    /// `--wait`: completion (exit 0), a failed node or the timeout (exit 1).
+    DoneOrFailed(Duration),
+    /// `--watch`: completion or the end of the stream; failures are shown, not fatal.
+    Done,
+}
+
+/// A one-line bar: `[#########-----------] 3/7 applied`.
+fn bar(out: &RolloutOut) -> String {
+    const WIDTH: u32 = 24;
+    let n = &out.nodes;
+    let filled = (n.applied * WIDTH).checked_div(n.total).unwrap_or(WIDTH) as usize;
+    format!(
+        "[{}{}] {}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH as usize - filled),
+        progress_line(out)
+    )
+}
+
+/// Follow the rollout's events (`WatchRollout`): a live bar on a terminal, a line per change
+/// otherwise.
 async fn follow(
     c: &mut Client,
     id: &str,
     dist: &str,
     format: Format,
-    timeout: Duration,
+    until: Until,
 ) -> Result<Outcome> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
+    use std::io::{IsTerminal as _, Write as _};
+    use tokio_stream::StreamExt as _;
+
+    let mut events = match c
+        .watch_rollout(pb::WatchRolloutRequest { id: id.to_owned() })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(status) => return client::refused_by(status, dist, "distributor"),
+    };
+    let live = format == Format::Table && std::io::stdout().is_terminal();
+    let deadline = match until {
+        Until::DoneOrFailed(t) => Some(tokio::time::Instant::now() + t),
+        Until::Done => None,
+    };
+    let mut last: Option<RolloutOut> = None;
+    let mut timed_out = false;
     loop {
-        let rollout = match c
-            .get_rollout(pb::GetRolloutRequest {
-                id: id.to_owned(),
-                include_nodes: false,
-            })
-            .await
-        {
-            Ok(r) => r
-                .into_inner()
-                .rollout
-                .ok_or_else(|| anyhow!("no rollout in the reply"))?,
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, events.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    timed_out = true;
+                    break;
+                }
+            },
+            None => events.next().await,
+        };
+        let Some(event) = next else { break };
+        let event = match event {
+            Ok(e) => e,
             Err(status) => return client::refused_by(status, dist, "distributor"),
         };
+        let Some(rollout) = event.rollout else {
+            continue;
+        };
         let out = RolloutOut::from(&rollout);
-        let line = progress_line(&out);
-        if format == Format::Table && line != last {
-            println!("{line}");
-            last = line;
+        if live {
+            print!("\r\x1b[2K{}", bar(&out));
+            let _ = std::io::stdout().flush();
+        } else if format == Format::Table {
+            println!("{}", progress_line(&out));
         }
-        let done = out.state == "Completed";
         let failed = out.nodes.failed > 0;
-        if done || failed || Instant::now() >= deadline {
-            print_structured(format, &out)?;
-            if done {
-                return Ok(Outcome::Ok);
-            }
-            if failed {
-                eprintln!(
-                    "seccompctl: rollout {id}: {} node(s) failed; see `seccompctl rollout status {id}` and `seccompctl nodes`",
-                    out.nodes.failed
-                );
-            } else {
-                eprintln!(
-                    "seccompctl: rollout {id} did not complete within {}",
-                    humantime::format_duration(timeout)
-                );
-            }
-            return Ok(Outcome::Negative);
+        let done = out.state != "Progressing";
+        last = Some(out);
+        if done || (failed && matches!(until, Until::DoneOrFailed(_))) {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    if live {
+        println!();
+    }
+    let Some(out) = last else {
+        bail!("the distributor ended the watch of rollout {id} without any event");
+    };
+    print_structured(format, &out)?;
+    if out.state == "Completed" {
+        return Ok(Outcome::Ok);
+    }
+    if out.nodes.failed > 0 {
+        eprintln!(
+            "seccompctl: rollout {id}: {} node(s) failed; see `seccompctl rollout status {id}` and `seccompctl nodes`",
+            out.nodes.failed
+        );
+    } else if timed_out && let Until::DoneOrFailed(t) = until {
+        eprintln!(
+            "seccompctl: rollout {id} did not complete within {}",
+            humantime::format_duration(t)
+        );
+    } else {
+        eprintln!("seccompctl: rollout {id} ended {}", out.state);
+    }
+    Ok(Outcome::Negative)
 }
 
 #[derive(Serialize)]

@@ -324,6 +324,23 @@ fn render_rollout_and_nodes() {
         .unwrap();
     let text = stdout(&out);
     assert!(text.contains("node-a: Applied"), "{text}");
+    // --watch on a completed rollout: the snapshot, then exit 0.
+    let out = stack
+        .ctl()
+        .args(["rollout", "status", "r1", "--watch"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout(&out).contains("Completed, 1/1 applied"),
+        "{}",
+        stdout(&out)
+    );
     let out = stack
         .ctl()
         .args(["rollout", "status", "r404"])

@@ -430,7 +430,7 @@ pub struct DistributorService {
     distributor: Arc<Distributor>,
 }
 
-const STAGED: &str = "staged rollouts (pause, resume, abort, rollback, watch) are not implemented yet: every rollout is one wave to all matching nodes";
+const STAGED: &str = "staged rollouts (pause, resume, abort, rollback) are not implemented yet: every rollout is one wave to all matching nodes";
 
 #[tonic::async_trait]
 impl pb::distributor_server::Distributor for DistributorService {
@@ -538,11 +538,66 @@ impl pb::distributor_server::Distributor for DistributorService {
 
     type WatchRolloutStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutEvent, Status>> + Send>>;
 
+    /// A snapshot, then an event whenever the rollout's state or node counts change; the
+    /// stream ends once the rollout is in a final state (Completed, or replaced by a newer
+    /// rollout of its NCI).
     async fn watch_rollout(
         &self,
-        _: Request<pb::WatchRolloutRequest>,
+        request: Request<pb::WatchRolloutRequest>,
     ) -> Result<Response<Self::WatchRolloutStream>, Status> {
-        Err(Status::unimplemented(STAGED))
+        let id = request.into_inner().id;
+        let first = self.distributor.rollout(&id)?;
+        let distributor = Arc::clone(&self.distributor);
+        let mut changes = distributor.subscribe();
+        let (tx, rx) = mpsc::channel::<Result<pb::RolloutEvent, Status>>(16);
+        tokio::spawn(async move {
+            let event = |kind: pb::RolloutEventType, v: &RolloutView| pb::RolloutEvent {
+                r#type: kind as i32,
+                time: Some(timestamp(SystemTime::now())),
+                rollout: Some(rollout_to(v)),
+                changed_nodes: Vec::new(),
+            };
+            let mut last = (first.state, first.counts);
+            if tx
+                .send(Ok(event(pb::RolloutEventType::Snapshot, &first)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut done = first.state != "Progressing";
+            while !done {
+                // Node states also change with time (Unknown after the grace period).
+                let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+                let view = match distributor.rollout(&id) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                let now = (view.state, view.counts);
+                if now == last {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    continue;
+                }
+                let kind = if now.0 != last.0 {
+                    pb::RolloutEventType::StateChanged
+                } else {
+                    pb::RolloutEventType::NodesChanged
+                };
+                last = now;
+                done = view.state != "Progressing";
+                if tx.send(Ok(event(kind, &view))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn list_nodes(

@@ -224,6 +224,8 @@ struct State {
 pub struct Hub {
     state: Mutex<State>,
     grace: Duration,
+    /// Bumped whenever a node's state may have changed, for watchers.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl State {
@@ -270,7 +272,18 @@ impl Hub {
                 next_nonce: 1,
             }),
             grace,
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that wakes whenever some node's state may have changed (node states also
+    /// change with time: a silent node becomes Unknown after the grace period).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -309,6 +322,8 @@ impl Hub {
         if !up_to_date {
             st.send(&hello.node);
         }
+        drop(st);
+        self.bump();
         SessionId(id)
     }
 
@@ -335,6 +350,7 @@ impl Hub {
         n.errors.clear();
         n.in_flight = false;
         n.drifted = false;
+        self.bump();
     }
 
     /// The agent refused or failed the Desired with `nonce`.
@@ -358,6 +374,7 @@ impl Hub {
         n.errors = errors;
         n.observed = observed;
         n.in_flight = false;
+        self.bump();
     }
 
     /// Files changed on disk. `current` is what the agent observes after its repair attempt
@@ -387,6 +404,7 @@ impl Hub {
         if !errors.is_empty() {
             n.errors = errors;
         }
+        self.bump();
     }
 
     /// The agent is alive.
@@ -402,6 +420,7 @@ impl Hub {
             n.session = None;
             n.in_flight = false;
         }
+        self.bump();
     }
 
     /// End every session (on shutdown): their streams finish, so the server can stop.
@@ -410,6 +429,7 @@ impl Hub {
             node.session = None;
             node.in_flight = false;
         }
+        self.bump();
     }
 
     /// Replace the NCIs: every node whose set changes gets it now (when connected).
@@ -432,6 +452,7 @@ impl Hub {
             node.desired = Arc::clone(set);
             st.send(&name);
         }
+        self.bump();
     }
 
     fn view(&self, name: &str, n: &Node, now: SystemTime) -> NodeView {

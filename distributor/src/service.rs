@@ -254,6 +254,11 @@ impl Distributor {
         all.into_iter().map(|r| self.view(r)).collect()
     }
 
+    /// Wakes whenever some node's state may have changed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.hub.subscribe()
+    }
+
     /// Known nodes matching `selector`.
     pub fn nodes(&self, selector: &Selector) -> Vec<NodeView> {
         self.hub.nodes(selector)

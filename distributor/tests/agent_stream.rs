@@ -254,6 +254,23 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
         Some(content.as_slice())
     );
 
+    // Watch it: a snapshot now, an event when it completes, then the stream ends.
+    let mut watch = dc
+        .watch_rollout(pb::WatchRolloutRequest {
+            id: created.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let watcher = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = watch.next().await {
+            let e = e.unwrap();
+            events.push((e.r#type, e.rollout.unwrap().state));
+        }
+        events
+    });
+
     let d = linux.desired().await;
     let file = d
         .files
@@ -315,6 +332,26 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
     assert_eq!(
         rollout.rollout.unwrap().state,
         pb::RolloutState::Completed as i32
+    );
+    let events = tokio::time::timeout(Duration::from_secs(10), watcher)
+        .await
+        .expect("the watch ends once completed")
+        .unwrap();
+    assert_eq!(
+        events.first(),
+        Some(&(
+            pb::RolloutEventType::Snapshot as i32,
+            pb::RolloutState::Progressing as i32
+        )),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last(),
+        Some(&(
+            pb::RolloutEventType::StateChanged as i32,
+            pb::RolloutState::Completed as i32
+        )),
+        "{events:?}"
     );
     assert_eq!(rollout.nodes.len(), 1, "only the matching node counts");
 
