@@ -721,6 +721,30 @@ impl Applier {
         })
     }
 
+    /// Walk `comps` from the host root, creating missing directories below the allowed root
+    /// with `attrs`, and record every directory created (also when the walk then fails).
+    fn walk_creating(
+        &self,
+        root: &OwnedFd,
+        entry: &Checked<'_>,
+        comps: &[String],
+        attrs: &dyn Fn(usize) -> DirAttrs,
+        created_dirs: &mut Vec<String>,
+    ) -> Result<OwnedFd, FileError> {
+        let mut created = Vec::new();
+        let result = fsops::walk_create(
+            root,
+            comps,
+            Creation {
+                from: self.allowed.len() - 1,
+                attrs,
+                created: &mut created,
+            },
+        );
+        created_dirs.extend(created.into_iter().map(|index| node_path(&comps[..=index])));
+        result.map_err(|err| entry.walk_error(&err))
+    }
+
     /// Step 3 for one entry; `Ok(true)` when it wrote the file or created the directory.
     fn write_entry(
         &self,
@@ -739,22 +763,7 @@ impl Applier {
                     owner: None,
                 })
         };
-        let mut created = Vec::new();
-        let parent = fsops::walk_create(
-            root,
-            entry.parent(),
-            Creation {
-                from: self.allowed.len() - 1,
-                attrs: &attrs,
-                created: &mut created,
-            },
-        );
-        created_dirs.extend(
-            created
-                .drain(..)
-                .map(|index| node_path(&entry.comps[..=index])),
-        );
-        let parent = parent.map_err(|err| entry.walk_error(&err))?;
+        let parent = self.walk_creating(root, entry, entry.parent(), &attrs, created_dirs)?;
         if cleaned.insert(node_path(entry.parent()))
             && let Err(e) = fsops::clean_temps(&parent)
         {
@@ -793,21 +802,7 @@ impl Applier {
                 tracing::info!(path = %entry.desired.path, sha256 = %entry.sha256, "wrote file");
             }
             DesiredKind::Directory => {
-                let result = fsops::walk_create(
-                    root,
-                    &entry.comps,
-                    Creation {
-                        from: self.allowed.len() - 1,
-                        attrs: &attrs,
-                        created: &mut created,
-                    },
-                );
-                created_dirs.extend(
-                    created
-                        .drain(..)
-                        .map(|index| node_path(&entry.comps[..=index])),
-                );
-                result.map_err(|err| entry.walk_error(&err))?;
+                self.walk_creating(root, entry, &entry.comps, &attrs, created_dirs)?;
                 tracing::info!(path = %entry.desired.path, "created directory");
             }
         }
