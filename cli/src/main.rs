@@ -85,12 +85,22 @@ enum Command {
     /// `kubectl apply -f -` or a GitOps repository.
     Render(render::Args),
 
-    /// Roll profile versions out to nodes and follow them.
+    /// Roll profile versions out to nodes in waves, follow, pause, resume and abort them.
     ///
-    /// Exit status: 0 ok, 1 when the distributor refuses or (with --wait) the rollout does
-    /// not complete, 2 on usage errors and when the distributor cannot be reached.
+    /// Exit status: 0 ok, 1 when the distributor refuses or (with --wait / --watch) the
+    /// rollout ends rolled back or aborted or time runs out, 2 on usage errors and when the
+    /// distributor cannot be reached.
     #[command(subcommand)]
     Rollout(rollout::Command),
+
+    /// Roll a profile's NodeConfigItems back to older content, as new rollouts.
+    ///
+    /// By default each NodeConfigItem returns to its previous completed version, with the
+    /// exact bytes, path, mode and ownership it had; `--to-version N` picks a version. An
+    /// active rollout of the same NodeConfigItem is aborted first. No waves: every matching
+    /// node at once, still within the rollout's max-unavailable. Exit status as for
+    /// `rollout`.
+    Rollback(rollout::RollbackArgs),
 
     /// List the nodes whose agents have connected: labels, state, and per file the desired
     /// and observed mode, owner, group and sha256.
@@ -122,6 +132,7 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit::run(&args, &cli.registry, cli.output),
         Command::Render(args) => render::run(&args, &cli.registry, cli.output),
         Command::Rollout(command) => rollout::run(command, &cli.distributor, cli.output),
+        Command::Rollback(args) => rollout::rollback(args, &cli.distributor, cli.output),
         Command::Nodes(args) => rollout::nodes(&args, &cli.distributor, cli.output),
         Command::Dev(args) => dev::run(&args),
     };

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow, bail};
 use seccomp_distributor::nci::{self, Target};
 use seccomp_distributor::selector;
+use seccomp_distributor::strategy::{self, MaxUnavailable, Pause, Strategy};
 use seccomp_proto::distributor::v1 as pb;
 use seccomp_proto::distributor::v1::distributor_client::DistributorClient;
 use serde::Serialize;
@@ -61,14 +62,94 @@ impl TargetArgs {
     }
 }
 
+/// How a rollout proceeds (`rollout create`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StrategyArgs {
+    /// Waves: the cumulative share of the matching nodes each wave reaches, as counts and
+    /// whole percentages, ending with `100%` (`1,25%,100%`: one node, then a quarter, then
+    /// all). Nodes are taken by zone label, then name.
+    #[arg(long, default_value = strategy::DEFAULT_WAVES, value_name = "LIST")]
+    waves: String,
+
+    /// Most nodes that may be applying or failed at once: a count (`2`) or a percentage of
+    /// the matching nodes (`10%`). A bad version therefore stalls instead of spreading.
+    #[arg(long, default_value = strategy::DEFAULT_MAX_UNAVAILABLE, value_name = "N|P%")]
+    max_unavailable: String,
+
+    /// Failed nodes tolerated; one more fails the rollout (and rolls it back).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    failure_threshold: u32,
+
+    /// How long a node may take to confirm, and a wave may go without a node confirming,
+    /// before that counts as a failure (`90s`, `5m`).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    progress_deadline: Duration,
+
+    /// Between waves: wait this long (`30s`), or `manual` to wait for `rollout resume`.
+    /// Default: the next wave starts as soon as the previous one is applied.
+    #[arg(long, value_name = "DURATION|manual")]
+    pause: Option<String>,
+
+    /// When the rollout fails, leave every node as it is (the rollout ends Aborted) instead
+    /// of returning the touched nodes to the previous completed version.
+    #[arg(long)]
+    no_auto_rollback: bool,
+}
+
+impl StrategyArgs {
+    /// Check every field (the same rules as the distributor) and build the wire strategy.
+    pub fn to_proto(&self) -> Result<pb::Strategy> {
+        let pause = match self.pause.as_deref() {
+            None => Pause::None,
+            Some("manual") => Pause::Manual,
+            Some(text) => Pause::Duration(humantime::parse_duration(text).map_err(|e| {
+                anyhow!("--pause {text:?}: {e}; give a duration such as 30s, or `manual`")
+            })?),
+        };
+        let s = Strategy {
+            waves: strategy::parse_waves(&self.waves).context("--waves")?,
+            max_unavailable: MaxUnavailable::parse(&self.max_unavailable)
+                .context("--max-unavailable")?,
+            failure_threshold: self.failure_threshold,
+            progress_deadline: self.progress_deadline,
+            pause,
+            auto_rollback: !self.no_auto_rollback,
+        };
+        s.validate()?;
+        let duration = |d: Duration| prost_types::Duration {
+            seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+        };
+        Ok(pb::Strategy {
+            waves: s.waves.iter().map(ToString::to_string).collect(),
+            max_unavailable: s.max_unavailable.to_string(),
+            failure_threshold: s.failure_threshold,
+            progress_deadline: Some(duration(s.progress_deadline)),
+            pause: match s.pause {
+                Pause::None => None,
+                Pause::Duration(d) => Some(pb::strategy::Pause::Duration(duration(d))),
+                Pause::Manual => Some(pb::strategy::Pause::Manual(true)),
+            },
+            auto_rollback: Some(s.auto_rollback),
+        })
+    }
+}
+
 /// `seccompctl rollout ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Roll a profile version out to the nodes a selector picks.
+    /// Roll a profile version out to the nodes a selector picks, in waves.
     ///
-    /// Every matching node's agent is sent its new file set at once (staged waves are not
-    /// implemented yet). With --wait, follows progress until every matching node confirmed
-    /// the exact content, mode and owner, and exits 1 when a node failed or time ran out.
+    /// The version goes to the matching nodes wave by wave (`--waves`), never more than
+    /// `--max-unavailable` unconfirmed or failed at once. A node is done when its agent
+    /// confirms the exact bytes, mode, owner and group on disk. More failed nodes than
+    /// `--failure-threshold`, or a node silent past `--progress-deadline`, fail the rollout:
+    /// the nodes it touched go back to the previous completed version (the others were
+    /// never touched), unless `--no-auto-rollback`. Refused while another rollout of the same
+    /// NodeConfigItem is active.
+    ///
+    /// With --wait, follows it to the end: exit 0 when it completed, 1 when it was rolled
+    /// back or aborted or `--timeout` passed.
     Create {
         /// Profile and version: `NAME` (latest) or `NAME@VERSION`.
         #[arg(value_name = "NAME[@VERSION]")]
@@ -77,25 +158,78 @@ pub enum Command {
         #[arg(long, value_name = "NCI")]
         name: Option<String>,
         #[command(flatten)]
-        target: TargetArgs,
-        /// Wait until the rollout completes.
-        #[arg(long)]
-        wait: bool,
-        /// With --wait, give up after this long (e.g. `90s`, `5m`).
-        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-        timeout: Duration,
+        target: Box<TargetArgs>,
+        #[command(flatten)]
+        strategy: Box<StrategyArgs>,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// List rollouts, newest first.
-    List,
-    /// Show one rollout and its nodes.
+    List {
+        /// Only active rollouts (pending, progressing, paused, rolling back).
+        #[arg(long)]
+        active: bool,
+    },
+    /// Show one rollout: state, strategy, a bar per wave, history and nodes.
     Status {
         /// Rollout id (`r7`).
         id: String,
-        /// Follow it live (a progress bar on a terminal, a line per change otherwise) until it
-        /// completes; exit 0 when it completed.
+        /// Follow it live until it ends (bars per wave on a terminal, a line per change
+        /// otherwise); exit 0 when it completed, 1 when it was rolled back or aborted.
         #[arg(long)]
         watch: bool,
     },
+    /// Stop a progressing rollout from taking more nodes; targeted nodes keep converging.
+    Pause {
+        /// Rollout id.
+        id: String,
+        /// Why, recorded in the rollout's history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Continue a paused rollout (after a manual pause, the next wave starts; after a pause
+    /// for unknown nodes, it goes on without them).
+    Resume {
+        /// Rollout id.
+        id: String,
+    },
+    /// End an active rollout: no more nodes are taken; nodes keep what they have until a
+    /// rollback or a new rollout.
+    Abort {
+        /// Rollout id.
+        id: String,
+        /// Why, recorded in the rollout's history.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// `--wait` and `--timeout`, for the commands that start a rollout.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    /// Follow the rollout until it ends: exit 0 when it completed, 1 when it was rolled back
+    /// or aborted, or `--timeout` passed.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait, give up after this long (`90s`, `5m`).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    timeout: Duration,
+}
+
+/// Arguments of `seccompctl rollback`.
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// Profile whose NodeConfigItems go back.
+    #[arg(value_name = "NAME")]
+    profile: String,
+    /// Version to return to (default: each NodeConfigItem's previous completed version).
+    #[arg(long, value_name = "N")]
+    to_version: Option<u64>,
+    /// Only this NodeConfigItem (default: every one whose latest rollout is of the profile).
+    #[arg(long, value_name = "NCI")]
+    nci: Option<String>,
+    #[command(flatten)]
+    wait: WaitArgs,
 }
 
 /// Arguments of `seccompctl nodes`.
@@ -156,11 +290,40 @@ struct RolloutOut {
     nci: String,
     revision: u64,
     state: &'static str,
+    /// 1-based wave being applied or last applied.
+    wave: u32,
+    /// Every wave's spec and node counts.
+    waves: Vec<WaveOut>,
+    strategy: String,
+    /// The version touched nodes return to on rollback; none when there is no earlier
+    /// completed version.
+    stable_version: Option<u64>,
+    rollback: bool,
+    /// RFC 3339, when a timed pause between waves ends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_wave_at: Option<String>,
     nodes: CountsOut,
     conflicts: Vec<String>,
+    history: Vec<TransitionOut>,
 }
 
 #[derive(Serialize)]
+struct WaveOut {
+    /// `25%`.
+    share: String,
+    nodes: CountsOut,
+}
+
+#[derive(Serialize)]
+struct TransitionOut {
+    state: &'static str,
+    reason: String,
+    /// RFC 3339.
+    time: String,
+    actor: String,
+}
+
+#[derive(Serialize, Default)]
 struct CountsOut {
     total: u32,
     applied: u32,
@@ -171,9 +334,60 @@ struct CountsOut {
     unknown: u32,
 }
 
+impl From<pb::NodeCounts> for CountsOut {
+    fn from(c: pb::NodeCounts) -> Self {
+        CountsOut {
+            total: c.total,
+            applied: c.applied,
+            applying: c.applying,
+            pending: c.pending,
+            failed: c.failed,
+            drifted: c.drifted,
+            unknown: c.unknown,
+        }
+    }
+}
+
+fn time_text(t: Option<&prost_types::Timestamp>) -> String {
+    t.map(ToString::to_string).unwrap_or_default()
+}
+
+fn strategy_text(s: &pb::Strategy) -> String {
+    let deadline = s
+        .progress_deadline
+        .map(|d| {
+            humantime::format_duration(Duration::new(
+                u64::try_from(d.seconds).unwrap_or(0),
+                u32::try_from(d.nanos).unwrap_or(0),
+            ))
+            .to_string()
+        })
+        .unwrap_or_else(|| "5m".into());
+    let pause = match &s.pause {
+        Some(pb::strategy::Pause::Manual(true)) => "manual".to_owned(),
+        Some(pb::strategy::Pause::Duration(d)) => humantime::format_duration(Duration::new(
+            u64::try_from(d.seconds).unwrap_or(0),
+            u32::try_from(d.nanos).unwrap_or(0),
+        ))
+        .to_string(),
+        _ => "none".to_owned(),
+    };
+    format!(
+        "waves {}, max unavailable {}, failure threshold {}, progress deadline {deadline}, pause {pause}, auto rollback {}",
+        s.waves.join(","),
+        s.max_unavailable,
+        s.failure_threshold,
+        if s.auto_rollback.unwrap_or(true) {
+            "on"
+        } else {
+            "off"
+        }
+    )
+}
+
 impl From<&pb::Rollout> for RolloutOut {
     fn from(r: &pb::Rollout) -> Self {
-        let c = r.nodes.unwrap_or_default();
+        let strategy = r.strategy.clone().unwrap_or_default();
         RolloutOut {
             id: r.id.clone(),
             profile: r.profile.clone(),
@@ -182,15 +396,21 @@ impl From<&pb::Rollout> for RolloutOut {
             nci: r.nci_name.clone(),
             revision: r.revision,
             state: state_name(r.state),
-            nodes: CountsOut {
-                total: c.total,
-                applied: c.applied,
-                applying: c.applying,
-                pending: c.pending,
-                failed: c.failed,
-                drifted: c.drifted,
-                unknown: c.unknown,
-            },
+            wave: r.current_wave,
+            waves: strategy
+                .waves
+                .iter()
+                .enumerate()
+                .map(|(i, share)| WaveOut {
+                    share: share.clone(),
+                    nodes: r.wave_nodes.get(i).copied().unwrap_or_default().into(),
+                })
+                .collect(),
+            strategy: strategy_text(&strategy),
+            stable_version: r.stable_version,
+            rollback: r.rollback,
+            next_wave_at: r.next_wave_at.as_ref().map(|t| t.to_string()),
+            nodes: r.nodes.unwrap_or_default().into(),
             conflicts: r
                 .conflicts
                 .iter()
@@ -201,14 +421,35 @@ impl From<&pb::Rollout> for RolloutOut {
                     )
                 })
                 .collect(),
+            history: r
+                .history
+                .iter()
+                .map(|t| TransitionOut {
+                    state: state_name(t.state),
+                    reason: t.reason.clone(),
+                    time: time_text(t.time.as_ref()),
+                    actor: t.actor.clone(),
+                })
+                .collect(),
         }
+    }
+}
+
+impl RolloutOut {
+    fn terminal(&self) -> bool {
+        matches!(self.state, "Completed" | "RolledBack" | "Aborted")
     }
 }
 
 fn progress_line(r: &RolloutOut) -> String {
     let n = &r.nodes;
+    let wave = if r.waves.is_empty() {
+        String::new()
+    } else {
+        format!(" wave {}/{},", r.wave, r.waves.len())
+    };
     format!(
-        "{} {}@{} -> {}: {}, {}/{} applied, {} applying, {} failed, {} unknown",
+        "{} {}@{} -> {}: {},{wave} {}/{} applied, {} applying, {} failed, {} unknown",
         r.id,
         r.profile,
         r.version,
@@ -222,11 +463,102 @@ fn progress_line(r: &RolloutOut) -> String {
     )
 }
 
+/// A bar of `width` cells: `#` applied, `x` failed, `-` the rest.
+fn bar(n: &CountsOut, width: u32) -> String {
+    let cells = |k: u32| (k * width).checked_div(n.total).unwrap_or(0) as usize;
+    let applied = if n.total == 0 {
+        width as usize
+    } else {
+        cells(n.applied)
+    };
+    let failed = cells(n.failed).min(width as usize - applied);
+    format!(
+        "[{}{}{}]",
+        "#".repeat(applied),
+        "x".repeat(failed),
+        "-".repeat(width as usize - applied - failed)
+    )
+}
+
+/// One line per wave: `> wave 2 (25%)  [######------] 1/2 applied, 0 failed, 1 pending`.
+fn wave_lines(r: &RolloutOut) -> Vec<String> {
+    r.waves
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let n = &w.nodes;
+            let marker = if i + 1 == r.wave as usize && !r.terminal() {
+                ">"
+            } else {
+                " "
+            };
+            let mut line = format!(
+                "{marker} wave {} ({}) {:>w$}{} {}/{} applied, {} failed, {} pending",
+                i + 1,
+                w.share,
+                "",
+                bar(n, 24),
+                n.applied,
+                n.total,
+                n.failed,
+                n.pending,
+                w = 6usize.saturating_sub(w.share.len())
+            );
+            if n.applying > 0 {
+                line.push_str(&format!(", {} applying", n.applying));
+            }
+            if n.unknown > 0 {
+                line.push_str(&format!(", {} unknown", n.unknown));
+            }
+            line
+        })
+        .collect()
+}
+
+fn transition_line(t: &TransitionOut) -> String {
+    let by = if t.actor.is_empty() || t.actor == "distributor" {
+        String::new()
+    } else {
+        format!(" (by {})", t.actor)
+    };
+    format!("{} {}: {}{by}", t.time, t.state, t.reason)
+}
+
+async fn call<T>(
+    reply: std::result::Result<tonic::Response<T>, tonic::Status>,
+    dist: &str,
+) -> Result<std::result::Result<T, Outcome>> {
+    match reply {
+        Ok(r) => Ok(Ok(r.into_inner())),
+        Err(status) => client::refused_by(status, dist, "distributor").map(Err),
+    }
+}
+
+/// Print a rollout a call returned: the structured document, or its progress line.
+fn print_rollout(format: Format, verb: &str, rollout: Option<pb::Rollout>) -> Result<Outcome> {
+    let rollout = rollout.ok_or_else(|| anyhow!("no rollout in the reply"))?;
+    let out = RolloutOut::from(&rollout);
+    if !print_structured(format, &out)? {
+        println!("{verb} {}", progress_line(&out));
+        if let Some(t) = out.history.last() {
+            println!("  {}", transition_line(t));
+        }
+    }
+    Ok(Outcome::Ok)
+}
+
 /// Run a `rollout` subcommand against the distributor at `dist`.
 pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
-    if let Command::Create { target, .. } = &command {
-        target.to_target()?; // bad flags are usage errors before any connection
-    }
+    // Bad flags are usage errors before any connection.
+    let strategy = match &command {
+        Command::Create {
+            target, strategy, ..
+        } => {
+            target.to_target()?;
+            Some(strategy.to_proto()?)
+        }
+        _ => None,
+    };
     runtime()?.block_on(async {
         let mut c = connect(dist).await?;
         match command {
@@ -235,7 +567,7 @@ pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
                 name,
                 target,
                 wait,
-                timeout,
+                ..
             } => {
                 let (profile, version) = match reference.split_once('@') {
                     Some((p, v)) => (
@@ -258,41 +590,38 @@ pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
                         owner: t.owner,
                         group: t.group,
                     }),
-                    strategy: None,
+                    strategy,
                     nci_name: name,
                 };
-                let rollout = match c.create_rollout(request).await {
-                    Ok(r) => r
-                        .into_inner()
-                        .rollout
-                        .ok_or_else(|| anyhow!("no rollout in the reply"))?,
-                    Err(status) => return client::refused_by(status, dist, "distributor"),
+                let reply = match call(c.create_rollout(request).await, dist).await? {
+                    Ok(r) => r,
+                    Err(outcome) => return Ok(outcome),
                 };
-                let out = RolloutOut::from(&rollout);
-                if !wait {
-                    if !print_structured(format, &out)? {
-                        println!("created {}", progress_line(&out));
-                    }
-                    return Ok(Outcome::Ok);
+                let rollout = reply
+                    .rollout
+                    .ok_or_else(|| anyhow!("no rollout in the reply"))?;
+                if !wait.wait {
+                    return print_rollout(format, "created", Some(rollout));
                 }
-                follow(
-                    &mut c,
-                    &rollout.id,
-                    dist,
-                    format,
-                    Until::DoneOrFailed(timeout),
-                )
-                .await
+                if format == Format::Table {
+                    println!("created {}", progress_line(&RolloutOut::from(&rollout)));
+                }
+                follow(&mut c, &rollout.id, dist, format, Some(wait.timeout)).await
             }
-            Command::List => {
-                let list = match c.list_rollouts(pb::ListRolloutsRequest::default()).await {
-                    Ok(r) => r.into_inner().rollouts,
-                    Err(status) => return client::refused_by(status, dist, "distributor"),
+            Command::List { active } => {
+                let request = pb::ListRolloutsRequest {
+                    active_only: active,
+                    ..Default::default()
+                };
+                let list = match call(c.list_rollouts(request).await, dist).await? {
+                    Ok(r) => r.rollouts,
+                    Err(outcome) => return Ok(outcome),
                 };
                 let out: Vec<RolloutOut> = list.iter().map(RolloutOut::from).collect();
                 if !print_structured(format, &out)? {
                     let mut t = table([
-                        "ID", "PROFILE", "VERSION", "NCI", "STATE", "APPLIED", "FAILED",
+                        "ID", "PROFILE", "VERSION", "NCI", "REV", "STATE", "WAVE", "APPLIED",
+                        "FAILED",
                     ]);
                     for r in &out {
                         t.add_row([
@@ -300,7 +629,13 @@ pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
                             r.profile.clone(),
                             r.version.to_string(),
                             r.nci.clone(),
+                            if r.rollback {
+                                format!("{} (rollback)", r.revision)
+                            } else {
+                                r.revision.to_string()
+                            },
                             r.state.to_owned(),
+                            format!("{}/{}", r.wave, r.waves.len()),
                             format!("{}/{}", r.nodes.applied, r.nodes.total),
                             r.nodes.failed.to_string(),
                         ]);
@@ -309,102 +644,180 @@ pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
                 }
                 Ok(Outcome::Ok)
             }
-            Command::Status { id, watch: true } => {
-                follow(&mut c, &id, dist, format, Until::Done).await
-            }
+            Command::Status { id, watch: true } => follow(&mut c, &id, dist, format, None).await,
             Command::Status { id, watch: false } => {
-                let reply = match c
-                    .get_rollout(pb::GetRolloutRequest {
-                        id,
-                        include_nodes: true,
-                    })
-                    .await
-                {
-                    Ok(r) => r.into_inner(),
-                    Err(status) => return client::refused_by(status, dist, "distributor"),
+                let request = pb::GetRolloutRequest {
+                    id,
+                    include_nodes: true,
+                };
+                let reply = match call(c.get_rollout(request).await, dist).await? {
+                    Ok(r) => r,
+                    Err(outcome) => return Ok(outcome),
                 };
                 let rollout = reply
                     .rollout
                     .ok_or_else(|| anyhow!("no rollout in the reply"))?;
-                let out = RolloutOut::from(&rollout);
-                let nodes: BTreeMap<String, &'static str> = reply
-                    .nodes
-                    .iter()
-                    .map(|n| (n.node_name.clone(), node_state_name(n.state)))
-                    .collect();
-                #[derive(Serialize)]
-                struct Status<'a> {
-                    rollout: &'a RolloutOut,
-                    nodes: &'a BTreeMap<String, &'static str>,
+                status(format, &rollout, &reply.nodes)
+            }
+            Command::Pause { id, reason } => {
+                let reply = c
+                    .pause_rollout(pb::PauseRolloutRequest { id, reason })
+                    .await;
+                match call(reply, dist).await? {
+                    Ok(r) => print_rollout(format, "paused", r.rollout),
+                    Err(outcome) => Ok(outcome),
                 }
-                if !print_structured(
-                    format,
-                    &Status {
-                        rollout: &out,
-                        nodes: &nodes,
-                    },
-                )? {
-                    println!("{}", progress_line(&out));
-                    for c in &out.conflicts {
-                        println!("  conflict: {c}");
-                    }
-                    for (name, state) in &nodes {
-                        println!("  {name}: {state}");
-                    }
+            }
+            Command::Resume { id } => {
+                let reply = c.resume_rollout(pb::ResumeRolloutRequest { id }).await;
+                match call(reply, dist).await? {
+                    Ok(r) => print_rollout(format, "resumed", r.rollout),
+                    Err(outcome) => Ok(outcome),
                 }
-                Ok(Outcome::Ok)
+            }
+            Command::Abort { id, reason } => {
+                let reply = c
+                    .abort_rollout(pb::AbortRolloutRequest { id, reason })
+                    .await;
+                match call(reply, dist).await? {
+                    Ok(r) => print_rollout(format, "aborted", r.rollout),
+                    Err(outcome) => Ok(outcome),
+                }
             }
         }
     })
 }
 
-/// How a followed rollout ends.
-#[derive(Clone, Copy)]
-enum Until {
-    /// `--wait`: completion (exit 0), a failed node or the timeout (exit 1).
-    DoneOrFailed(Duration),
-    /// `--watch`: completion or the end of the stream; failures are shown, not fatal.
-    Done,
+/// `seccompctl rollback`: one new rollout per NodeConfigItem, back to older content.
+pub fn rollback(args: RollbackArgs, dist: &str, format: Format) -> Result<Outcome> {
+    if args.to_version == Some(0) {
+        bail!("--to-version 0 is not a version: versions start at 1");
+    }
+    runtime()?.block_on(async {
+        let mut c = connect(dist).await?;
+        let request = pb::RollbackRequest {
+            profile: args.profile,
+            to_version: args.to_version,
+            nci_name: args.nci,
+        };
+        let rollouts = match call(c.rollback(request).await, dist).await? {
+            Ok(r) => r.rollouts,
+            Err(outcome) => return Ok(outcome),
+        };
+        let out: Vec<RolloutOut> = rollouts.iter().map(RolloutOut::from).collect();
+        if !args.wait.wait {
+            if !print_structured(format, &out)? {
+                for r in &out {
+                    println!("rollback {}", progress_line(r));
+                    if let Some(t) = r.history.first() {
+                        println!("  {}", transition_line(t));
+                    }
+                }
+            }
+            return Ok(Outcome::Ok);
+        }
+        let mut outcome = Outcome::Ok;
+        for r in &out {
+            if format == Format::Table {
+                println!("rollback {}", progress_line(r));
+            }
+            if follow(&mut c, &r.id, dist, format, Some(args.wait.timeout)).await? != Outcome::Ok {
+                outcome = Outcome::Negative;
+            }
+        }
+        Ok(outcome)
+    })
 }
 
-/// A one-line bar: `[#########-----------] 3/7 applied`.
-fn bar(out: &RolloutOut) -> String {
-    const WIDTH: u32 = 24;
-    let n = &out.nodes;
-    let filled = (n.applied * WIDTH).checked_div(n.total).unwrap_or(WIDTH) as usize;
-    format!(
-        "[{}{}] {}",
-        "#".repeat(filled),
-        "-".repeat(WIDTH as usize - filled),
-        progress_line(out)
-    )
+/// `rollout status ID` without `--watch`.
+fn status(format: Format, rollout: &pb::Rollout, nodes: &[pb::RolloutNode]) -> Result<Outcome> {
+    #[derive(Serialize)]
+    struct NodeRowOut {
+        name: String,
+        state: &'static str,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        message: String,
+        since: String,
+    }
+    #[derive(Serialize)]
+    struct Status<'a> {
+        rollout: &'a RolloutOut,
+        nodes: Vec<NodeRowOut>,
+    }
+    let out = RolloutOut::from(rollout);
+    let rows: Vec<NodeRowOut> = nodes
+        .iter()
+        .map(|n| NodeRowOut {
+            name: n.node_name.clone(),
+            state: node_state_name(n.state),
+            message: n.message.clone(),
+            since: time_text(n.since.as_ref()),
+        })
+        .collect();
+    let doc = Status {
+        rollout: &out,
+        nodes: rows,
+    };
+    if print_structured(format, &doc)? {
+        return Ok(Outcome::Ok);
+    }
+    println!("{}", progress_line(&out));
+    println!("  strategy: {}", out.strategy);
+    println!(
+        "  stable version: {}",
+        out.stable_version.map_or_else(
+            || "none (a rollback removes the file)".into(),
+            |v| v.to_string()
+        )
+    );
+    if let Some(at) = &out.next_wave_at {
+        println!("  next wave at: {at}");
+    }
+    for line in wave_lines(&out) {
+        println!("  {line}");
+    }
+    for c in &out.conflicts {
+        println!("  conflict: {c}");
+    }
+    println!("  history:");
+    for t in &out.history {
+        println!("    {}", transition_line(t));
+    }
+    println!("  nodes:");
+    for n in &doc.nodes {
+        if n.message.is_empty() {
+            println!("  {}: {}", n.name, n.state);
+        } else {
+            println!("  {}: {} ({})", n.name, n.state, n.message);
+        }
+    }
+    Ok(Outcome::Ok)
 }
 
-/// Follow the rollout's events (`WatchRollout`): a live bar on a terminal, a line per change
-/// otherwise.
+/// Follow the rollout's events (`WatchRollout`) until it ends or `timeout` passes: bars per
+/// wave redrawn in place on a terminal, a line per change otherwise. Completed is
+/// `Outcome::Ok`; rolled back, aborted or out of time is `Outcome::Negative` with the reason
+/// on standard error.
 async fn follow(
     c: &mut Client,
     id: &str,
     dist: &str,
     format: Format,
-    until: Until,
+    timeout: Option<Duration>,
 ) -> Result<Outcome> {
     use std::io::{IsTerminal as _, Write as _};
     use tokio_stream::StreamExt as _;
 
-    let mut events = match c
-        .watch_rollout(pb::WatchRolloutRequest { id: id.to_owned() })
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(status) => return client::refused_by(status, dist, "distributor"),
+    let request = pb::WatchRolloutRequest { id: id.to_owned() };
+    let mut events = match call(c.watch_rollout(request).await, dist).await? {
+        Ok(s) => s,
+        Err(outcome) => return Ok(outcome),
     };
     let live = format == Format::Table && std::io::stdout().is_terminal();
-    let deadline = match until {
-        Until::DoneOrFailed(t) => Some(tokio::time::Instant::now() + t),
-        Until::Done => None,
-    };
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut last: Option<RolloutOut> = None;
+    let mut drawn = 0usize;
+    let mut seen_history = 0usize;
     let mut timed_out = false;
     loop {
         let next = match deadline {
@@ -426,41 +839,67 @@ async fn follow(
             continue;
         };
         let out = RolloutOut::from(&rollout);
+        let fresh: Vec<String> = out
+            .history
+            .iter()
+            .skip(seen_history)
+            .map(transition_line)
+            .collect();
+        seen_history = out.history.len();
         if live {
-            print!("\r\x1b[2K{}", bar(&out));
+            // Move up over the previous drawing, print new transitions, redraw the bars.
+            if drawn > 0 {
+                print!("\x1b[{drawn}A\r");
+            }
+            for line in &fresh {
+                println!("\x1b[2K{line}");
+            }
+            let mut lines = vec![progress_line(&out)];
+            lines.extend(wave_lines(&out));
+            for line in &lines {
+                println!("\x1b[2K{line}");
+            }
+            drawn = lines.len();
             let _ = std::io::stdout().flush();
         } else if format == Format::Table {
+            for line in &fresh {
+                println!("{line}");
+            }
             println!("{}", progress_line(&out));
         }
-        let failed = out.nodes.failed > 0;
-        let done = out.state != "Progressing";
+        let done = out.terminal();
         last = Some(out);
-        if done || (failed && matches!(until, Until::DoneOrFailed(_))) {
+        if done {
             break;
         }
-    }
-    if live {
-        println!();
     }
     let Some(out) = last else {
         bail!("the distributor ended the watch of rollout {id} without any event");
     };
     print_structured(format, &out)?;
-    if out.state == "Completed" {
-        return Ok(Outcome::Ok);
-    }
-    if out.nodes.failed > 0 {
-        eprintln!(
-            "seccompctl: rollout {id}: {} node(s) failed; see `seccompctl rollout status {id}` and `seccompctl nodes`",
-            out.nodes.failed
-        );
-    } else if timed_out && let Until::DoneOrFailed(t) = until {
-        eprintln!(
-            "seccompctl: rollout {id} did not complete within {}",
-            humantime::format_duration(t)
-        );
-    } else {
-        eprintln!("seccompctl: rollout {id} ended {}", out.state);
+    let reason = out
+        .history
+        .iter()
+        .rev()
+        .find(|t| t.state != "RolledBack")
+        .map_or("", |t| t.reason.as_str());
+    match out.state {
+        "Completed" => return Ok(Outcome::Ok),
+        "RolledBack" => eprintln!("seccompctl: rollout {id} was rolled back: {reason}"),
+        "Aborted" => eprintln!("seccompctl: rollout {id} was aborted: {reason}"),
+        state if timed_out => {
+            let t = timeout.unwrap_or_default();
+            eprintln!(
+                "seccompctl: rollout {id} did not end within {} (it is {state}); see `seccompctl rollout status {id}`",
+                humantime::format_duration(t)
+            );
+            if state == "Paused" {
+                eprintln!(
+                    "seccompctl: it is paused: `seccompctl rollout resume {id}` continues it"
+                );
+            }
+        }
+        state => eprintln!("seccompctl: the watch of rollout {id} ended while it was {state}"),
     }
     Ok(Outcome::Negative)
 }

@@ -262,7 +262,7 @@ fn render_rollout_and_nodes() {
             stdout(&nodes)
         );
     }
-    assert!(text.contains("Completed, 1/1 applied"), "{text}");
+    assert!(text.contains("Completed, wave 3/3, 1/1 applied"), "{text}");
     let path = stack.host.join("var/lib/kubelet/seccomp/web.json");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), PROFILE);
     assert_eq!(
@@ -337,7 +337,7 @@ fn render_rollout_and_nodes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout(&out).contains("Completed, 1/1 applied"),
+        stdout(&out).contains("Completed, wave 3/3, 1/1 applied"),
         "{}",
         stdout(&out)
     );
@@ -388,4 +388,162 @@ fn an_unreachable_distributor_is_a_clear_error() {
         err.contains("cannot connect to the distributor at http://127.0.0.1:9"),
         "{err}"
     );
+}
+
+const PROFILE_V2: &str = "{\n  \"defaultAction\": \"SCMP_ACT_ERRNO\"\n}\n";
+
+fn ok(out: &std::process::Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(out)
+}
+
+#[test]
+fn staged_flags_pause_resume_abort_and_rollback() {
+    let stack = Stack::start();
+    for content in [PROFILE, PROFILE_V2] {
+        let file = stack.write("web.json", content);
+        ok(&stack
+            .ctl()
+            .args(["profile", "publish", "web"])
+            .arg(&file)
+            .output()
+            .unwrap());
+    }
+    let path = stack.host.join("var/lib/kubelet/seccomp/web.json");
+    let create = |reference: &str, extra: &[&str]| {
+        let mut cmd = stack.ctl();
+        cmd.args([
+            "rollout",
+            "create",
+            reference,
+            "--selector",
+            "kubernetes.io/os=linux",
+        ])
+        .args(extra);
+        cmd.output().unwrap()
+    };
+
+    // Strategy flags are checked before any connection: exit 2 with the reason.
+    for (extra, needle) in [
+        (vec!["--waves", "0%,100%"], "reaches no node"),
+        (vec!["--waves", "50%,25%,100%"], "does not increase"),
+        (vec!["--waves", "1,50%"], "must be \"100%\""),
+        (vec!["--max-unavailable", "0"], "would stall"),
+        (vec!["--pause", "soon"], "--pause"),
+    ] {
+        let out = create("web", &extra);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+
+    // Version 1 in one wave; --wait exits 0 once completed.
+    ok(&create(
+        "web@1",
+        &["--waves", "100%", "--wait", "--timeout", "30s"],
+    ));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), PROFILE);
+
+    // Version 2 with a manual pause after the first wave: the only node is in wave 1, so
+    // the rollout pauses before its (empty) second wave; resume finishes it.
+    let out = ok(&create(
+        "web@2",
+        &["--waves", "1,100%", "--pause", "manual"],
+    ));
+    assert!(out.contains("created r2"), "{out}");
+    let paused = (0..500)
+        .find(|_| {
+            let s = stack
+                .ctl()
+                .args(["rollout", "status", "r2", "-o", "json"])
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+            if v["rollout"]["state"] == "Paused" {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            false
+        })
+        .is_some();
+    assert!(paused, "r2 never paused after wave 1");
+    let text = ok(&stack
+        .ctl()
+        .args(["rollout", "status", "r2"])
+        .output()
+        .unwrap());
+    assert!(text.contains("wave 1 (1)"), "{text}");
+    assert!(text.contains("1/1 applied"), "{text}");
+    assert!(text.contains("pause manual"), "{text}");
+    assert!(text.contains("resume to start wave 2"), "{text}");
+    assert!(text.contains("stable version: 1"), "{text}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), PROFILE_V2);
+    let out = ok(&stack
+        .ctl()
+        .args(["rollout", "resume", "r2"])
+        .output()
+        .unwrap());
+    assert!(out.contains("resumed r2"), "{out}");
+    ok(&stack
+        .ctl()
+        .args(["rollout", "status", "r2", "--watch"])
+        .output()
+        .unwrap());
+
+    // Pausing or aborting a finished rollout: refused, exit 1, the reason given.
+    for verb in ["pause", "abort", "resume"] {
+        let out = stack.ctl().args(["rollout", verb, "r2"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{verb}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("FAILED_PRECONDITION"),
+            "{verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Manual rollback: version 1's bytes are back; the list shows the rollback revision.
+    let out = ok(&stack
+        .ctl()
+        .args(["rollback", "web", "--wait", "--timeout", "30s"])
+        .output()
+        .unwrap());
+    assert!(out.contains("rollback r3 web@1"), "{out}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), PROFILE);
+    let list = ok(&stack.ctl().args(["rollout", "list"]).output().unwrap());
+    assert!(list.contains("3 (rollback)"), "{list}");
+
+    // Abort mid-way: a manual pause holds version 2 on wave 1; abort ends it.
+    ok(&create(
+        "web@2",
+        &["--waves", "1,100%", "--pause", "manual"],
+    ));
+    let out = ok(&stack
+        .ctl()
+        .args(["rollout", "abort", "r4", "--reason", "wrong ticket"])
+        .output()
+        .unwrap());
+    assert!(
+        out.contains("aborted r4") && out.contains("wrong ticket"),
+        "{out}"
+    );
+    // --watch of an aborted rollout: exit 1 with the reason.
+    let out = stack
+        .ctl()
+        .args(["rollout", "status", "r4", "--watch"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was aborted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = stack.ctl().args(["rollback", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }

@@ -8,7 +8,7 @@
 //! node's NCIs costs a few hash lookups per node label instead of a scan of every NCI, and
 //! nodes that match the same NCIs share one computed set.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
@@ -67,12 +67,38 @@ pub struct EffectiveSet {
     pub matched: Vec<String>,
 }
 
+/// Which of the nodes an NCI's selector matches actually get it. Staged rollouts give one NCI
+/// name two variants at once: the candidate content for the nodes a wave targeted, and the
+/// stable content for the others.
+#[derive(Debug, Clone, Default)]
+pub enum Scope {
+    /// Every matching node.
+    #[default]
+    All,
+    /// Only these nodes (by name).
+    Only(Arc<BTreeSet<String>>),
+    /// Every matching node except these.
+    Except(Arc<BTreeSet<String>>),
+}
+
+impl Scope {
+    /// Whether the node called `name` is in scope.
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(names) => names.contains(name),
+            Scope::Except(names) => !names.contains(name),
+        }
+    }
+}
+
 /// An NCI prepared for matching and resolution.
 #[derive(Debug)]
 struct Prepared {
     name: String,
     priority: i32,
     selector: Selector,
+    scope: Scope,
     files: Vec<EffectiveFile>,
 }
 
@@ -99,7 +125,7 @@ fn entry_path(path: &str) -> String {
     }
 }
 
-fn prepare(nci: &NodeConfigItem) -> Result<Prepared> {
+fn prepare(nci: &NodeConfigItem, scope: Scope) -> Result<Prepared> {
     let name = &nci.metadata.name;
     let mut files = Vec::with_capacity(nci.spec.files.len());
     for f in &nci.spec.files {
@@ -133,6 +159,7 @@ fn prepare(nci: &NodeConfigItem) -> Result<Prepared> {
         name: name.clone(),
         priority: nci.spec.priority,
         selector: nci.spec.nodeconfigselector.clone(),
+        scope,
         files,
     })
 }
@@ -171,13 +198,19 @@ pub fn revision(files: &[EffectiveFile]) -> String {
 }
 
 impl Fleet {
-    /// Index `ncis`. Fails on an NCI with an invalid mode or a file without content.
+    /// Index `ncis`, each for every node it matches. Fails on an NCI with an invalid mode or
+    /// a file without content.
     pub fn new(ncis: &[NodeConfigItem]) -> Result<Self> {
-        let mut prepared = Vec::with_capacity(ncis.len());
+        Self::scoped(ncis.iter().map(|n| (n, Scope::All)))
+    }
+
+    /// Index NCIs that each reach only the nodes of their [`Scope`] among those they match.
+    pub fn scoped<'a>(ncis: impl IntoIterator<Item = (&'a NodeConfigItem, Scope)>) -> Result<Self> {
+        let mut prepared = Vec::new();
         let mut postings: FxHashMap<String, KeyPostings> = FxHashMap::default();
         let mut match_all = Vec::new();
-        for (i, nci) in ncis.iter().enumerate() {
-            let p = prepare(nci)?;
+        for (i, (nci, scope)) in ncis.into_iter().enumerate() {
+            let p = prepare(nci, scope)?;
             let id = u32::try_from(i).map_err(|_| Error::invalid("too many NCIs"))?;
             // Anchor on the first term; the others are checked per candidate.
             match p.selector.iter().next() {
@@ -200,9 +233,14 @@ impl Fleet {
         })
     }
 
-    /// Indexes of the NCIs matching `labels`, ascending.
-    pub fn matching(&self, labels: &Labels) -> Vec<u32> {
-        let mut out = self.match_all.clone();
+    /// Indexes of the NCIs that reach the node `name` with `labels`, ascending.
+    pub fn matching(&self, name: &str, labels: &Labels) -> Vec<u32> {
+        let mut out: Vec<u32> = self
+            .match_all
+            .iter()
+            .copied()
+            .filter(|&id| self.ncis[id as usize].scope.includes(name))
+            .collect();
         for (k, v) in labels {
             let Some(p) = self.postings.get(k.as_str()) else {
                 continue;
@@ -212,7 +250,8 @@ impl Fleet {
                 .iter()
                 .chain(p.by_value.get(v.as_str()).into_iter().flatten());
             for &id in candidates {
-                if crate::selector::matches(&self.ncis[id as usize].selector, labels) {
+                let nci = &self.ncis[id as usize];
+                if crate::selector::matches(&nci.selector, labels) && nci.scope.includes(name) {
                     out.push(id);
                 }
             }
@@ -263,9 +302,14 @@ impl Fleet {
         }
     }
 
-    /// The set of one node.
+    /// The set of the node `name` with `labels`.
+    pub fn effective_for(&self, name: &str, labels: &Labels) -> EffectiveSet {
+        self.resolve(&self.matching(name, labels))
+    }
+
+    /// The set of a node named in no [`Scope`] (every NCI of scope `All` or `Except`).
     pub fn effective(&self, labels: &Labels) -> EffectiveSet {
-        self.resolve(&self.matching(labels))
+        self.effective_for("", labels)
     }
 
     /// The sets of many nodes; nodes matching the same NCIs share one `Arc`.
@@ -276,7 +320,7 @@ impl Fleet {
         let mut memo: FxHashMap<Vec<u32>, Arc<EffectiveSet>> = FxHashMap::default();
         let mut out = BTreeMap::new();
         for (name, labels) in nodes {
-            let matched = self.matching(labels);
+            let matched = self.matching(name, labels);
             let set = match memo.get(&matched) {
                 Some(s) => Arc::clone(s),
                 None => {

@@ -21,8 +21,11 @@ use crate::hub::{self, DesiredMsg, FileError, Hello, Hub, NodeState, Observed, O
 use crate::nci::{self, FileType, Target};
 use crate::selector::{self, Selector};
 use crate::service::{
-    BoxFuture, Counts, Distributor, FetchedProfile, ProfileSource, RolloutRequest, RolloutView,
+    BoxFuture, Counts, Distributor, FetchedProfile, NodeRow, ProfileSource, RollbackRequest,
+    RolloutRequest, RolloutView,
 };
+use crate::store::{RolloutRecord, RolloutState};
+use crate::strategy::{self, MaxUnavailable, Pause, Strategy};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -257,6 +260,62 @@ pub fn target_from(t: Option<pb::Target>) -> Result<Target, Error> {
     Ok(target)
 }
 
+fn duration_from(d: prost_types::Duration, what: &str) -> Result<Duration, Error> {
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(Error::invalid(format!("{what} must not be negative")));
+    }
+    Ok(Duration::new(
+        u64::try_from(d.seconds).unwrap_or(0),
+        u32::try_from(d.nanos).unwrap_or(0),
+    ))
+}
+
+fn duration_to(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A `Strategy` from the wire, with the defaults of DESIGN section 5, validated.
+pub fn strategy_from(s: Option<pb::Strategy>) -> Result<Strategy, Error> {
+    let s = s.unwrap_or_default();
+    let mut out = Strategy::default();
+    if !s.waves.is_empty() {
+        out.waves = strategy::parse_waves_list(&s.waves)?;
+    }
+    if !s.max_unavailable.is_empty() {
+        out.max_unavailable = MaxUnavailable::parse(&s.max_unavailable)?;
+    }
+    out.failure_threshold = s.failure_threshold;
+    if let Some(d) = s.progress_deadline {
+        out.progress_deadline = duration_from(d, "progress_deadline")?;
+    }
+    out.pause = match s.pause {
+        Some(pb::strategy::Pause::Duration(d)) => Pause::Duration(duration_from(d, "pause")?),
+        Some(pb::strategy::Pause::Manual(true)) => Pause::Manual,
+        Some(pb::strategy::Pause::Manual(false)) | None => Pause::None,
+    };
+    out.auto_rollback = s.auto_rollback.unwrap_or(true);
+    out.validate()?;
+    Ok(out)
+}
+
+fn strategy_to(s: &Strategy) -> pb::Strategy {
+    pb::Strategy {
+        waves: s.waves.iter().map(ToString::to_string).collect(),
+        max_unavailable: s.max_unavailable.to_string(),
+        failure_threshold: s.failure_threshold,
+        progress_deadline: Some(duration_to(s.progress_deadline)),
+        pause: match s.pause {
+            Pause::None => None,
+            Pause::Duration(d) => Some(pb::strategy::Pause::Duration(duration_to(d))),
+            Pause::Manual => Some(pb::strategy::Pause::Manual(true)),
+        },
+        auto_rollback: Some(s.auto_rollback),
+    }
+}
+
 fn target_to(nci: &nci::NodeConfigItem) -> pb::Target {
     let file = nci.spec.files.iter().find(|f| f.kind == FileType::File);
     pb::Target {
@@ -281,11 +340,27 @@ fn counts_to(c: Counts) -> pb::NodeCounts {
     }
 }
 
-fn rollout_state(s: &str) -> pb::RolloutState {
+fn rollout_state(s: RolloutState) -> pb::RolloutState {
     match s {
-        "Completed" => pb::RolloutState::Completed,
-        "Superseded" => pb::RolloutState::Aborted,
+        RolloutState::Pending => pb::RolloutState::Pending,
+        RolloutState::Progressing => pb::RolloutState::Progressing,
+        RolloutState::Paused => pb::RolloutState::Paused,
+        RolloutState::Completed => pb::RolloutState::Completed,
+        RolloutState::RollingBack => pb::RolloutState::RollingBack,
+        RolloutState::RolledBack => pb::RolloutState::RolledBack,
+        RolloutState::Aborted => pb::RolloutState::Aborted,
+    }
+}
+
+/// A stored transition's state name (older records may carry names no longer used).
+fn state_named(name: &str) -> pb::RolloutState {
+    match name {
         "Pending" => pb::RolloutState::Pending,
+        "Paused" => pb::RolloutState::Paused,
+        "Completed" => pb::RolloutState::Completed,
+        "RollingBack" => pb::RolloutState::RollingBack,
+        "RolledBack" => pb::RolloutState::RolledBack,
+        "Aborted" | "Superseded" => pb::RolloutState::Aborted,
         _ => pb::RolloutState::Progressing,
     }
 }
@@ -313,18 +388,15 @@ fn rollout_to(v: &RolloutView) -> pb::Rollout {
         digest: r.digest.clone(),
         nci_name: r.nci_name.clone(),
         target: Some(target_to(&r.nci)),
-        strategy: Some(pb::Strategy {
-            waves: vec!["100%".into()],
-            ..Default::default()
-        }),
-        state: rollout_state(v.state) as i32,
-        current_wave: 1,
+        strategy: Some(strategy_to(&r.strategy)),
+        state: rollout_state(r.state) as i32,
+        current_wave: r.current_wave,
         nodes: Some(counts_to(v.counts)),
         history: r
             .history
             .iter()
             .map(|t| pb::Transition {
-                state: rollout_state(&t.state) as i32,
+                state: state_named(&t.state) as i32,
                 reason: t.reason.clone(),
                 time: Some(timestamp_ms(t.at_ms)),
                 actor: t.actor.clone(),
@@ -333,19 +405,24 @@ fn rollout_to(v: &RolloutView) -> pb::Rollout {
         conflicts: conflicts_to(&v.conflicts),
         created_at: Some(timestamp_ms(r.created_at_ms)),
         created_by: r.created_by.clone(),
-        updated_at: Some(timestamp_ms(
-            r.history.last().map_or(r.created_at_ms, |t| t.at_ms),
-        )),
-        stable_version: None,
-        rollback: false,
-        next_wave_at: None,
+        updated_at: Some(timestamp_ms(r.updated_at_ms())),
+        stable_version: r.stable_version,
+        rollback: r.rollback,
+        next_wave_at: r.next_wave_at_ms.map(timestamp_ms),
+        wave_nodes: v.waves.iter().copied().map(counts_to).collect(),
     }
 }
 
-fn node_to(
-    n: &hub::NodeView,
-    rollouts: &BTreeMap<String, crate::store::RolloutRecord>,
-) -> pb::Node {
+fn node_row_to(n: &NodeRow) -> pb::RolloutNode {
+    pb::RolloutNode {
+        node_name: n.name.clone(),
+        state: node_state(n.state) as i32,
+        message: n.message.clone(),
+        since: (n.since_ms > 0).then(|| timestamp_ms(n.since_ms)),
+    }
+}
+
+fn node_to(n: &hub::NodeView, sources: &BTreeMap<String, Vec<RolloutRecord>>) -> pb::Node {
     let files = n
         .desired
         .files
@@ -353,7 +430,18 @@ fn node_to(
         .map(|f| {
             let observed = n.observed.iter().find(|o| o.path == f.path);
             let error = n.errors.iter().find(|e| e.path == f.path);
-            let rollout = rollouts.get(&f.source);
+            // The rollout whose content the node should have: the newest of the NCI, or its
+            // stable one on nodes a staged rollout has not reached.
+            let candidates = sources.get(&f.source);
+            let rollout = candidates.and_then(|list| {
+                list.iter()
+                    .find(|r| {
+                        f.sha256
+                            .as_deref()
+                            .is_some_and(|sha| r.digest.strip_prefix("sha256:") == Some(sha))
+                    })
+                    .or_else(|| list.first())
+            });
             pb::FileStatus {
                 path: f.path.clone(),
                 nci_name: f.source.clone(),
@@ -430,8 +518,6 @@ pub struct DistributorService {
     distributor: Arc<Distributor>,
 }
 
-const STAGED: &str = "staged rollouts (pause, resume, abort, rollback) are not implemented yet: every rollout is one wave to all matching nodes";
-
 #[tonic::async_trait]
 impl pb::distributor_server::Distributor for DistributorService {
     async fn create_rollout(
@@ -443,18 +529,15 @@ impl pb::distributor_server::Distributor for DistributorService {
         if r.profile.is_empty() {
             return Err(Status::invalid_argument("profile is required"));
         }
-        if let Some(s) = &r.strategy
-            && (s.waves.len() > 1 || s.waves.first().is_some_and(|w| w != "100%"))
-        {
-            return Err(Status::unimplemented(STAGED));
-        }
         let target = target_from(r.target)?;
+        let strategy = strategy_from(r.strategy)?;
         let view = self
             .distributor
             .create_rollout(RolloutRequest {
                 profile: r.profile,
                 version: (r.version != 0).then_some(r.version),
                 target,
+                strategy,
                 nci_name: r.nci_name,
                 actor,
             })
@@ -471,15 +554,7 @@ impl pb::distributor_server::Distributor for DistributorService {
         let r = request.into_inner();
         let view = self.distributor.rollout(&r.id)?;
         let nodes = if r.include_nodes {
-            view.nodes
-                .iter()
-                .map(|(name, s)| pb::RolloutNode {
-                    node_name: name.clone(),
-                    state: node_state(*s) as i32,
-                    message: String::new(),
-                    since: None,
-                })
-                .collect()
+            view.nodes.iter().map(node_row_to).collect()
         } else {
             Vec::new()
         };
@@ -499,7 +574,7 @@ impl pb::distributor_server::Distributor for DistributorService {
             .rollouts()?
             .iter()
             .filter(|v| r.profile.is_empty() || v.record.profile == r.profile)
-            .filter(|v| !r.active_only || v.state == "Progressing")
+            .filter(|v| !r.active_only || v.record.state.is_active())
             .map(rollout_to)
             .collect();
         Ok(Response::new(pb::ListRolloutsResponse {
@@ -510,37 +585,72 @@ impl pb::distributor_server::Distributor for DistributorService {
 
     async fn pause_rollout(
         &self,
-        _: Request<pb::PauseRolloutRequest>,
+        request: Request<pb::PauseRolloutRequest>,
     ) -> Result<Response<pb::PauseRolloutResponse>, Status> {
-        Err(Status::unimplemented(STAGED))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let view = self.distributor.pause(&r.id, &r.reason, &actor).await?;
+        Ok(Response::new(pb::PauseRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        }))
     }
 
     async fn resume_rollout(
         &self,
-        _: Request<pb::ResumeRolloutRequest>,
+        request: Request<pb::ResumeRolloutRequest>,
     ) -> Result<Response<pb::ResumeRolloutResponse>, Status> {
-        Err(Status::unimplemented(STAGED))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let view = self.distributor.resume(&r.id, &actor).await?;
+        Ok(Response::new(pb::ResumeRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        }))
     }
 
     async fn abort_rollout(
         &self,
-        _: Request<pb::AbortRolloutRequest>,
+        request: Request<pb::AbortRolloutRequest>,
     ) -> Result<Response<pb::AbortRolloutResponse>, Status> {
-        Err(Status::unimplemented(STAGED))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let view = self.distributor.abort(&r.id, &r.reason, &actor).await?;
+        Ok(Response::new(pb::AbortRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        }))
     }
 
     async fn rollback(
         &self,
-        _: Request<pb::RollbackRequest>,
+        request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
-        Err(Status::unimplemented(STAGED))
+        let actor = actor(&request);
+        let r = request.into_inner();
+        if r.profile.is_empty() {
+            return Err(Status::invalid_argument("profile is required"));
+        }
+        if r.to_version == Some(0) {
+            return Err(Status::invalid_argument(
+                "to_version 0 is not a version: leave it unset for the stable version",
+            ));
+        }
+        let views = self
+            .distributor
+            .rollback(RollbackRequest {
+                profile: r.profile,
+                to_version: r.to_version,
+                nci_name: r.nci_name,
+                actor,
+            })
+            .await?;
+        Ok(Response::new(pb::RollbackResponse {
+            rollouts: views.iter().map(rollout_to).collect(),
+        }))
     }
 
     type WatchRolloutStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutEvent, Status>> + Send>>;
 
-    /// A snapshot, then an event whenever the rollout's state or node counts change; the
-    /// stream ends once the rollout is in a final state (Completed, or replaced by a newer
-    /// rollout of its NCI).
+    /// A snapshot, then an event whenever the rollout's state, wave or node counts change;
+    /// the stream ends once the rollout is Completed, RolledBack or Aborted.
     async fn watch_rollout(
         &self,
         request: Request<pb::WatchRolloutRequest>,
@@ -557,7 +667,15 @@ impl pb::distributor_server::Distributor for DistributorService {
                 rollout: Some(rollout_to(v)),
                 changed_nodes: Vec::new(),
             };
-            let mut last = (first.state, first.counts);
+            let key = |v: &RolloutView| {
+                (
+                    v.record.state,
+                    v.record.current_wave,
+                    v.record.history.len(),
+                    v.counts,
+                )
+            };
+            let mut last = key(&first);
             if tx
                 .send(Ok(event(pb::RolloutEventType::Snapshot, &first)))
                 .await
@@ -565,7 +683,7 @@ impl pb::distributor_server::Distributor for DistributorService {
             {
                 return;
             }
-            let mut done = first.state != "Progressing";
+            let mut done = first.record.state.is_terminal();
             while !done {
                 // Node states also change with time (Unknown after the grace period).
                 let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
@@ -576,7 +694,7 @@ impl pb::distributor_server::Distributor for DistributorService {
                         return;
                     }
                 };
-                let now = (view.state, view.counts);
+                let now = key(&view);
                 if now == last {
                     if tx.is_closed() {
                         return;
@@ -585,11 +703,15 @@ impl pb::distributor_server::Distributor for DistributorService {
                 }
                 let kind = if now.0 != last.0 {
                     pb::RolloutEventType::StateChanged
+                } else if now.1 != last.1 {
+                    pb::RolloutEventType::WaveStarted
+                } else if now.2 != last.2 {
+                    pb::RolloutEventType::StateChanged
                 } else {
                     pb::RolloutEventType::NodesChanged
                 };
                 last = now;
-                done = view.state != "Progressing";
+                done = view.record.state.is_terminal();
                 if tx.send(Ok(event(kind, &view))).await.is_err() {
                     return;
                 }
@@ -605,12 +727,12 @@ impl pb::distributor_server::Distributor for DistributorService {
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         let sel = selector_from(request.into_inner().selector)?;
-        let rollouts = self.distributor.current_rollouts()?;
+        let sources = self.distributor.content_sources()?;
         let nodes = self
             .distributor
             .nodes(&sel)
             .iter()
-            .map(|n| node_to(n, &rollouts))
+            .map(|n| node_to(n, &sources))
             .collect();
         Ok(Response::new(pb::ListNodesResponse {
             nodes,
@@ -629,6 +751,7 @@ impl pb::distributor_server::Distributor for DistributorService {
                 profile: r.profile,
                 version: (r.version != 0).then_some(r.version),
                 target: target_from(r.target)?,
+                strategy: Strategy::default(),
                 nci_name: (!r.name.is_empty()).then_some(r.name),
                 actor: String::new(),
             })

@@ -79,7 +79,9 @@ pub struct FileError {
 }
 
 /// A node's state, as DESIGN section 5 defines it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum NodeState {
     /// Nothing sent yet.
     Pending,
@@ -297,7 +299,7 @@ impl Hub {
         let mut st = self.lock();
         let id = st.next_session;
         st.next_session += 1;
-        let desired = Arc::new(st.fleet.effective(&hello.labels));
+        let desired = Arc::new(st.fleet.effective_for(&hello.node, &hello.labels));
         let up_to_date =
             hello.current_revision == desired.revision && all_match(&desired, &hello.observed);
         let node = Node {

@@ -12,13 +12,14 @@
 //! - [`hub`]: agent sessions and per-node state (what was sent, acknowledged, observed);
 //! - [`store`]: rollouts persisted in sled;
 //! - [`strategy`]: rollout strategies (waves, `max_unavailable`, pause) and wave arithmetic;
-//! - [`service`]: the operations (create rollout, list nodes, render), transport-free;
+//! - [`engine`]: the rollout engine's decisions (waves, failures, pauses, rollback), pure;
+//! - [`service`]: the operations (create, pause, resume, abort and roll back rollouts, drive
+//!   them, list nodes, render), transport-free;
 //! - [`grpc`]: the only module that uses tonic: the `AgentSync` and `Distributor` services
 //!   and the registry client;
 //! - [`run`]: the server, given a bound listener and a shutdown future.
-//!
-//! Still to come (see ARCHITECTURE.md): the staged rollout engine (waves, pause, rollback).
 
+pub mod engine;
 pub mod error;
 pub mod fileset;
 pub mod grpc;
@@ -129,12 +130,24 @@ pub async fn run(
         Arc::clone(&hub),
         source,
         sinks,
+        config.unknown_after,
     )?);
     distributor.sync_sinks().await?;
+    let (stop_engine, engine_stopped) = tokio::sync::oneshot::channel::<()>();
+    let engine = {
+        let distributor = Arc::clone(&distributor);
+        tokio::spawn(async move {
+            distributor
+                .run_engine(async {
+                    let _ = engine_stopped.await;
+                })
+                .await;
+        })
+    };
 
     let router = tonic::transport::Server::builder()
         .add_service(grpc::agent_service(Arc::clone(&hub)))
-        .add_service(grpc::distributor_service(distributor));
+        .add_service(grpc::distributor_service(Arc::clone(&distributor)));
     let (router, health) =
         seccomp_server::grpc::add_health_and_reflection(router, &SERVICES).await?;
     if let Ok(addr) = listener.local_addr() {
@@ -152,5 +165,8 @@ pub async fn run(
         move || streams.close_all(),
     )
     .await?;
+    // Stop the engine between ticks, so the database is released with nothing half-done.
+    let _ = stop_engine.send(());
+    let _ = engine.await;
     Ok(())
 }

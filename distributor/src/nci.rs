@@ -147,6 +147,40 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The target an NCI was rendered from (its file entry's path, mode and ownership).
+    pub fn of(nci: &NodeConfigItem) -> Result<Self> {
+        let file = nci
+            .spec
+            .files
+            .iter()
+            .find(|f| f.kind == FileType::File)
+            .ok_or_else(|| {
+                Error::invalid(format!("NCI \"{}\" has no file entry", nci.metadata.name))
+            })?;
+        Ok(Target {
+            selector: nci.spec.nodeconfigselector.clone(),
+            priority: nci.spec.priority,
+            path: Some(file.path.clone()),
+            mode: parse_mode(&file.mode)?,
+            owner: file.owner.clone(),
+            group: file.group.clone(),
+        })
+    }
+}
+
+impl NodeConfigItem {
+    /// The same object, labelled as written by `rollout_id` (a rollback reuses an older
+    /// rollout's content as is).
+    pub fn relabelled(&self, rollout_id: &str) -> Self {
+        let mut nci = self.clone();
+        nci.metadata
+            .labels
+            .insert(labels::ROLLOUT.to_owned(), label_value(rollout_id));
+        nci
+    }
+}
+
 /// One profile version to render.
 #[derive(Debug, Clone, Copy)]
 pub struct ProfileRef<'a> {

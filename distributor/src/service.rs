@@ -1,19 +1,32 @@
-//! The distributor's operations, transport-free: create rollouts (fetching the version from
-//! the registry through a [`ProfileSource`]), report rollouts and nodes, render NCIs. For now
-//! a rollout is one wave to every matching node; staged strategies come with the rollout
-//! engine.
+//! The distributor's operations, transport-free: create staged rollouts (fetching the version
+//! from the registry through a [`ProfileSource`]), drive them ([`Distributor::tick`], run by
+//! the engine task on every node change and on a timer), pause, resume, abort and roll back,
+//! report rollouts and nodes, render NCIs.
+//!
+//! What each node gets, per NCI name, follows from the newest rollout of that name:
+//! Completed: its content everywhere it matches; reverted (rolling or rolled back): the
+//! stable content (the last completed rollout's) everywhere; otherwise (in progress, paused,
+//! aborted): its content on the nodes its waves targeted, the stable content elsewhere. The
+//! sinks (YAML directory, cluster) hold one content per NCI, so they get the stable content
+//! until a rollout completes.
+//!
+//! Every change of a rollout record is written to sled before the nodes are sent anything
+//! it implies, so a distributor killed at any point resumes with the same targeted nodes.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::engine::{self, Live};
 use crate::error::{Error, Result};
-use crate::fileset::{Conflict, Fleet};
+use crate::fileset::{Conflict, Fleet, Scope};
 use crate::hub::{Hub, NodeState, NodeView};
 use crate::nci::{self, NodeConfigItem, ProfileRef, Target};
 use crate::selector::Selector;
-use crate::store::{RolloutRecord, Store, TransitionRecord};
+use crate::store::{PauseCause, RolloutRecord, RolloutState, Store};
+use crate::strategy::{Strategy, WaveSpec};
 
 /// A profile version fetched from the registry.
 #[derive(Debug, Clone)]
@@ -60,7 +73,22 @@ pub struct RolloutRequest {
     pub version: Option<u64>,
     /// Where and how.
     pub target: Target,
+    /// How it proceeds.
+    pub strategy: Strategy,
     /// NCI name; `None` for `seccomp-<profile>`.
+    pub nci_name: Option<String>,
+    /// Who asks.
+    pub actor: String,
+}
+
+/// What a rollback asks for.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    /// Profile whose NCIs go back.
+    pub profile: String,
+    /// Version to return to; `None` for each NCI's stable version.
+    pub to_version: Option<u64>,
+    /// Only this NCI.
     pub nci_name: Option<String>,
     /// Who asks.
     pub actor: String,
@@ -71,7 +99,7 @@ pub struct RolloutRequest {
 pub struct Counts {
     /// Matching nodes.
     pub total: u32,
-    /// Not sent yet.
+    /// Not targeted yet.
     pub pending: u32,
     /// Sent, unanswered.
     pub applying: u32,
@@ -85,19 +113,52 @@ pub struct Counts {
     pub unknown: u32,
 }
 
+impl Counts {
+    fn add(&mut self, s: NodeState) {
+        self.total += 1;
+        match s {
+            NodeState::Pending => self.pending += 1,
+            NodeState::Applying => self.applying += 1,
+            NodeState::Applied => self.applied += 1,
+            NodeState::Failed => self.failed += 1,
+            NodeState::Drifted => self.drifted += 1,
+            NodeState::Unknown => self.unknown += 1,
+        }
+    }
+}
+
+/// One node of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    /// Node name.
+    pub name: String,
+    /// State within the rollout.
+    pub state: NodeState,
+    /// Detail for Failed, Drifted, Unknown.
+    pub message: String,
+    /// When it entered the state (ms since the epoch); 0 when not known.
+    pub since_ms: u64,
+}
+
 /// A rollout as clients see it.
 #[derive(Debug, Clone)]
 pub struct RolloutView {
-    /// The stored record.
+    /// The stored record (state, wave, history, targeted nodes).
     pub record: RolloutRecord,
-    /// `Progressing`, `Completed` or `Superseded` (a newer rollout of the same NCI exists).
-    pub state: &'static str,
     /// Node counts.
     pub counts: Counts,
     /// Paths this rollout's NCI loses on some nodes.
     pub conflicts: Vec<Conflict>,
-    /// Per node: name and state.
-    pub nodes: Vec<(String, NodeState)>,
+    /// Per node, by name.
+    pub nodes: Vec<NodeRow>,
+    /// Node counts per wave (1-based index - 1): the nodes each wave adds.
+    pub waves: Vec<Counts>,
+}
+
+/// What the nodes and the sinks should have, from the stored rollouts.
+struct Desired {
+    variants: Vec<(NodeConfigItem, Scope)>,
+    sinks: Vec<NodeConfigItem>,
 }
 
 /// The distributor.
@@ -106,8 +167,16 @@ pub struct Distributor {
     hub: Arc<Hub>,
     source: Arc<dyn ProfileSource>,
     sinks: Vec<Arc<dyn NciSink>>,
-    /// Rollouts are created one at a time, so NCI revisions are sequential.
-    create: tokio::sync::Mutex<()>,
+    /// Every change of rollout records goes through this lock, so NCI revisions are
+    /// sequential and the engine never races a caller.
+    write: tokio::sync::Mutex<()>,
+    /// Bumped whenever a rollout record changed, for watchers.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// Until this passes, a targeted node missing from the hub is not Unknown yet: after a
+    /// restart the agents need a moment to reconnect.
+    settle_until: Instant,
+    /// The NCIs last given to the sinks.
+    synced: std::sync::Mutex<Option<Vec<NodeConfigItem>>>,
 }
 
 fn now_ms() -> u64 {
@@ -116,54 +185,161 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The state of `n` with respect to the NCI `nci_name`: that of the files it wins on the
+/// node (the worst), or the node's own state when it wins none; and the node's errors.
+fn state_for(n: &NodeView, nci_name: &str) -> (NodeState, String) {
+    let state = n
+        .desired
+        .files
+        .iter()
+        .filter(|f| f.source == nci_name && f.kind == nci::FileType::File)
+        .map(|f| n.file_state(f))
+        .max_by_key(|s| severity(*s))
+        .unwrap_or(n.state);
+    let message = match state {
+        NodeState::Failed | NodeState::Drifted => n
+            .errors
+            .iter()
+            .map(|e| format!("{}: {} ({})", e.path, e.message, e.code))
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => String::new(),
+    };
+    let message = if message.is_empty() && state == NodeState::Failed {
+        "what is on disk differs from what was sent".to_owned()
+    } else {
+        message
+    };
+    (state, message)
+}
+
 impl Distributor {
     /// A distributor over `store`, serving agents through `hub` and writing NCIs to `sinks`.
-    /// Loads the NCIs in force.
+    /// Loads the NCIs in force. Targeted nodes that have not reconnected within `settle` count
+    /// as Unknown.
     pub fn new(
         store: Store,
         hub: Arc<Hub>,
         source: Arc<dyn ProfileSource>,
         sinks: Vec<Arc<dyn NciSink>>,
+        settle: Duration,
     ) -> Result<Self> {
         let d = Distributor {
             store,
             hub,
             source,
             sinks,
-            create: tokio::sync::Mutex::new(()),
+            write: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
+            settle_until: Instant::now() + settle,
+            synced: std::sync::Mutex::new(None),
         };
         d.refresh_fleet()?;
         Ok(d)
     }
 
-    /// Bring every sink in line with the NCIs in force. A failing sink is logged and retried
-    /// at the next change; agents do not wait for sinks.
+    /// Bring every sink in line with the NCIs in force (skipped when they did not change
+    /// since the last successful sync). A failing sink is logged and retried at the next
+    /// change; agents do not wait for sinks.
     pub async fn sync_sinks(&self) -> Result<()> {
-        let ncis = self.ncis()?;
+        let ncis = self.desired()?.sinks;
+        if self
+            .synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            == Some(&ncis)
+        {
+            return Ok(());
+        }
+        let mut all_ok = true;
         for sink in &self.sinks {
             match sink.sync(&ncis).await {
                 Ok(()) => {
                     tracing::info!(sink = %sink.describe(), ncis = ncis.len(), "sink in sync")
                 }
-                Err(e) => tracing::error!(sink = %sink.describe(), error = %e, "sink sync failed"),
+                Err(e) => {
+                    all_ok = false;
+                    tracing::error!(sink = %sink.describe(), error = %e, "sink sync failed")
+                }
             }
+        }
+        if all_ok {
+            *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = Some(ncis);
         }
         Ok(())
     }
 
     /// The newest rollout of each NCI name, by NCI name.
-    pub fn current_rollouts(&self) -> Result<std::collections::BTreeMap<String, RolloutRecord>> {
+    pub fn current_rollouts(&self) -> Result<BTreeMap<String, RolloutRecord>> {
         self.store.current()
     }
 
-    /// The NCIs in force: the newest rollout of each NCI name.
+    /// For each NCI name, the rollouts whose content some node may have now: the newest one
+    /// and its stable one.
+    pub fn content_sources(&self) -> Result<BTreeMap<String, Vec<RolloutRecord>>> {
+        let mut out = BTreeMap::new();
+        for (name, r) in self.store.current()? {
+            let mut list = Vec::with_capacity(2);
+            if let Some(id) = &r.stable_id {
+                list.push(self.store.get(id)?);
+            }
+            list.insert(0, r);
+            out.insert(name, list);
+        }
+        Ok(out)
+    }
+
+    /// The NCIs the sinks hold: one per NCI name (see the module docs).
     pub fn ncis(&self) -> Result<Vec<NodeConfigItem>> {
-        Ok(self.store.current()?.into_values().map(|r| r.nci).collect())
+        Ok(self.desired()?.sinks)
+    }
+
+    fn desired(&self) -> Result<Desired> {
+        let all = self.store.all()?;
+        let by_id: BTreeMap<&str, &RolloutRecord> =
+            all.iter().map(|r| (r.id.as_str(), r)).collect();
+        let mut current: BTreeMap<&str, &RolloutRecord> = BTreeMap::new();
+        for r in &all {
+            current.insert(r.nci_name.as_str(), r);
+        }
+        let mut out = Desired {
+            variants: Vec::new(),
+            sinks: Vec::new(),
+        };
+        for r in current.into_values() {
+            let stable = r.stable_id.as_deref().and_then(|id| by_id.get(id));
+            if r.state == RolloutState::Completed {
+                out.variants.push((r.nci.clone(), Scope::All));
+                out.sinks.push(r.nci.clone());
+            } else if r.reverted {
+                if let Some(s) = stable {
+                    out.variants.push((s.nci.clone(), Scope::All));
+                    out.sinks.push(s.nci.clone());
+                }
+            } else {
+                let targeted: Arc<BTreeSet<String>> = Arc::new(r.nodes.keys().cloned().collect());
+                out.variants
+                    .push((r.nci.clone(), Scope::Only(Arc::clone(&targeted))));
+                if let Some(s) = stable {
+                    out.variants.push((s.nci.clone(), Scope::Except(targeted)));
+                    out.sinks.push(s.nci.clone());
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn refresh_fleet(&self) -> Result<()> {
-        self.hub.set_fleet(Fleet::new(&self.ncis()?)?);
+        let desired = self.desired()?;
+        self.hub.set_fleet(Fleet::scoped(
+            desired.variants.iter().map(|(n, s)| (n, s.clone())),
+        )?);
         Ok(())
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     async fn fetch(&self, name: &str, version: Option<u64>) -> Result<FetchedProfile> {
@@ -193,10 +369,110 @@ impl Distributor {
         Ok((nci, p))
     }
 
-    /// Create a rollout: render its NCI, persist it, and send every matching node its new set.
+    /// The newest completed rollout of `nci_name` created before `before` (a rollout id
+    /// number), if any.
+    fn last_completed(
+        &self,
+        nci_name: &str,
+        before: Option<&str>,
+    ) -> Result<Option<RolloutRecord>> {
+        let before = before.map(|id| {
+            self.store
+                .all()
+                .map(|all| all.iter().position(|r| r.id == id))
+        });
+        let all = self.store.all()?;
+        let limit = match before {
+            Some(pos) => pos?.unwrap_or(all.len()),
+            None => all.len(),
+        };
+        Ok(all[..limit]
+            .iter()
+            .rev()
+            .find(|r| r.nci_name == nci_name && r.state == RolloutState::Completed)
+            .cloned())
+    }
+
+    /// The active rollout of `nci_name`, if any, as an error.
+    fn refuse_if_active(&self, nci_name: &str) -> Result<()> {
+        if let Some(r) = self
+            .store
+            .current()?
+            .get(nci_name)
+            .filter(|r| r.state.is_active())
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "rollout {} of NCI \"{nci_name}\" is still {}: wait for it to finish, abort it, or roll back",
+                r.id, r.state
+            )));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_record(
+        &self,
+        id: String,
+        nci: NodeConfigItem,
+        profile: &str,
+        version: u64,
+        digest: &str,
+        strategy: Strategy,
+        actor: &str,
+        reason: String,
+    ) -> Result<RolloutRecord> {
+        let revision = self
+            .store
+            .current()?
+            .get(&nci.metadata.name)
+            .map_or(1, |r| r.revision + 1);
+        let stable = self.last_completed(&nci.metadata.name, None)?;
+        let now = now_ms();
+        let mut record = RolloutRecord {
+            id,
+            revision,
+            profile: profile.to_owned(),
+            version,
+            digest: digest.to_owned(),
+            nci_name: nci.metadata.name.clone(),
+            nci,
+            created_at_ms: now,
+            created_by: actor.to_owned(),
+            history: Vec::new(),
+            strategy,
+            state: RolloutState::Pending,
+            current_wave: 0,
+            paused: None,
+            next_wave_at_ms: None,
+            progress_at_ms: now,
+            stable_id: stable.as_ref().map(|s| s.id.clone()),
+            stable_version: stable.as_ref().map(|s| s.version),
+            rollback: false,
+            reverted: false,
+            nodes: BTreeMap::new(),
+            waived: BTreeSet::new(),
+        };
+        record.transition(RolloutState::Pending, reason, actor, now);
+        Ok(record)
+    }
+
+    /// Check that the NCIs with `record` added still build.
+    fn check_builds(&self, record: &RolloutRecord) -> Result<()> {
+        let mut desired = self.desired()?;
+        desired
+            .variants
+            .retain(|(n, _)| n.metadata.name != record.nci_name);
+        desired.variants.push((record.nci.clone(), Scope::All));
+        Fleet::scoped(desired.variants.iter().map(|(n, s)| (n, s.clone())))?;
+        Ok(())
+    }
+
+    /// Create a rollout: render its NCI, persist it, and start its first wave. Refused while
+    /// another rollout of the same NCI is active.
     pub async fn create_rollout(&self, req: RolloutRequest) -> Result<RolloutView> {
+        req.strategy.validate()?;
         let p = self.fetch(&req.profile, req.version).await?;
-        let _one_at_a_time = self.create.lock().await;
+        let _w = self.write.lock().await;
         let id = self.store.next_id()?;
         let nci = nci::render(
             ProfileRef {
@@ -208,55 +484,338 @@ impl Distributor {
             req.nci_name.as_deref(),
             Some(&id),
         )?;
-        let revision = self
+        self.refuse_if_active(&nci.metadata.name)?;
+        let reason = format!(
+            "created: waves {}",
+            crate::strategy::format_waves(&req.strategy.waves)
+        );
+        let record = self.new_record(
+            id,
+            nci,
+            &p.name,
+            p.version,
+            &p.digest,
+            req.strategy,
+            &req.actor,
+            reason,
+        )?;
+        self.check_builds(&record)?;
+        self.store.put(&record).await?;
+        tracing::info!(rollout = %record.id, profile = %record.profile, version = record.version, nci = %record.nci_name, "rollout created");
+        self.tick_locked().await?;
+        self.rollout(&record.id)
+    }
+
+    /// Pause a progressing rollout (no more nodes are targeted; targeted ones converge).
+    pub async fn pause(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+        let _w = self.write.lock().await;
+        let mut r = self.store.get(id)?;
+        match r.state {
+            RolloutState::Paused => {}
+            RolloutState::Progressing | RolloutState::Pending => {
+                let why = if reason.is_empty() {
+                    format!("paused by {actor}")
+                } else {
+                    format!("paused by {actor}: {reason}")
+                };
+                r.transition(RolloutState::Paused, why, actor, now_ms());
+                r.paused = Some(PauseCause::Requested);
+                r.next_wave_at_ms = None;
+                self.store.put(&r).await?;
+                self.bump();
+            }
+            s => {
+                return Err(Error::FailedPrecondition(format!(
+                    "rollout {id} is {s}: only a progressing rollout can be paused"
+                )));
+            }
+        }
+        self.rollout(id)
+    }
+
+    /// Resume a paused rollout. After a manual pause between waves the next wave starts;
+    /// after a pause for unknown nodes the rollout goes on without them.
+    pub async fn resume(&self, id: &str, actor: &str) -> Result<RolloutView> {
+        let _w = self.write.lock().await;
+        let mut r = self.store.get(id)?;
+        if r.state != RolloutState::Paused {
+            return Err(Error::FailedPrecondition(format!(
+                "rollout {id} is {}: only a paused rollout can be resumed",
+                r.state
+            )));
+        }
+        let now = now_ms();
+        match r.paused {
+            Some(PauseCause::BetweenWaves) => {
+                let next = r.current_wave + 1;
+                engine::start_wave(&mut r, next, now);
+                if let Some(t) = r.history.last_mut() {
+                    t.actor = actor.to_owned();
+                    t.reason = format!("resumed by {actor}: {}", t.reason);
+                }
+            }
+            Some(PauseCause::UnknownNodes) => {
+                let unknown: Vec<String> = r
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.state == NodeState::Unknown)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                let reason = format!(
+                    "resumed by {actor}, going on without the unknown node(s) {}",
+                    unknown.join(", ")
+                );
+                r.waived.extend(unknown);
+                r.transition(RolloutState::Progressing, reason, actor, now);
+            }
+            Some(PauseCause::Requested) | None => {
+                r.transition(
+                    RolloutState::Progressing,
+                    format!("resumed by {actor}"),
+                    actor,
+                    now,
+                );
+            }
+        }
+        r.progress_at_ms = now;
+        self.store.put(&r).await?;
+        self.tick_locked().await?;
+        self.rollout(id)
+    }
+
+    /// Abort an active rollout: nothing more is targeted; nodes keep what they have.
+    pub async fn abort(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+        let _w = self.write.lock().await;
+        let mut r = self.store.get(id)?;
+        if r.state.is_terminal() {
+            return Err(Error::FailedPrecondition(format!(
+                "rollout {id} is already {}",
+                r.state
+            )));
+        }
+        let why = if reason.is_empty() {
+            format!("aborted by {actor}")
+        } else {
+            format!("aborted by {actor}: {reason}")
+        };
+        r.transition(RolloutState::Aborted, why, actor, now_ms());
+        self.store.put(&r).await?;
+        self.refresh_fleet()?;
+        self.bump();
+        self.rollout(id)
+    }
+
+    /// Roll NCIs of a profile forward to older content as new rollouts: every matching node
+    /// at once, within `max_unavailable`. An active rollout of such an NCI is aborted first.
+    pub async fn rollback(&self, req: RollbackRequest) -> Result<Vec<RolloutView>> {
+        let _w = self.write.lock().await;
+        let targets: Vec<RolloutRecord> = self
             .store
             .current()?
-            .get(&nci.metadata.name)
-            .map_or(1, |r| r.revision + 1);
-        let record = RolloutRecord {
-            id,
-            revision,
-            profile: p.name.clone(),
-            version: p.version,
-            digest: p.digest.clone(),
-            nci_name: nci.metadata.name.clone(),
-            nci,
-            created_at_ms: now_ms(),
-            created_by: req.actor.clone(),
-            history: vec![TransitionRecord {
-                state: "Progressing".into(),
-                reason: "created: one wave to every matching node".into(),
-                at_ms: now_ms(),
-                actor: req.actor,
-            }],
-        };
-        // Check the new NCI set builds before persisting anything.
-        let mut ncis = self.ncis()?;
-        ncis.retain(|n| n.metadata.name != record.nci_name);
-        ncis.push(record.nci.clone());
-        let fleet = Fleet::new(&ncis)?;
-        self.store.put(&record).await?;
-        self.hub.set_fleet(fleet);
-        tracing::info!(rollout = %record.id, profile = %record.profile, version = record.version, nci = %record.nci_name, "rollout created");
-        self.sync_sinks().await?;
-        self.view(record)
+            .into_values()
+            .filter(|r| r.profile == req.profile)
+            .filter(|r| req.nci_name.as_ref().is_none_or(|n| *n == r.nci_name))
+            .collect();
+        if targets.is_empty() {
+            return Err(Error::NotFound(match &req.nci_name {
+                Some(n) => format!("NCI \"{n}\" has no rollout of profile \"{}\"", req.profile),
+                None => format!("no rollout of profile \"{}\"", req.profile),
+            }));
+        }
+        // Work out every NCI's content before changing anything.
+        let mut plans = Vec::with_capacity(targets.len());
+        for current in targets {
+            let id = self.store.next_id()?;
+            let (nci, version, digest) = match req.to_version {
+                Some(v) => {
+                    let p = self.fetch(&req.profile, Some(v)).await?;
+                    let all = self.store.all()?;
+                    let target = match all
+                        .iter()
+                        .rev()
+                        .find(|r| r.nci_name == current.nci_name && r.version == v)
+                    {
+                        Some(old) => Target::of(&old.nci)?,
+                        None => Target::of(&current.nci)?,
+                    };
+                    let nci = nci::render(
+                        ProfileRef {
+                            name: &p.name,
+                            version: p.version,
+                            content: &p.content,
+                        },
+                        &target,
+                        Some(&current.nci_name),
+                        Some(&id),
+                    )?;
+                    (nci, p.version, p.digest)
+                }
+                None => {
+                    let before = if current.state == RolloutState::Completed {
+                        Some(current.id.as_str())
+                    } else {
+                        None
+                    };
+                    let stable = self
+                        .last_completed(&current.nci_name, before)?
+                        .filter(|s| s.id != current.id)
+                        .ok_or_else(|| {
+                            Error::FailedPrecondition(format!(
+                                "NCI \"{}\" has no earlier completed version to return to: give a version (--to-version)",
+                                current.nci_name
+                            ))
+                        })?;
+                    (stable.nci.relabelled(&id), stable.version, stable.digest)
+                }
+            };
+            plans.push((current, id, nci, version, digest));
+        }
+        let mut ids = Vec::with_capacity(plans.len());
+        for (mut current, id, nci, version, digest) in plans {
+            let now = now_ms();
+            if current.state.is_active() {
+                current.transition(
+                    RolloutState::Aborted,
+                    format!("superseded by rollback {id}"),
+                    &req.actor,
+                    now,
+                );
+                self.store.put(&current).await?;
+            }
+            let strategy = Strategy {
+                waves: vec![WaveSpec::Percent(100)],
+                pause: crate::strategy::Pause::None,
+                ..current.strategy.clone()
+            };
+            let from = current.version;
+            let mut record = self.new_record(
+                id.clone(),
+                nci,
+                &req.profile,
+                version,
+                &digest,
+                strategy,
+                &req.actor,
+                format!(
+                    "rollback by {}: version {from} back to version {version}",
+                    req.actor
+                ),
+            )?;
+            record.rollback = true;
+            self.check_builds(&record)?;
+            self.store.put(&record).await?;
+            tracing::info!(rollout = %id, nci = %record.nci_name, from, to = version, "rollback created");
+            ids.push(id);
+        }
+        self.tick_locked().await?;
+        ids.iter().map(|id| self.rollout(id)).collect()
+    }
+
+    /// Move every active rollout on (see [`engine::step`]): called by the engine task on
+    /// every node change and on a timer.
+    pub async fn tick(&self) -> Result<()> {
+        let _w = self.write.lock().await;
+        self.tick_locked().await
+    }
+
+    async fn tick_locked(&self) -> Result<()> {
+        let settled = Instant::now() >= self.settle_until;
+        let mut scope = false;
+        let mut changed = false;
+        for mut r in self.store.current()?.into_values() {
+            if !r.state.is_active() {
+                continue;
+            }
+            let live = self.live(&r);
+            let present = r.nodes.keys().all(|n| live.iter().any(|l| l.name == *n));
+            if !(settled || present) {
+                continue;
+            }
+            let before = r.state;
+            let step = engine::step(&mut r, &live, now_ms(), settled);
+            if step.durable {
+                self.store.put(&r).await?;
+            } else if step.changed {
+                self.store.put_lazy(&r)?;
+            }
+            if r.state != before {
+                let reason = r.history.last().map_or("", |t| t.reason.as_str());
+                tracing::info!(rollout = %r.id, from = %before, to = %r.state, reason, "rollout state");
+            }
+            scope |= step.scope;
+            changed |= step.changed;
+        }
+        if scope {
+            self.refresh_fleet()?;
+        }
+        if changed {
+            self.bump();
+        }
+        self.sync_sinks().await
+    }
+
+    /// Run [`Distributor::tick`] on every node change and at least every 500 ms until `stop`
+    /// resolves.
+    pub async fn run_engine(&self, stop: impl Future<Output = ()>) {
+        let mut nodes = self.hub.subscribe();
+        tokio::pin!(stop);
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::error!(error = %e, "rollout engine");
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                _ = nodes.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// The matching nodes of `r` as the engine sees them.
+    fn live(&self, r: &RolloutRecord) -> Vec<Live> {
+        self.hub
+            .nodes(&r.nci.spec.nodeconfigselector)
+            .iter()
+            .map(|n| {
+                let (state, message) = state_for(n, &r.nci_name);
+                Live {
+                    name: n.name.clone(),
+                    labels: n.labels.clone(),
+                    state,
+                    message,
+                }
+            })
+            .collect()
     }
 
     /// One rollout with its node states.
     pub fn rollout(&self, id: &str) -> Result<RolloutView> {
-        self.view(self.store.get(id)?)
+        let record = self.store.get(id)?;
+        let current = self
+            .store
+            .current()?
+            .get(&record.nci_name)
+            .is_some_and(|r| r.id == record.id);
+        Ok(self.view(record, current))
     }
 
     /// Every rollout, newest first.
     pub fn rollouts(&self) -> Result<Vec<RolloutView>> {
+        let current: BTreeSet<String> = self.store.current()?.into_values().map(|r| r.id).collect();
         let mut all = self.store.all()?;
         all.reverse();
-        all.into_iter().map(|r| self.view(r)).collect()
+        Ok(all
+            .into_iter()
+            .map(|r| {
+                let is_current = current.contains(&r.id);
+                self.view(r, is_current)
+            })
+            .collect())
     }
 
-    /// Wakes whenever some node's state may have changed.
+    /// Wakes whenever a rollout may have changed.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.hub.subscribe()
+        self.changes.subscribe()
     }
 
     /// Known nodes matching `selector`.
@@ -264,64 +823,75 @@ impl Distributor {
         self.hub.nodes(selector)
     }
 
-    fn view(&self, record: RolloutRecord) -> Result<RolloutView> {
-        let current = self
-            .store
-            .current()?
-            .get(&record.nci_name)
-            .is_some_and(|r| r.id == record.id);
-        let nodes = self.hub.nodes(&record.nci.spec.nodeconfigselector);
-        let mut counts = Counts::default();
+    fn view(&self, record: RolloutRecord, current: bool) -> RolloutView {
+        let mut rows: Vec<NodeRow> = Vec::new();
         let mut conflicts = Vec::new();
-        let mut per_node = Vec::with_capacity(nodes.len());
-        for n in &nodes {
-            // The node's state for this rollout: that of the files its NCI wins.
-            let mine: Vec<_> = n
-                .desired
-                .files
-                .iter()
-                .filter(|f| f.source == record.nci_name && f.kind == nci::FileType::File)
-                .collect();
-            let state = if !current {
-                NodeState::Pending
-            } else if mine.is_empty() {
-                n.state
-            } else {
-                mine.iter()
-                    .map(|f| n.file_state(f))
-                    .max_by_key(|s| severity(*s))
-                    .unwrap_or(n.state)
-            };
-            counts.total += 1;
-            match state {
-                NodeState::Pending => counts.pending += 1,
-                NodeState::Applying => counts.applying += 1,
-                NodeState::Applied => counts.applied += 1,
-                NodeState::Failed => counts.failed += 1,
-                NodeState::Drifted => counts.drifted += 1,
-                NodeState::Unknown => counts.unknown += 1,
-            }
-            for c in &n.desired.conflicts {
-                if c.loser == record.nci_name && !conflicts.contains(c) {
-                    conflicts.push(c.clone());
+        if current {
+            let views = self.hub.nodes(&record.nci.spec.nodeconfigselector);
+            for n in &views {
+                for c in &n.desired.conflicts {
+                    if c.loser == record.nci_name && !conflicts.contains(c) {
+                        conflicts.push(c.clone());
+                    }
+                }
+                if record.state == RolloutState::Completed {
+                    let (state, message) = state_for(n, &record.nci_name);
+                    let since_ms = record.nodes.get(&n.name).map_or(0, |x| x.since_ms);
+                    rows.push(NodeRow {
+                        name: n.name.clone(),
+                        state,
+                        message,
+                        since_ms,
+                    });
+                } else if !record.nodes.contains_key(&n.name) {
+                    rows.push(NodeRow {
+                        name: n.name.clone(),
+                        state: NodeState::Pending,
+                        message: String::new(),
+                        since_ms: record.created_at_ms,
+                    });
                 }
             }
-            per_node.push((n.name.clone(), state));
         }
-        let state = if !current {
-            "Superseded"
-        } else if counts.applied == counts.total {
-            "Completed"
-        } else {
-            "Progressing"
-        };
-        Ok(RolloutView {
+        if !(current && record.state == RolloutState::Completed) {
+            rows.extend(record.nodes.iter().map(|(name, n)| NodeRow {
+                name: name.clone(),
+                state: n.state,
+                message: n.message.clone(),
+                since_ms: n.since_ms,
+            }));
+        }
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut counts = Counts::default();
+        for row in &rows {
+            counts.add(row.state);
+        }
+        // Per wave: the nodes it added, by when they were targeted in wave order.
+        let plan = record.strategy.plan(rows.len());
+        let mut waves = vec![Counts::default(); plan.len()];
+        let mut order: Vec<(&NodeRow, u64)> = rows
+            .iter()
+            .map(|row| {
+                let at = record
+                    .nodes
+                    .get(&row.name)
+                    .map_or(u64::MAX, |n| n.targeted_at_ms);
+                (row, at)
+            })
+            .collect();
+        order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.name.cmp(&b.0.name)));
+        for (i, (row, _)) in order.iter().enumerate() {
+            if let Some(w) = crate::strategy::wave_of(&plan, i) {
+                waves[w].add(row.state);
+            }
+        }
+        RolloutView {
             record,
-            state,
             counts,
             conflicts,
-            nodes: per_node,
-        })
+            nodes: rows,
+            waves,
+        }
     }
 }
 

@@ -292,8 +292,10 @@ pub enum Pause {
     Manual,
 }
 
-/// How a rollout proceeds (DESIGN.md section 5).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a rollout proceeds (DESIGN.md section 5). Stored as text and milliseconds (see
+/// [`StoredStrategy`]), so the database holds what a person would type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "StoredStrategy", try_from = "StoredStrategy")]
 pub struct Strategy {
     /// Cumulative wave targets; see [`validate_waves`].
     pub waves: Vec<WaveSpec>,
@@ -324,7 +326,79 @@ impl Default for Strategy {
     }
 }
 
+/// [`Strategy`] as stored: waves and `max_unavailable` as text, durations in milliseconds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredStrategy {
+    /// `1,25%,100%`.
+    pub waves: String,
+    /// `25%`.
+    pub max_unavailable: String,
+    /// Failed nodes tolerated.
+    pub failure_threshold: u32,
+    /// Progress deadline in milliseconds.
+    pub progress_deadline_ms: u64,
+    /// Pause between waves in milliseconds; absent for none.
+    #[serde(default)]
+    pub pause_ms: Option<u64>,
+    /// Pause until resumed.
+    #[serde(default)]
+    pub pause_manual: bool,
+    /// Roll back on failure.
+    pub auto_rollback: bool,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl From<Strategy> for StoredStrategy {
+    fn from(s: Strategy) -> Self {
+        StoredStrategy {
+            waves: format_waves(&s.waves),
+            max_unavailable: s.max_unavailable.to_string(),
+            failure_threshold: s.failure_threshold,
+            progress_deadline_ms: millis(s.progress_deadline),
+            pause_ms: match s.pause {
+                Pause::Duration(d) => Some(millis(d)),
+                _ => None,
+            },
+            pause_manual: s.pause == Pause::Manual,
+            auto_rollback: s.auto_rollback,
+        }
+    }
+}
+
+impl TryFrom<StoredStrategy> for Strategy {
+    type Error = Error;
+    fn try_from(s: StoredStrategy) -> Result<Self> {
+        let strategy = Strategy {
+            waves: parse_waves(&s.waves)?,
+            max_unavailable: MaxUnavailable::parse(&s.max_unavailable)?,
+            failure_threshold: s.failure_threshold,
+            progress_deadline: Duration::from_millis(s.progress_deadline_ms),
+            pause: match (s.pause_manual, s.pause_ms) {
+                (true, _) => Pause::Manual,
+                (false, Some(ms)) => Pause::Duration(Duration::from_millis(ms)),
+                (false, None) => Pause::None,
+            },
+            auto_rollback: s.auto_rollback,
+        };
+        strategy.validate()?;
+        Ok(strategy)
+    }
+}
+
 impl Strategy {
+    /// Every matching node at once (`100%`, `max_unavailable` 100%): what rollouts were
+    /// before staged rollouts, and how a rollback proceeds apart from `max_unavailable`.
+    pub fn immediate() -> Self {
+        Strategy {
+            waves: vec![WaveSpec::Percent(100)],
+            max_unavailable: MaxUnavailable::Percent(100),
+            ..Strategy::default()
+        }
+    }
+
     /// Check every field: the waves, `max_unavailable`, a non-zero progress deadline and a
     /// non-zero pause duration.
     pub fn validate(&self) -> Result<()> {

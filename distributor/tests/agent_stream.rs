@@ -5,184 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use seccomp_proto::agent::v1 as agent;
 use seccomp_proto::distributor::v1 as pb;
 use seccomp_proto::registry::v1 as reg;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
-struct Server {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Server {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
-async fn registry(dir: &std::path::Path) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    let config = seccomp_registry::Config::new(dir);
-    let task = tokio::spawn(async move {
-        seccomp_registry::run(config, listener, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    Server {
-        url,
-        stop: Some(tx),
-        task,
-    }
-}
-
-async fn distributor(dir: &std::path::Path, registry: &str) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    let mut config = seccomp_distributor::Config::new(dir, registry);
-    config.shutdown_grace = Duration::from_millis(200);
-    config.yaml_dir = Some(dir.join("gitops"));
-    let task = tokio::spawn(async move {
-        seccomp_distributor::run(config, listener, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    Server {
-        url,
-        stop: Some(tx),
-        task,
-    }
-}
-
-/// A scripted agent: send messages, receive Desired.
-struct Agent {
-    tx: mpsc::UnboundedSender<agent::AgentMessage>,
-    rx: tonic::Streaming<agent::DistributorMessage>,
-}
-
-impl Agent {
-    async fn connect(
-        url: &str,
-        node: &str,
-        labels: &[(&str, &str)],
-        revision: &str,
-        observed: Vec<agent::ObservedFile>,
-    ) -> Agent {
-        let mut client = agent::agent_sync_client::AgentSyncClient::connect(url.to_owned())
-            .await
-            .unwrap();
-        let (tx, rx) = mpsc::unbounded_channel();
-        tx.send(agent::AgentMessage {
-            message: Some(agent::agent_message::Message::Hello(agent::Hello {
-                node_name: node.into(),
-                labels: labels
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect::<HashMap<_, _>>(),
-                agent_version: "test".into(),
-                current_revision: revision.into(),
-                observed,
-            })),
-        })
-        .unwrap();
-        let rx = client
-            .sync(UnboundedReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        Agent { tx, rx }
-    }
-
-    async fn desired(&mut self) -> agent::Desired {
-        let msg = tokio::time::timeout(Duration::from_secs(10), self.rx.next())
-            .await
-            .expect("a Desired in time")
-            .unwrap()
-            .unwrap();
-        let Some(agent::distributor_message::Message::Desired(d)) = msg.message else {
-            panic!("not a Desired")
-        };
-        d
-    }
-
-    async fn nothing_within(&mut self, d: Duration) {
-        assert!(
-            tokio::time::timeout(d, self.rx.next()).await.is_err(),
-            "no message expected"
-        );
-    }
-
-    fn send(&self, m: agent::agent_message::Message) {
-        self.tx
-            .send(agent::AgentMessage { message: Some(m) })
-            .unwrap();
-    }
-}
-
-/// What a perfect agent observes after applying `d`.
-fn observe(d: &agent::Desired) -> Vec<agent::ObservedFile> {
-    d.files
-        .iter()
-        .map(|f| agent::ObservedFile {
-            path: f.path.clone(),
-            exists: true,
-            r#type: f.r#type,
-            sha256: f.sha256.clone(),
-            size: f.content.len() as u64,
-            mode: f.mode,
-            uid: 0,
-            gid: 0,
-            owner: "root".into(),
-            group: "root".into(),
-        })
-        .collect()
-}
-
-async fn node(url: &str, name: &str) -> pb::Node {
-    let mut c = pb::distributor_client::DistributorClient::connect(url.to_owned())
-        .await
-        .unwrap();
-    let nodes = c
-        .list_nodes(pb::ListNodesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes;
-    nodes.into_iter().find(|n| n.name == name).unwrap()
-}
-
-/// Poll `f` until it is true, or fail after `deadline`.
-async fn eventually<F, Fut>(what: &str, deadline: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = tokio::time::Instant::now() + deadline;
-    while !f().await {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+mod common;
+use common::{Agent, distributor, eventually, node, observe, registry};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollout_reaches_matching_agents_and_survives_restart() {
@@ -245,14 +78,10 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
         .unwrap();
     assert_eq!(created.version, 1);
     assert_eq!(created.nci_name, "seccomp-web");
-    // The GitOps directory holds the NCI, with the published bytes.
-    let yaml =
-        std::fs::read_to_string(tmp.path().join("distributor/gitops/seccomp-web.yaml")).unwrap();
-    let nci: seccomp_distributor::nci::NodeConfigItem = serde_yaml_ng::from_str(&yaml).unwrap();
-    assert_eq!(
-        nci.spec.files[1].content.as_deref().map(str::as_bytes),
-        Some(content.as_slice())
-    );
+    // A cluster NCI has one content for every node, so the GitOps directory gets it only
+    // once the rollout completes.
+    let gitops = tmp.path().join("distributor/gitops/seccomp-web.yaml");
+    assert!(!gitops.exists(), "no NCI in the sinks before completion");
 
     // Watch it: a snapshot now, an event when it completes, then the stream ends.
     let mut watch = dc
@@ -354,6 +183,19 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
         "{events:?}"
     );
     assert_eq!(rollout.nodes.len(), 1, "only the matching node counts");
+    // Now the GitOps directory holds the NCI, with the published bytes.
+    eventually(
+        "the NCI in the GitOps directory",
+        Duration::from_secs(5),
+        || async { gitops.exists() },
+    )
+    .await;
+    let yaml = std::fs::read_to_string(&gitops).unwrap();
+    let nci: seccomp_distributor::nci::NodeConfigItem = serde_yaml_ng::from_str(&yaml).unwrap();
+    assert_eq!(
+        nci.spec.files[1].content.as_deref().map(str::as_bytes),
+        Some(content.as_slice())
+    );
 
     // Restart the distributor: the agent reconnects with what it has and gets nothing new.
     drop(linux);

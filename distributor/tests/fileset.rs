@@ -268,6 +268,6 @@ proptest! {
             .filter(|(_, n)| selector::matches(&n.spec.nodeconfigselector, &node))
             .map(|(i, _)| i as u32)
             .collect();
-        prop_assert_eq!(fleet.matching(&node), expected);
+        prop_assert_eq!(fleet.matching("n", &node), expected);
     }
 }

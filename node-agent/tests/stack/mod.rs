@@ -229,20 +229,45 @@ impl Stack {
             .unwrap()
     }
 
-    /// Creates a rollout of the latest version of `profile`.
+    /// Creates a rollout of the latest version of `profile`, every matching node at once,
+    /// first aborting an active rollout of the profile (one may be paused because the tests
+    /// kill agents).
     pub async fn rollout(
         &self,
         profile: &str,
         target: pb::Target,
         nci_name: Option<&str>,
     ) -> pb::Rollout {
-        self.distributor_client()
+        let mut client = self.distributor_client().await;
+        let active = client
+            .list_rollouts(pb::ListRolloutsRequest {
+                profile: profile.to_owned(),
+                active_only: true,
+                ..Default::default()
+            })
             .await
+            .unwrap()
+            .into_inner()
+            .rollouts;
+        for r in active {
+            client
+                .abort_rollout(pb::AbortRolloutRequest {
+                    id: r.id,
+                    reason: "replaced by the test".into(),
+                })
+                .await
+                .unwrap();
+        }
+        client
             .create_rollout(pb::CreateRolloutRequest {
                 profile: profile.to_owned(),
                 version: 0,
                 target: Some(target),
-                strategy: None,
+                strategy: Some(pb::Strategy {
+                    waves: vec!["100%".into()],
+                    max_unavailable: "100%".into(),
+                    ..Default::default()
+                }),
                 nci_name: nci_name.map(str::to_owned),
             })
             .await
