@@ -20,19 +20,20 @@
 //!
 //! # Scenarios
 //!
-//! 1. publish, roll out to a selector, every matching node confirmed (sha256, mode, owner),
-//!    `seccompctl nodes` agrees with `stat` and the bytes on disk, non-matching nodes empty;
+//! 1. publish, roll out to a selector in two waves (in order), every matching node confirmed
+//!    (sha256, mode, owner), `seccompctl nodes` agrees with `stat` and the bytes on disk,
+//!    non-matching nodes empty;
 //! 2. SIGKILL the registry during a publish loop: every acknowledged version survives;
-//! 3. SIGKILL the distributor right after `rollout create`: restarted on the same data dir
-//!    and port, the agents reconnect and every matching node ends `Applied`;
+//! 3. SIGKILL the distributor mid-rollout (between two waves): restarted on the same data
+//!    dir and port, the agents reconnect, the rollout goes on and completes;
 //! 4. SIGKILL an agent mid-write (`SECCOMP_AGENT_PAUSE`): no partial file, converges after
 //!    restart;
 //! 5. SIGTERM the distributor for a while: files stay untouched; after the restart the
 //!    agents reconnect and nothing is rewritten (inode and mtime unchanged);
+//! 6. a version with an owner no node has fails in the first wave and is rolled back by
+//!    itself, the other nodes never touched (inode and mtime unchanged); a manual
+//!    `seccompctl rollback` puts the old bytes back on every node;
 //! 7. a profile edited by hand on a node is repaired.
-//!
-//! Scenario 6 (automatic and manual rollback) needs the staged rollout engine, which the
-//! distributor does not implement yet (those calls answer `UNIMPLEMENTED`); it is not here.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

@@ -1,6 +1,5 @@
 #![allow(clippy::unwrap_used)]
-//! End-to-end scenarios over the real binaries (see the crate docs for the list; scenario 6,
-//! rollback, waits for the staged rollout engine).
+//! End-to-end scenarios over the real binaries (see the crate docs for the list).
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
@@ -103,6 +102,10 @@ fn s1_rollout_reaches_matching_nodes_with_exact_bytes_mode_and_owner() {
         "web@1",
         "--selector",
         "pool=secure",
+        "--waves",
+        "1,100%",
+        "--max-unavailable",
+        "1",
         "--mode",
         "0640",
         "--owner",
@@ -145,6 +148,24 @@ fn s1_rollout_reaches_matching_nodes_with_exact_bytes_mode_and_owner() {
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         assert_eq!(stat(&path), format!("640 {SECCOMP_ID} {SECCOMP_ID}"));
     }
+    // Two waves, in order: node-1 alone, then the rest.
+    let status: serde_json::Value =
+        serde_json::from_str(&stack.ctl_ok(&["rollout", "status", "r1", "-o", "json"])).unwrap();
+    let reasons: Vec<&str> = status["rollout"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["reason"].as_str().unwrap())
+        .collect();
+    let at = |needle: &str| reasons.iter().position(|r| r.contains(needle));
+    assert!(
+        at("wave 1 of 2 started") < at("wave 2 of 2 started"),
+        "{reasons:?}"
+    );
+    assert_eq!(status["rollout"]["state"], "Completed");
+    let waves = &status["rollout"]["waves"];
+    assert_eq!(waves[0]["nodes"]["applied"], 1, "{waves}");
+    assert_eq!(waves[1]["nodes"]["applied"], 1, "{waves}");
     let other = &stack.nodes[2];
     assert!(!other.path(WEB).exists());
     let listed = nodes
@@ -219,7 +240,18 @@ fn s3_sigkill_distributor_after_rollout_create_resumes_and_completes() {
     ]);
     let bytes = profile(3, 0);
     publish(&stack, "web", &bytes);
-    stack.ctl_ok(&["rollout", "create", "web@1", "--selector", "os=linux"]);
+    // Two waves with a pause between them, so the kill lands mid-rollout.
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--waves",
+        "1,100%",
+        "--pause",
+        "1s",
+    ]);
     stack.take_distributor().kill();
     let port = stack.distributor_addr.port();
     stack.start_distributor(port);
@@ -233,6 +265,106 @@ fn s3_sigkill_distributor_after_rollout_create_resumes_and_completes() {
         assert_eq!(std::fs::read(node.path(WEB)).unwrap(), bytes);
     }
     assert!(!stack.nodes[2].path(WEB).exists());
+    let status: serde_json::Value =
+        serde_json::from_str(&stack.ctl_ok(&["rollout", "status", "r1", "-o", "json"])).unwrap();
+    assert_eq!(status["rollout"]["state"], "Completed", "{status}");
+}
+
+#[test]
+fn s6_a_bad_version_rolls_back_by_itself_and_a_manual_rollback_restores_old_bytes() {
+    let stack = Stack::start(&[
+        ("node-1", &["os=linux"]),
+        ("node-2", &["os=linux"]),
+        ("node-3", &["os=linux"]),
+    ]);
+    let create = |reference: &str, extra: &[&str]| {
+        let mut args = vec![
+            "rollout",
+            "create",
+            reference,
+            "--selector",
+            "os=linux",
+            "--waves",
+            "1,100%",
+            "--wait",
+            "--timeout",
+            "30s",
+        ];
+        args.extend_from_slice(extra);
+        stack.ctl(&args)
+    };
+    let v1 = profile(61, 0);
+    publish(&stack, "web", &v1);
+    let out = create("web@1", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before: Vec<_> = stack
+        .nodes
+        .iter()
+        .map(|n| fingerprint(&n.path(WEB)))
+        .collect();
+
+    // Version 2 names an owner no node has: node-1 (wave 1) refuses it, the rollout rolls
+    // back by itself, and nodes 2 and 3 are never touched.
+    let v2 = profile(62, 0);
+    publish(&stack, "web", &v2);
+    let out = create("web@2", &["--owner", "nosuchuser"]);
+    assert_eq!(out.status.code(), Some(1), "--wait exits 1 on a rollback");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("rolled back") && err.contains("node-1"),
+        "{err}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&stack.ctl_ok(&["rollout", "status", "r2", "-o", "json"])).unwrap();
+    assert_eq!(status["rollout"]["state"], "RolledBack", "{status}");
+    let failed = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "node-1")
+        .unwrap();
+    assert!(
+        failed["state"] == "Applied",
+        "node-1 is back on version 1: {failed}"
+    );
+    for (node, fp) in stack.nodes.iter().zip(&before) {
+        assert_eq!(
+            &fingerprint(&node.path(WEB)),
+            fp,
+            "{}: untouched",
+            node.name
+        );
+    }
+    let expected = observed("0644", "root:root", &v1);
+    for node in ["node-1", "node-2", "node-3"] {
+        stack.wait_applied(node, WEB, &expected, DEADLINE);
+    }
+
+    // Version 3 completes; a manual rollback puts version 1's bytes back everywhere.
+    let v3 = profile(63, 0);
+    publish(&stack, "web", &v3);
+    let out = create("web@3", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in &stack.nodes {
+        assert_eq!(std::fs::read(node.path(WEB)).unwrap(), v3);
+    }
+    let out = stack.ctl_ok(&["rollback", "web", "--wait", "--timeout", "30s"]);
+    assert!(out.contains("web@1"), "{out}");
+    for node in &stack.nodes {
+        assert_eq!(std::fs::read(node.path(WEB)).unwrap(), v1, "{}", node.name);
+        assert_eq!(stat(&node.path(WEB)), "644 0 0");
+    }
+    for node in ["node-1", "node-2", "node-3"] {
+        stack.wait_applied(node, WEB, &expected, DEADLINE);
+    }
 }
 
 #[test]
