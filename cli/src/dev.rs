@@ -22,7 +22,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::Outcome;
-use crate::client::{self, Actor};
+use crate::client;
+use crate::output::Format;
+use crate::rollout;
 
 /// The seed profile published by the demo as `myprofile` (the exact bytes of the seed fixture
 /// `myprofile.json`).
@@ -365,9 +367,7 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
     outcome
 }
 
-type Distributor = DistributorClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Actor>,
->;
+type Distributor = rollout::Client;
 
 fn status_error(status: &tonic::Status, what: &str) -> anyhow::Error {
     anyhow!(
@@ -417,20 +417,22 @@ fn target(selector: &nci::Target) -> dpb::Target {
     }
 }
 
-/// Create a rollout and wait until `expected` nodes applied it, printing progress.
+/// Create a rollout and follow it to its end, printing each wave's progress. Returns its id
+/// and whether it completed.
 async fn roll_out(
     dist: &mut Distributor,
+    url: &str,
     version: u64,
     t: &nci::Target,
     nci_name: &str,
-    expected: usize,
-) -> Result<String> {
+    strategy: dpb::Strategy,
+) -> Result<(String, bool)> {
     let rollout = dist
         .create_rollout(dpb::CreateRolloutRequest {
             profile: DEMO_PROFILE.to_owned(),
             version,
             target: Some(target(t)),
-            strategy: None,
+            strategy: Some(strategy),
             nci_name: Some(nci_name.to_owned()),
         })
         .await
@@ -440,67 +442,61 @@ async fn roll_out(
         .ok_or_else(|| anyhow!("no rollout in the reply"))?;
     let selector: Vec<String> = t.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
-        "rollout {}: {DEMO_PROFILE}@{version} to {} as NCI {nci_name}, priority {}",
+        "rollout {}: {DEMO_PROFILE}@{version} to {} as NCI {nci_name}, priority {}, owner {}, waves {}",
         rollout.id,
         selector.join(","),
-        t.priority
+        t.priority,
+        t.owner,
+        rollout
+            .strategy
+            .map(|s| s.waves.join(","))
+            .unwrap_or_default()
     );
-    let deadline = Instant::now() + WAIT;
-    let mut last = String::new();
-    loop {
-        let r = dist
-            .get_rollout(dpb::GetRolloutRequest {
-                id: rollout.id.clone(),
-                include_nodes: false,
-            })
-            .await
-            .map_err(|s| status_error(&s, "get rollout"))?
-            .into_inner()
-            .rollout
-            .ok_or_else(|| anyhow!("no rollout in the reply"))?;
-        let counts = r.nodes.unwrap_or_default();
-        let line = format!("  applied {}/{}", counts.applied, expected);
-        if line != last {
-            println!("{line}");
-            last = line;
-        }
-        if counts.failed > 0 {
-            let why = failures(dist).await;
-            bail!(
-                "rollout {}: {} node(s) failed{why}",
-                rollout.id,
-                counts.failed
-            );
-        }
-        let completed = r.state == dpb::RolloutState::Completed as i32;
-        if completed && counts.applied as usize >= expected {
-            return Ok(rollout.id);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "rollout {} did not complete within {}s",
-                rollout.id,
-                WAIT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let outcome = rollout::follow(dist, &rollout.id, url, Format::Table, Some(WAIT)).await?;
+    Ok((rollout.id, outcome == Outcome::Ok))
+}
+
+/// Waves without pauses, every node may be busy at once (the demo's nodes are all healthy).
+fn waves(list: &[&str]) -> dpb::Strategy {
+    dpb::Strategy {
+        waves: list.iter().map(|w| (*w).to_owned()).collect(),
+        max_unavailable: "100%".to_owned(),
+        ..Default::default()
     }
 }
 
-/// The agents' messages about failed files, one per line, for an error.
-async fn failures(dist: &mut Distributor) -> String {
-    let Ok(reply) = dist.list_nodes(dpb::ListNodesRequest::default()).await else {
-        return String::new();
-    };
-    let mut text = String::new();
-    for n in reply.into_inner().nodes {
-        for f in n.files {
-            if f.state == dpb::NodeState::Failed as i32 {
-                text.push_str(&format!("\n  {} {}: {}", n.name, f.path, f.message));
-            }
-        }
+/// Print which version of the profile each node has on disk, and what the distributor says.
+async fn show_contents(
+    dist: &mut Distributor,
+    nodes: &[Node],
+    versions: &[(u64, &str)],
+) -> Result<()> {
+    let list = dist
+        .list_nodes(dpb::ListNodesRequest::default())
+        .await
+        .map_err(|s| status_error(&s, "list nodes"))?
+        .into_inner()
+        .nodes;
+    for node in nodes {
+        let path = node.host_root.join(DEMO_PATH.trim_start_matches('/'));
+        let on_disk = std::fs::read(&path).unwrap_or_default();
+        let disk = versions
+            .iter()
+            .find(|(_, content)| on_disk == content.as_bytes())
+            .map_or_else(|| "unexpected bytes".to_owned(), |(v, _)| format!("v{v}"));
+        let reported = list
+            .iter()
+            .find(|n| n.name == node.name)
+            .and_then(|n| n.files.iter().find(|f| f.path == DEMO_PATH))
+            .map(|f| format!("NCI {} v{} ({})", f.nci_name, f.version, f.rollout_id))
+            .unwrap_or_else(|| "nothing".to_owned());
+        println!(
+            "  {} (pool={}): distributor says {reported}; on disk {disk}",
+            node.name,
+            node.labels.get("pool").map_or("", String::as_str)
+        );
     }
-    text
+    Ok(())
 }
 
 /// Wait until every node's agent is connected.
@@ -544,15 +540,24 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
     let mut dist: Distributor =
         DistributorClient::new(client::channel(distributor_url, "distributor").await?);
     wait_for_nodes(&mut dist, nodes).await?;
+    let url = distributor_url;
 
-    // 1. The seed profile to every Linux node.
+    // 1. The seed profile to every Linux node, in three waves with a pause between them.
     let v1 = publish(&mut registry, SEED_PROFILE, "the seed profile").await?;
     let all = nci::Target::new(
         [("kubernetes.io/os".to_owned(), "linux".to_owned())]
             .into_iter()
             .collect(),
     );
-    let id_all = roll_out(&mut dist, v1.version, &all, NCI_ALL, nodes.len()).await?;
+    let mut staged = waves(&["1", "50%", "100%"]);
+    staged.pause = Some(dpb::strategy::Pause::Duration(prost_types::Duration {
+        seconds: 1,
+        nanos: 0,
+    }));
+    let (_, done) = roll_out(&mut dist, url, v1.version, &all, NCI_ALL, staged).await?;
+    if !done {
+        bail!("the first rollout did not complete");
+    }
     println!("where the files landed:");
     for node in nodes {
         let path = node.host_root.join(DEMO_PATH.trim_start_matches('/'));
@@ -570,75 +575,121 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
         );
     }
 
-    // 2. A changed version to the secure pool only, with a higher priority.
+    // 2. A changed version to every node, then a manual rollback to the first.
     println!();
     let changed = changed_profile();
     let v2 = publish(&mut registry, &changed, "also allow getppid").await?;
+    let contents = [(v1.version, SEED_PROFILE), (v2.version, changed.as_str())];
+    let (_, done) = roll_out(
+        &mut dist,
+        url,
+        v2.version,
+        &all,
+        NCI_ALL,
+        waves(&["1", "100%"]),
+    )
+    .await?;
+    if !done {
+        bail!("the rollout of version {} did not complete", v2.version);
+    }
+    show_contents(&mut dist, nodes, &contents).await?;
+    println!();
+    println!("manual rollback (`seccompctl rollback {DEMO_PROFILE}`):");
+    let back = dist
+        .rollback(dpb::RollbackRequest {
+            profile: DEMO_PROFILE.to_owned(),
+            to_version: None,
+            nci_name: Some(NCI_ALL.to_owned()),
+        })
+        .await
+        .map_err(|s| status_error(&s, "rollback"))?
+        .into_inner()
+        .rollouts;
+    for r in &back {
+        if rollout::follow(&mut dist, &r.id, url, Format::Table, Some(WAIT)).await? != Outcome::Ok {
+            bail!("rollback {} did not complete", r.id);
+        }
+    }
+    show_contents(&mut dist, nodes, &contents).await?;
+
+    // 3. A mistake: an owner no node has. The first wave refuses it and the rollout rolls
+    //    itself back; the other nodes are never touched.
+    println!();
+    println!("a bad rollout: owner `nosuchuser` exists on no node");
+    let mut bad = all.clone();
+    bad.owner = "nosuchuser".to_owned();
+    let (id, done) = roll_out(
+        &mut dist,
+        url,
+        v2.version,
+        &bad,
+        NCI_ALL,
+        waves(&["1", "100%"]),
+    )
+    .await?;
+    if done {
+        bail!("rollout {id} with an unknown owner completed");
+    }
+    println!("as it should: the first node refused it, went back, and no other node was touched");
+    show_contents(&mut dist, nodes, &contents).await?;
+
+    // 4. The changed version to the secure pool only, with a higher priority.
+    println!();
     let mut secure = nci::Target::new(
         [("pool".to_owned(), "secure".to_owned())]
             .into_iter()
             .collect(),
     );
     secure.priority = SECURE_PRIORITY;
-    let expected = nodes
-        .iter()
-        .filter(|n| n.labels.get("pool").is_some_and(|p| p == "secure"))
-        .count();
-    let id_secure = roll_out(&mut dist, v2.version, &secure, NCI_SECURE, expected).await?;
-    println!("which node has which content:");
-    let list = dist
-        .list_nodes(dpb::ListNodesRequest::default())
-        .await
-        .map_err(|s| status_error(&s, "list nodes"))?
-        .into_inner()
-        .nodes;
-    for node in nodes {
-        let path = node.host_root.join(DEMO_PATH.trim_start_matches('/'));
-        let on_disk = std::fs::read(&path).unwrap_or_default();
-        let disk = if on_disk == SEED_PROFILE.as_bytes() {
-            format!("v{}", v1.version)
-        } else if on_disk == changed.as_bytes() {
-            format!("v{}", v2.version)
-        } else {
-            "unexpected bytes".to_owned()
-        };
-        let reported = list
-            .iter()
-            .find(|n| n.name == node.name)
-            .and_then(|n| n.files.iter().find(|f| f.path == DEMO_PATH))
-            .map(|f| format!("NCI {}", f.nci_name))
-            .unwrap_or_else(|| "nothing".to_owned());
-        println!(
-            "  {} (pool={}): distributor says {reported}; on disk {disk}",
-            node.name,
-            node.labels.get("pool").map_or("", String::as_str)
-        );
+    let (id_secure, done) = roll_out(
+        &mut dist,
+        url,
+        v2.version,
+        &secure,
+        NCI_SECURE,
+        waves(&["100%"]),
+    )
+    .await?;
+    if !done {
+        bail!("rollout {id_secure} did not complete");
     }
+    println!("which node has which content:");
+    show_contents(&mut dist, nodes, &contents).await?;
 
-    // 3. What a cluster would get.
+    // 5. What a cluster would get.
     println!();
     println!(
         "the NodeConfigItems, as `seccompctl render` and the distributor's --yaml-dir emit them:"
     );
-    for (version, content, t, name, id) in [
-        (v1.version, SEED_PROFILE, &all, NCI_ALL, &id_all),
-        (
-            v2.version,
-            changed.as_str(),
-            &secure,
-            NCI_SECURE,
-            &id_secure,
-        ),
-    ] {
+    let current = dist
+        .list_rollouts(dpb::ListRolloutsRequest::default())
+        .await
+        .map_err(|s| status_error(&s, "list rollouts"))?
+        .into_inner()
+        .rollouts;
+    for name in [NCI_ALL, NCI_SECURE] {
+        // The newest completed rollout of each NCI is what its YAML carries.
+        let Some(r) = current
+            .iter()
+            .find(|r| r.nci_name == name && r.state == dpb::RolloutState::Completed as i32)
+        else {
+            continue;
+        };
+        let content = if r.version == v1.version {
+            SEED_PROFILE
+        } else {
+            changed.as_str()
+        };
+        let t = if name == NCI_ALL { &all } else { &secure };
         let item = nci::render(
             nci::ProfileRef {
                 name: DEMO_PROFILE,
-                version,
+                version: r.version,
                 content: content.as_bytes(),
             },
             t,
             Some(name),
-            Some(id),
+            Some(&r.id),
         )
         .map_err(|e| anyhow!("render: {e}"))?;
         println!("---");
@@ -650,11 +701,6 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
     println!("    seccompProfile:");
     println!("      type: Localhost");
     println!("      localhostProfile: {DEMO_PROFILE}.json");
-    println!();
-    println!(
-        "not shown: staged waves and rollback are not implemented in the distributor yet \
-         (every rollout is one wave to all matching nodes)"
-    );
     Ok(())
 }
 

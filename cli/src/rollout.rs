@@ -240,7 +240,8 @@ pub struct NodesArgs {
     selector: Option<String>,
 }
 
-type Client = DistributorClient<
+/// A distributor client with the caller's identity attached.
+pub(crate) type Client = DistributorClient<
     tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Actor>,
 >;
 
@@ -798,7 +799,7 @@ fn status(format: Format, rollout: &pb::Rollout, nodes: &[pb::RolloutNode]) -> R
 /// wave redrawn in place on a terminal, a line per change otherwise. Completed is
 /// `Outcome::Ok`; rolled back, aborted or out of time is `Outcome::Negative` with the reason
 /// on standard error.
-async fn follow(
+pub(crate) async fn follow(
     c: &mut Client,
     id: &str,
     dist: &str,

@@ -153,12 +153,15 @@ fn dev_runs_the_demo_stays_up_stops_and_restarts_without_duplicates() {
     let text = dev.seen.join("\n");
     for needle in [
         "export SECCOMP_REGISTRY=http://127.0.0.1:",
-        "applied 2/2",
-        "applied 1/1",
+        "wave 2 of 3 started",
+        "Completed, wave 3/3, 2/2 applied",
         "mode 0644",
+        "Pending: rollback by",
+        "Completed, wave 1/1, 2/2 applied",
+        "RolledBack: 1 touched node(s) back on version 1",
+        "Completed, wave 1/1, 1/1 applied",
         "kind: NodeConfigItem",
         "localhostProfile: myprofile.json",
-        "not implemented",
     ] {
         assert!(text.contains(needle), "{needle:?} in:\n{text}");
     }
