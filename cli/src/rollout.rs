@@ -187,8 +187,9 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Continue a paused rollout (after a manual pause, the next wave starts; after a pause
-    /// for unknown nodes, it goes on without them).
+    /// Continue a paused rollout now: after a manual pause the next wave starts, after a
+    /// pause for unknown nodes it goes on without them, and what is left of a timed pause
+    /// between waves is skipped.
     Resume {
         /// Rollout id.
         id: String,
@@ -517,7 +518,10 @@ fn wave_lines(r: &RolloutOut) -> Vec<String> {
 }
 
 fn transition_line(t: &TransitionOut) -> String {
-    let by = if t.actor.is_empty() || t.actor == "distributor" {
+    let by = if t.actor.is_empty()
+        || t.actor == "distributor"
+        || t.reason.contains(&format!("by {}", t.actor))
+    {
         String::new()
     } else {
         format!(" (by {})", t.actor)
@@ -787,9 +791,9 @@ fn status(format: Format, rollout: &pb::Rollout, nodes: &[pb::RolloutNode]) -> R
     println!("  nodes:");
     for n in &doc.nodes {
         if n.message.is_empty() {
-            println!("  {}: {}", n.name, n.state);
+            println!("    {}: {}", n.name, n.state);
         } else {
-            println!("  {}: {} ({})", n.name, n.state, n.message);
+            println!("    {}: {} ({})", n.name, n.state, n.message);
         }
     }
     Ok(Outcome::Ok)

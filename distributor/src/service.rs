@@ -534,7 +534,8 @@ impl Distributor {
     }
 
     /// Resume a paused rollout. After a manual pause between waves the next wave starts;
-    /// after a pause for unknown nodes the rollout goes on without them.
+    /// after a pause for unknown nodes the rollout goes on without them; after a pause on
+    /// request, what is left of a timed pause between waves is skipped.
     pub async fn resume(&self, id: &str, actor: &str) -> Result<RolloutView> {
         let _w = self.write.lock().await;
         let mut r = self.store.get(id)?;
@@ -575,6 +576,10 @@ impl Distributor {
                     actor,
                     now,
                 );
+                // Resuming means "go on now": what is left of a timed pause is skipped.
+                if matches!(r.strategy.pause, crate::strategy::Pause::Duration(_)) {
+                    r.next_wave_at_ms = Some(now);
+                }
             }
         }
         r.progress_at_ms = now;

@@ -229,9 +229,10 @@ impl Stack {
             .unwrap()
     }
 
-    /// Creates a rollout of the latest version of `profile`, every matching node at once,
-    /// first aborting an active rollout of the profile (one may be paused because the tests
-    /// kill agents).
+    /// Creates a rollout of the latest version of `profile`, every matching node at once and
+    /// without automatic rollback (these tests look at what agents do with what they are
+    /// sent, so a refused set must stay refused), first aborting an active rollout of the
+    /// profile (one may be paused because the tests kill agents).
     pub async fn rollout(
         &self,
         profile: &str,
@@ -266,6 +267,7 @@ impl Stack {
                 strategy: Some(pb::Strategy {
                     waves: vec!["100%".into()],
                     max_unavailable: "100%".into(),
+                    auto_rollback: Some(false),
                     ..Default::default()
                 }),
                 nci_name: nci_name.map(str::to_owned),
