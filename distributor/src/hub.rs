@@ -493,6 +493,11 @@ impl Hub {
         }
     }
 
+    /// Whether a node of that name ever connected (since this process started).
+    pub fn is_known(&self, name: &str) -> bool {
+        self.lock().nodes.contains_key(name)
+    }
+
     /// Every known node matching `selector`, by name.
     pub fn nodes(&self, filter: &Selector) -> Vec<NodeView> {
         let st = self.lock();

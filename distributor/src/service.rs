@@ -732,6 +732,23 @@ impl Distributor {
                 continue;
             }
             let live = self.live(&r);
+            // A targeted node whose labels no longer match leaves the rollout: it gets what
+            // its new labels select, like any other node.
+            let moved: Vec<String> = r
+                .nodes
+                .keys()
+                .filter(|n| !live.iter().any(|l| l.name == **n) && self.hub.is_known(n))
+                .cloned()
+                .collect();
+            for name in &moved {
+                tracing::info!(rollout = %r.id, node = %name, "node no longer matches the target; it leaves the rollout");
+                r.nodes.remove(name);
+            }
+            if !moved.is_empty() {
+                self.store.put(&r).await?;
+                scope = true;
+                changed = true;
+            }
             let present = r.nodes.keys().all(|n| live.iter().any(|l| l.name == *n));
             if !(settled || present) {
                 continue;

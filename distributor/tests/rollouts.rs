@@ -585,3 +585,40 @@ async fn a_restarted_distributor_resumes_without_resending() {
     );
     stop(f).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_labels_no_longer_match_leaves_the_rollout() {
+    let mut f = fixture(Behaviour::Apply).await;
+    let r = create(&mut f.dc, 1, manual(strategy(&["1", "100%"]))).await;
+    wait_for(&f.dc, &r.id, pb::RolloutState::Paused).await;
+    // n2 (wave 1) comes back as a Windows node.
+    let i = f.agents.iter().position(|a| a.node == "n2").unwrap();
+    let applied = f.agents.remove(i).disconnect();
+    let windows = [("kubernetes.io/os", "windows"), ("zone", "a")];
+    f.agents
+        .push(AutoAgent::resume(&f.dist.url, "n2", &windows, Behaviour::Apply, applied).await);
+    eventually("n2 out of the rollout", WAIT, || {
+        let dc = f.dc.clone();
+        let id = r.id.clone();
+        async move {
+            !get(&dc, &id)
+                .await
+                .nodes
+                .iter()
+                .any(|n| n.node_name == "n2")
+        }
+    })
+    .await;
+    f.dc.resume_rollout(pb::ResumeRolloutRequest { id: r.id.clone() })
+        .await
+        .unwrap();
+    let done = wait_for(&f.dc, &r.id, pb::RolloutState::Completed).await;
+    assert_eq!(done.nodes.unwrap().total, 3);
+    let n2 = agent(&f, "n2");
+    assert_eq!(
+        n2.log.lock().unwrap().last().cloned(),
+        Some(Vec::new()),
+        "n2 was sent the empty set: nothing selects it any more"
+    );
+    stop(f).await;
+}

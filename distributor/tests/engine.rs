@@ -1,0 +1,214 @@
+//! Property tests of the rollout engine's decisions (`engine::step`) over simulated fleets:
+//! nodes are targeted in the stable zone-then-name order, each exactly once; a wave never
+//! reaches past its cumulative share; Applying + Failed nodes never exceed
+//! `max_unavailable`; healthy fleets complete; and a bad node fails the rollout in the wave
+//! that reaches it, which rolls back without having reached any later node.
+
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use seccomp_distributor::engine::{Live, step};
+use seccomp_distributor::hub::NodeState;
+use seccomp_distributor::nci::{self, ProfileRef, Target};
+use seccomp_distributor::store::{RolloutRecord, RolloutState};
+use seccomp_distributor::strategy::{
+    MaxUnavailable, Pause, Strategy as Plan, WaveSpec, order_nodes,
+};
+
+fn record(strategy: Plan) -> RolloutRecord {
+    let nci = nci::render(
+        ProfileRef {
+            name: "web",
+            version: 2,
+            content: b"{}",
+        },
+        &Target::new(BTreeMap::new()),
+        None,
+        Some("r2"),
+    )
+    .unwrap();
+    RolloutRecord {
+        id: "r2".into(),
+        revision: 2,
+        profile: "web".into(),
+        version: 2,
+        digest: "sha256:x".into(),
+        nci_name: nci.metadata.name.clone(),
+        nci,
+        created_at_ms: 0,
+        created_by: "test".into(),
+        history: Vec::new(),
+        strategy,
+        state: RolloutState::Pending,
+        current_wave: 0,
+        paused: None,
+        next_wave_at_ms: None,
+        progress_at_ms: 0,
+        stable_id: Some("r1".into()),
+        stable_version: Some(1),
+        rollback: false,
+        reverted: false,
+        nodes: BTreeMap::new(),
+        waived: BTreeSet::new(),
+    }
+}
+
+/// Valid wave lists: strictly increasing counts or percentages, ending with 100%.
+fn waves() -> impl Strategy<Value = Vec<WaveSpec>> {
+    (
+        proptest::collection::btree_set(1u32..30, 0..3),
+        proptest::collection::btree_set(1u8..100, 0..3),
+        any::<bool>(),
+    )
+        .prop_map(|(counts, percents, counts_first)| {
+            let counts = counts.into_iter().map(WaveSpec::Count);
+            let percents = percents.into_iter().map(WaveSpec::Percent);
+            let mut waves: Vec<WaveSpec> = if counts_first {
+                counts.chain(percents).collect()
+            } else {
+                percents.chain(counts).collect()
+            };
+            waves.push(WaveSpec::Percent(100));
+            waves
+        })
+}
+
+struct Sim {
+    names: Vec<(String, BTreeMap<String, String>)>,
+    state: BTreeMap<String, NodeState>,
+}
+
+impl Sim {
+    fn new(n: usize) -> Self {
+        let names = (0..n)
+            .map(|i| {
+                let zone = ["b", "a", "c"][i % 3];
+                (
+                    format!("node-{i:02}"),
+                    [("zone".to_owned(), zone.to_owned())].into(),
+                )
+            })
+            .collect();
+        Sim {
+            names,
+            state: BTreeMap::new(),
+        }
+    }
+
+    fn live(&self) -> Vec<Live> {
+        self.names
+            .iter()
+            .map(|(name, labels)| Live {
+                name: name.clone(),
+                labels: labels.clone(),
+                // Untargeted nodes have the stable version: Applied as far as the hub knows.
+                state: *self.state.get(name).unwrap_or(&NodeState::Applied),
+                message: String::new(),
+            })
+            .collect()
+    }
+}
+
+fn strategy(waves: Vec<WaveSpec>, max_unavailable: u32, failure_threshold: u32) -> Plan {
+    Plan {
+        waves,
+        max_unavailable: MaxUnavailable::Count(max_unavailable),
+        failure_threshold,
+        pause: Pause::None,
+        ..Plan::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn healthy_fleets_complete_in_order_within_their_limits(
+        n in 0usize..40,
+        waves in waves(),
+        max_unavailable in 1u32..8,
+        seed in any::<u64>(),
+    ) {
+        let s = strategy(waves, max_unavailable, 0);
+        let plan = s.plan(n);
+        let limit = s.max_unavailable.resolve(n);
+        let mut r = record(s);
+        let mut sim = Sim::new(n);
+        let order = order_nodes(&sim.names);
+        let mut rng = seed;
+        let mut wave = 0;
+        for tick in 0..10_000u64 {
+            step(&mut r, &sim.live(), tick * 10, true);
+            // Targeted nodes are a prefix of the stable order, each once.
+            let targeted: BTreeSet<&String> = r.nodes.keys().collect();
+            let prefix: BTreeSet<&String> = order.iter().take(r.nodes.len()).collect();
+            prop_assert_eq!(&targeted, &prefix);
+            prop_assert!(r.current_wave >= wave, "waves go forward");
+            wave = r.current_wave;
+            if n > 0 {
+                prop_assert!(r.nodes.len() <= plan[wave as usize - 1], "wave {} past its share", wave);
+            }
+            for name in r.nodes.keys() {
+                sim.state.entry(name.clone()).or_insert(NodeState::Applying);
+            }
+            let busy = sim.state.values().filter(|s| **s == NodeState::Applying).count();
+            prop_assert!(busy <= limit, "{} applying, max_unavailable {}", busy, limit);
+            if r.state == RolloutState::Completed {
+                break;
+            }
+            // Some applying nodes confirm.
+            for s in sim.state.values_mut() {
+                rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                if *s == NodeState::Applying && (rng >> 33) % 3 == 0 {
+                    *s = NodeState::Applied;
+                }
+            }
+        }
+        prop_assert_eq!(r.state, RolloutState::Completed, "{:#?}", r.history);
+        prop_assert_eq!(r.nodes.len(), n);
+        prop_assert_eq!(r.current_wave as usize, r.strategy.waves.len());
+    }
+
+    #[test]
+    fn a_bad_node_rolls_back_without_spreading(
+        n in 1usize..40,
+        bad in any::<prop::sample::Index>(),
+        waves in waves(),
+        max_unavailable in 1u32..8,
+    ) {
+        let s = strategy(waves, max_unavailable, 0);
+        let limit = s.max_unavailable.resolve(n);
+        let mut r = record(s);
+        let mut sim = Sim::new(n);
+        let order = order_nodes(&sim.names);
+        let bad = bad.index(n);
+        let bad_name = order[bad].clone();
+        for tick in 0..10_000u64 {
+            step(&mut r, &sim.live(), tick * 10, true);
+            match r.state {
+                RolloutState::RollingBack => {
+                    // The touched nodes get the stable version back and confirm it.
+                    for name in r.nodes.keys() {
+                        sim.state.insert(name.clone(), NodeState::Applied);
+                    }
+                    continue;
+                }
+                RolloutState::RolledBack => break,
+                _ => {}
+            }
+            for name in r.nodes.keys() {
+                // Everyone confirms at once except the bad node, which refuses.
+                let s = if *name == bad_name { NodeState::Failed } else { NodeState::Applied };
+                sim.state.insert(name.clone(), s);
+            }
+        }
+        prop_assert_eq!(r.state, RolloutState::RolledBack, "{:#?}", r.history);
+        prop_assert!(r.nodes.contains_key(&bad_name));
+        // Nothing past the bad node's batch: at most max_unavailable nodes after it.
+        prop_assert!(r.nodes.len() <= bad + limit, "{} targeted, bad at {}, limit {}", r.nodes.len(), bad, limit);
+        let reason = &r.history.iter().find(|t| t.state == "RollingBack").unwrap().reason;
+        prop_assert!(reason.contains(&bad_name), "{}", reason);
+    }
+}
