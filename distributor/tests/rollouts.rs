@@ -622,3 +622,35 @@ async fn a_node_whose_labels_no_longer_match_leaves_the_rollout() {
     );
     stop(f).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joins_mid_rollout_gets_the_stable_version_first() {
+    let mut f = fixture(Behaviour::Apply).await;
+    let v1 = create(&mut f.dc, 1, strategy(&["100%"])).await;
+    wait_for(&f.dc, &v1.id, pb::RolloutState::Completed).await;
+    let r = create(&mut f.dc, 2, manual(strategy(&["1", "100%"]))).await;
+    wait_for(&f.dc, &r.id, pb::RolloutState::Paused).await;
+
+    let late = AutoAgent::start(&f.dist.url, "n5", &labels("a"), Behaviour::Apply).await;
+    eventually("n5 gets version 1", WAIT, || {
+        let got = late.received();
+        async move { got.iter().any(|c| c == V1) }
+    })
+    .await;
+    assert!(
+        !late.received().iter().any(|c| c == V2),
+        "not the candidate yet"
+    );
+    f.agents.push(late);
+    f.dc.resume_rollout(pb::ResumeRolloutRequest { id: r.id.clone() })
+        .await
+        .unwrap();
+    let done = wait_for(&f.dc, &r.id, pb::RolloutState::Completed).await;
+    assert_eq!(done.nodes.unwrap().total, 5);
+    assert_eq!(
+        last_content(&f.agents),
+        vec![V2.to_vec(); 5],
+        "the last wave took n5 too"
+    );
+    stop(f).await;
+}

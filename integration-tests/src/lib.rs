@@ -34,6 +34,8 @@
 //!    itself, the other nodes never touched (inode and mtime unchanged); a manual
 //!    `seccompctl rollback` puts the old bytes back on every node;
 //! 7. a profile edited by hand on a node is repaired.
+//! 8. an agent killed mid-rollout pauses the rollout when a wave reaches its node; it goes on
+//!    by itself once the agent is back.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

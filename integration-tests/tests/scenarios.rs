@@ -526,3 +526,56 @@ fn s7_a_profile_edited_by_hand_is_repaired() {
         DEADLINE,
     );
 }
+
+/// `rollout status r<n> -o json`.
+fn rollout_json(stack: &Stack, id: &str) -> serde_json::Value {
+    serde_json::from_str(&stack.ctl_ok(&["rollout", "status", id, "-o", "json"])).unwrap()
+}
+
+#[test]
+fn s8_an_agent_lost_mid_rollout_pauses_it_until_the_agent_is_back() {
+    let mut stack = Stack::start(&[
+        ("node-1", &["os=linux"]),
+        ("node-2", &["os=linux"]),
+        ("node-3", &["os=linux"]),
+    ]);
+    let bytes = profile(8, 0);
+    publish(&stack, "web", &bytes);
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--waves",
+        "1,100%",
+        "--pause",
+        "manual",
+    ]);
+    poll("r1 paused after wave 1", DEADLINE, || {
+        (rollout_json(&stack, "r1")["rollout"]["state"] == "Paused").then_some(())
+    });
+    // node-3's agent dies before wave 2 reaches it.
+    stack.nodes[2].agent.take().unwrap().kill();
+    stack.ctl_ok(&["rollout", "resume", "r1"]);
+    let paused = poll("r1 paused for the lost node", DEADLINE, || {
+        let s = rollout_json(&stack, "r1");
+        let last = s["rollout"]["history"].as_array()?.last()?.clone();
+        (s["rollout"]["state"] == "Paused" && last["reason"].as_str()?.contains("node-3"))
+            .then_some(s)
+    });
+    assert!(!stack.nodes[2].path(WEB).exists(), "{paused}");
+
+    stack.start_agent(2, None);
+    poll("r1 completed once node-3 is back", DEADLINE, || {
+        (rollout_json(&stack, "r1")["rollout"]["state"] == "Completed").then_some(())
+    });
+    for node in &stack.nodes {
+        assert_eq!(
+            std::fs::read(node.path(WEB)).unwrap(),
+            bytes,
+            "{}",
+            node.name
+        );
+    }
+}
