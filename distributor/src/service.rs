@@ -732,12 +732,14 @@ impl Distributor {
                 continue;
             }
             let live = self.live(&r);
+            let live_names: std::collections::HashSet<&str> =
+                live.iter().map(|l| l.name.as_str()).collect();
             // A targeted node whose labels no longer match leaves the rollout: it gets what
             // its new labels select, like any other node.
             let moved: Vec<String> = r
                 .nodes
                 .keys()
-                .filter(|n| !live.iter().any(|l| l.name == **n) && self.hub.is_known(n))
+                .filter(|n| !live_names.contains(n.as_str()) && self.hub.is_known(n))
                 .cloned()
                 .collect();
             for name in &moved {
@@ -749,7 +751,7 @@ impl Distributor {
                 scope = true;
                 changed = true;
             }
-            let present = r.nodes.keys().all(|n| live.iter().any(|l| l.name == *n));
+            let present = r.nodes.keys().all(|n| live_names.contains(n.as_str()));
             if !(settled || present) {
                 continue;
             }
