@@ -3,11 +3,13 @@
 //! acknowledge every Desired at once with perfect observations.
 //!
 //! ```sh
-//! cargo run --release -p seccomp-distributor --example rollout_scale -- 2000 [WAVES] [MAX_UNAVAILABLE]
+//! cargo run --release -p seccomp-distributor --example rollout_scale -- 2000 [WAVES] [MAX_UNAVAILABLE] [ROUNDS]
 //! ```
 //!
-//! Prints the time from CreateRollout to the rollout's Completed state, and to every agent
-//! having acknowledged (agents count their own Acks).
+//! Prints, per round (each round publishes a new version and rolls it out, so later rounds
+//! run with the earlier rollouts in the distributor's history), the time from CreateRollout
+//! to the rollout's Completed state, and to every agent having acknowledged (agents count
+//! their own Acks).
 
 #![allow(clippy::unwrap_used)] // a measuring tool: fail loudly
 
@@ -100,6 +102,7 @@ async fn main() {
         |w| w.split(',').map(str::to_owned).collect(),
     );
     let max_unavailable = args.get(3).cloned().unwrap_or_else(|| "100%".to_owned());
+    let rounds: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1);
     let dir = tempfile::tempdir().unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -124,14 +127,6 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    rc.publish(reg::PublishRequest {
-        name: "web".into(),
-        content: b"{\"defaultAction\":\"SCMP_ACT_ERRNO\"}\n".to_vec(),
-        description: String::new(),
-        expected_latest_version: None,
-    })
-    .await
-    .unwrap();
 
     let connected = Arc::new(AtomicUsize::new(0));
     let applied = Arc::new(AtomicUsize::new(0));
@@ -176,55 +171,69 @@ async fn main() {
     }
     println!("{n} agents connected in {:.2?}", started.elapsed());
 
-    let started = Instant::now();
-    let r = dc
-        .create_rollout(pb::CreateRolloutRequest {
-            profile: "web".into(),
-            version: 1,
-            target: Some(pb::Target {
-                selector: HashMap::from([("kubernetes.io/os".to_owned(), "linux".to_owned())]),
-                ..Default::default()
-            }),
-            strategy: Some(pb::Strategy {
-                waves: waves.clone(),
-                max_unavailable: max_unavailable.clone(),
-                ..Default::default()
-            }),
-            nci_name: None,
+    for round in 1..=rounds {
+        rc.publish(reg::PublishRequest {
+            name: "web".into(),
+            content: format!(
+                "{{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"defaultErrnoRet\":{round}}}\n"
+            )
+            .into_bytes(),
+            description: String::new(),
+            expected_latest_version: None,
         })
         .await
-        .unwrap()
-        .into_inner()
-        .rollout
         .unwrap();
-    let mut all_acked = None;
-    loop {
-        if all_acked.is_none() && applied.load(Ordering::Relaxed) >= n {
-            all_acked = Some(started.elapsed());
-        }
-        let now = dc
-            .get_rollout(pb::GetRolloutRequest {
-                id: r.id.clone(),
-                include_nodes: false,
+        applied.store(0, Ordering::Relaxed);
+        let started = Instant::now();
+        let r = dc
+            .create_rollout(pb::CreateRolloutRequest {
+                profile: "web".into(),
+                version: round as u64,
+                target: Some(pb::Target {
+                    selector: HashMap::from([("kubernetes.io/os".to_owned(), "linux".to_owned())]),
+                    ..Default::default()
+                }),
+                strategy: Some(pb::Strategy {
+                    waves: waves.clone(),
+                    max_unavailable: max_unavailable.clone(),
+                    ..Default::default()
+                }),
+                nci_name: None,
             })
             .await
             .unwrap()
             .into_inner()
             .rollout
             .unwrap();
-        if now.state == pb::RolloutState::Completed as i32 {
-            break;
+        let mut all_acked = None;
+        loop {
+            if all_acked.is_none() && applied.load(Ordering::Relaxed) >= n {
+                all_acked = Some(started.elapsed());
+            }
+            let now = dc
+                .get_rollout(pb::GetRolloutRequest {
+                    id: r.id.clone(),
+                    include_nodes: false,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .rollout
+                .unwrap();
+            if now.state == pb::RolloutState::Completed as i32 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "no convergence: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "no convergence: {now:?}"
+        let completed = started.elapsed();
+        println!(
+            "round {round}: rollout to {n} nodes, waves {}, max_unavailable {max_unavailable}: every agent acked after {:.2?}, Completed after {completed:.2?}",
+            waves.join(","),
+            all_acked.unwrap_or(completed)
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let completed = started.elapsed();
-    println!(
-        "rollout to {n} nodes, waves {}, max_unavailable {max_unavailable}: every agent acked after {:.2?}, Completed after {completed:.2?}",
-        waves.join(","),
-        all_acked.unwrap_or(completed)
-    );
 }

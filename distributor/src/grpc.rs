@@ -422,7 +422,7 @@ fn node_row_to(n: &NodeRow) -> pb::RolloutNode {
     }
 }
 
-fn node_to(n: &hub::NodeView, sources: &BTreeMap<String, Vec<RolloutRecord>>) -> pb::Node {
+fn node_to(n: &hub::NodeView, sources: &BTreeMap<String, Vec<Arc<RolloutRecord>>>) -> pb::Node {
     let files = n
         .desired
         .files

@@ -144,7 +144,7 @@ pub struct NodeRow {
 #[derive(Debug, Clone)]
 pub struct RolloutView {
     /// The stored record (state, wave, history, targeted nodes).
-    pub record: RolloutRecord,
+    pub record: Arc<RolloutRecord>,
     /// Node counts.
     pub counts: Counts,
     /// Paths this rollout's NCI loses on some nodes.
@@ -271,18 +271,18 @@ impl Distributor {
     }
 
     /// The newest rollout of each NCI name, by NCI name.
-    pub fn current_rollouts(&self) -> Result<BTreeMap<String, RolloutRecord>> {
+    pub fn current_rollouts(&self) -> Result<BTreeMap<String, Arc<RolloutRecord>>> {
         self.store.current()
     }
 
     /// For each NCI name, the rollouts whose content some node may have now: the newest one
     /// and its stable one.
-    pub fn content_sources(&self) -> Result<BTreeMap<String, Vec<RolloutRecord>>> {
+    pub fn content_sources(&self) -> Result<BTreeMap<String, Vec<Arc<RolloutRecord>>>> {
         let mut out = BTreeMap::new();
         for (name, r) in self.store.current()? {
             let mut list = Vec::with_capacity(2);
             if let Some(id) = &r.stable_id {
-                list.push(self.store.get(id)?);
+                list.push(self.store.get_shared(id)?);
             }
             list.insert(0, r);
             out.insert(name, list);
@@ -298,10 +298,10 @@ impl Distributor {
     fn desired(&self) -> Result<Desired> {
         let all = self.store.all()?;
         let by_id: BTreeMap<&str, &RolloutRecord> =
-            all.iter().map(|r| (r.id.as_str(), r)).collect();
+            all.iter().map(|r| (r.id.as_str(), &**r)).collect();
         let mut current: BTreeMap<&str, &RolloutRecord> = BTreeMap::new();
         for r in &all {
-            current.insert(r.nci_name.as_str(), r);
+            current.insert(r.nci_name.as_str(), &**r);
         }
         let mut out = Desired {
             variants: Vec::new(),
@@ -369,23 +369,17 @@ impl Distributor {
         Ok((nci, p))
     }
 
-    /// The newest completed rollout of `nci_name` created before `before` (a rollout id
-    /// number), if any.
+    /// The newest completed rollout of `nci_name` created before the rollout `before`, if
+    /// any (any time when `before` is `None`).
     fn last_completed(
         &self,
         nci_name: &str,
         before: Option<&str>,
-    ) -> Result<Option<RolloutRecord>> {
-        let before = before.map(|id| {
-            self.store
-                .all()
-                .map(|all| all.iter().position(|r| r.id == id))
-        });
+    ) -> Result<Option<Arc<RolloutRecord>>> {
         let all = self.store.all()?;
-        let limit = match before {
-            Some(pos) => pos?.unwrap_or(all.len()),
-            None => all.len(),
-        };
+        let limit = before
+            .and_then(|id| all.iter().position(|r| r.id == id))
+            .unwrap_or(all.len());
         Ok(all[..limit]
             .iter()
             .rev()
@@ -620,6 +614,7 @@ impl Distributor {
             .into_values()
             .filter(|r| r.profile == req.profile)
             .filter(|r| req.nci_name.as_ref().is_none_or(|n| *n == r.nci_name))
+            .map(|r| (*r).clone())
             .collect();
         if targets.is_empty() {
             return Err(Error::NotFound(match &req.nci_name {
@@ -670,7 +665,11 @@ impl Distributor {
                                 current.nci_name
                             ))
                         })?;
-                    (stable.nci.relabelled(&id), stable.version, stable.digest)
+                    (
+                        stable.nci.relabelled(&id),
+                        stable.version,
+                        stable.digest.clone(),
+                    )
                 }
             };
             plans.push((current, id, nci, version, digest));
@@ -727,10 +726,11 @@ impl Distributor {
         let settled = Instant::now() >= self.settle_until;
         let mut scope = false;
         let mut changed = false;
-        for mut r in self.store.current()?.into_values() {
-            if !r.state.is_active() {
+        for shared in self.store.current()?.into_values() {
+            if !shared.state.is_active() {
                 continue;
             }
+            let mut r = (*shared).clone();
             let live = self.live(&r);
             let live_names: std::collections::HashSet<&str> =
                 live.iter().map(|l| l.name.as_str()).collect();
@@ -814,7 +814,7 @@ impl Distributor {
 
     /// One rollout with its node states.
     pub fn rollout(&self, id: &str) -> Result<RolloutView> {
-        let record = self.store.get(id)?;
+        let record = self.store.get_shared(id)?;
         let current = self
             .store
             .current()?
@@ -825,7 +825,12 @@ impl Distributor {
 
     /// Every rollout, newest first.
     pub fn rollouts(&self) -> Result<Vec<RolloutView>> {
-        let current: BTreeSet<String> = self.store.current()?.into_values().map(|r| r.id).collect();
+        let current: BTreeSet<String> = self
+            .store
+            .current()?
+            .into_values()
+            .map(|r| r.id.clone())
+            .collect();
         let mut all = self.store.all()?;
         all.reverse();
         Ok(all
@@ -847,7 +852,7 @@ impl Distributor {
         self.hub.nodes(selector)
     }
 
-    fn view(&self, record: RolloutRecord, current: bool) -> RolloutView {
+    fn view(&self, record: Arc<RolloutRecord>, current: bool) -> RolloutView {
         let mut rows: Vec<NodeRow> = Vec::new();
         let mut conflicts = Vec::new();
         if current {

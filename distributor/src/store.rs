@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -195,11 +196,13 @@ impl RolloutRecord {
     }
 }
 
-/// The distributor's database.
+/// The distributor's database. Every record is also kept in memory (read on open, updated
+/// on every write), so the engine's frequent reads never parse records again.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
     rollouts: sled::Tree,
+    cache: Arc<RwLock<BTreeMap<u64, Arc<RolloutRecord>>>>,
 }
 
 fn id_number(id: &str) -> Option<u64> {
@@ -211,7 +214,21 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         let db = sled::open(dir)?;
         let rollouts = db.open_tree("rollouts")?;
-        Ok(Store { db, rollouts })
+        let mut cache = BTreeMap::new();
+        for entry in rollouts.iter() {
+            let (key, value) = entry?;
+            let n = <[u8; 8]>::try_from(key.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| Error::Storage(format!("bad rollout key {key:?}")))?;
+            let record: RolloutRecord = serde_json::from_slice(&value)
+                .map_err(|e| Error::Storage(format!("rollout r{n}: {e}")))?;
+            cache.insert(n, Arc::new(record));
+        }
+        Ok(Store {
+            db,
+            rollouts,
+            cache: Arc::new(RwLock::new(cache)),
+        })
     }
 
     /// A fresh rollout id, never reused.
@@ -231,14 +248,6 @@ impl Store {
         Ok(())
     }
 
-    /// One rollout.
-    pub fn get(&self, id: &str) -> Result<RolloutRecord> {
-        let missing = || Error::NotFound(format!("rollout \"{id}\" not found"));
-        let n = id_number(id).ok_or_else(missing)?;
-        let bytes = self.rollouts.get(n.to_be_bytes())?.ok_or_else(missing)?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Storage(format!("rollout {id}: {e}")))
-    }
-
     /// Store a rollout without waiting for the disk (the engine's per-node bookkeeping; the
     /// next durable `put` or sled's periodic flush writes it).
     pub fn put_lazy(&self, r: &RolloutRecord) -> Result<()> {
@@ -246,23 +255,43 @@ impl Store {
             id_number(&r.id).ok_or_else(|| Error::invalid(format!("bad rollout id {:?}", r.id)))?;
         let bytes = serde_json::to_vec(r).map_err(|e| Error::Storage(e.to_string()))?;
         self.rollouts.insert(n.to_be_bytes(), bytes)?;
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(n, Arc::new(r.clone()));
         Ok(())
     }
 
+    /// One rollout, to change.
+    pub fn get(&self, id: &str) -> Result<RolloutRecord> {
+        Ok((*self.get_shared(id)?).clone())
+    }
+
+    /// One rollout, to read.
+    pub fn get_shared(&self, id: &str) -> Result<Arc<RolloutRecord>> {
+        let missing = || Error::NotFound(format!("rollout \"{id}\" not found"));
+        let n = id_number(id).ok_or_else(missing)?;
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&n)
+            .cloned()
+            .ok_or_else(missing)
+    }
+
     /// Every rollout, oldest first.
-    pub fn all(&self) -> Result<Vec<RolloutRecord>> {
-        self.rollouts
-            .iter()
+    pub fn all(&self) -> Result<Vec<Arc<RolloutRecord>>> {
+        Ok(self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|v| {
-                let v = v?;
-                serde_json::from_slice(&v).map_err(|e| Error::Storage(e.to_string()))
-            })
-            .collect()
+            .cloned()
+            .collect())
     }
 
     /// The newest rollout of every NCI name.
-    pub fn current(&self) -> Result<BTreeMap<String, RolloutRecord>> {
+    pub fn current(&self) -> Result<BTreeMap<String, Arc<RolloutRecord>>> {
         let mut out = BTreeMap::new();
         for r in self.all()? {
             out.insert(r.nci_name.clone(), r);
