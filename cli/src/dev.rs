@@ -456,6 +456,22 @@ async fn roll_out(
     Ok((rollout.id, outcome == Outcome::Ok))
 }
 
+/// [`roll_out`], which must complete.
+async fn complete(
+    dist: &mut Distributor,
+    url: &str,
+    version: u64,
+    t: &nci::Target,
+    nci_name: &str,
+    strategy: dpb::Strategy,
+) -> Result<String> {
+    let (id, done) = roll_out(dist, url, version, t, nci_name, strategy).await?;
+    if !done {
+        bail!("rollout {id} of {DEMO_PROFILE}@{version} did not complete");
+    }
+    Ok(id)
+}
+
 /// Waves without pauses, every node may be busy at once (the demo's nodes are all healthy).
 fn waves(list: &[&str]) -> dpb::Strategy {
     dpb::Strategy {
@@ -554,10 +570,7 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
         seconds: 1,
         nanos: 0,
     }));
-    let (_, done) = roll_out(&mut dist, url, v1.version, &all, NCI_ALL, staged).await?;
-    if !done {
-        bail!("the first rollout did not complete");
-    }
+    complete(&mut dist, url, v1.version, &all, NCI_ALL, staged).await?;
     println!("where the files landed:");
     for node in nodes {
         let path = node.host_root.join(DEMO_PATH.trim_start_matches('/'));
@@ -580,7 +593,7 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
     let changed = changed_profile();
     let v2 = publish(&mut registry, &changed, "also allow getppid").await?;
     let contents = [(v1.version, SEED_PROFILE), (v2.version, changed.as_str())];
-    let (_, done) = roll_out(
+    complete(
         &mut dist,
         url,
         v2.version,
@@ -589,9 +602,6 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
         waves(&["1", "100%"]),
     )
     .await?;
-    if !done {
-        bail!("the rollout of version {} did not complete", v2.version);
-    }
     show_contents(&mut dist, nodes, &contents).await?;
     println!();
     println!("manual rollback (`seccompctl rollback {DEMO_PROFILE}`):");
@@ -641,7 +651,7 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
             .collect(),
     );
     secure.priority = SECURE_PRIORITY;
-    let (id_secure, done) = roll_out(
+    complete(
         &mut dist,
         url,
         v2.version,
@@ -650,9 +660,6 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
         waves(&["100%"]),
     )
     .await?;
-    if !done {
-        bail!("rollout {id_secure} did not complete");
-    }
     println!("which node has which content:");
     show_contents(&mut dist, nodes, &contents).await?;
 

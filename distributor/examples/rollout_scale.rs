@@ -24,26 +24,13 @@ use seccomp_proto::registry::v1 as reg;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+// The scripted agents' helpers (`observe`) are shared with the tests.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::observe;
+
 /// Agents per HTTP/2 connection.
 const PER_CONNECTION: usize = 100;
-
-fn observe(d: &agent::Desired) -> Vec<agent::ObservedFile> {
-    d.files
-        .iter()
-        .map(|f| agent::ObservedFile {
-            path: f.path.clone(),
-            exists: true,
-            r#type: f.r#type,
-            sha256: f.sha256.clone(),
-            size: f.content.len() as u64,
-            mode: f.mode,
-            uid: 0,
-            gid: 0,
-            owner: "root".into(),
-            group: "root".into(),
-        })
-        .collect()
-}
 
 /// One simulated agent: Hello, then an Ack for every Desired. Counts Acks of sets with files.
 async fn run_agent(

@@ -149,8 +149,7 @@ fn s1_rollout_reaches_matching_nodes_with_exact_bytes_mode_and_owner() {
         assert_eq!(stat(&path), format!("640 {SECCOMP_ID} {SECCOMP_ID}"));
     }
     // Two waves, in order: node-1 alone, then the rest.
-    let status: serde_json::Value =
-        serde_json::from_str(&stack.ctl_ok(&["rollout", "status", "r1", "-o", "json"])).unwrap();
+    let status = rollout_json(&stack, "r1");
     let reasons: Vec<&str> = status["rollout"]["history"]
         .as_array()
         .unwrap()
@@ -241,17 +240,7 @@ fn s3_sigkill_distributor_after_rollout_create_resumes_and_completes() {
     let bytes = profile(3, 0);
     publish(&stack, "web", &bytes);
     // Two waves with a pause between them, so the kill lands mid-rollout.
-    stack.ctl_ok(&[
-        "rollout",
-        "create",
-        "web@1",
-        "--selector",
-        "os=linux",
-        "--waves",
-        "1,100%",
-        "--pause",
-        "1s",
-    ]);
+    create_in_two_waves(&stack, "1s");
     stack.take_distributor().kill();
     let port = stack.distributor_addr.port();
     stack.start_distributor(port);
@@ -265,8 +254,7 @@ fn s3_sigkill_distributor_after_rollout_create_resumes_and_completes() {
         assert_eq!(std::fs::read(node.path(WEB)).unwrap(), bytes);
     }
     assert!(!stack.nodes[2].path(WEB).exists());
-    let status: serde_json::Value =
-        serde_json::from_str(&stack.ctl_ok(&["rollout", "status", "r1", "-o", "json"])).unwrap();
+    let status = rollout_json(&stack, "r1");
     assert_eq!(status["rollout"]["state"], "Completed", "{status}");
 }
 
@@ -318,8 +306,7 @@ fn s6_a_bad_version_rolls_back_by_itself_and_a_manual_rollback_restores_old_byte
         err.contains("rolled back") && err.contains("node-1"),
         "{err}"
     );
-    let status: serde_json::Value =
-        serde_json::from_str(&stack.ctl_ok(&["rollout", "status", "r2", "-o", "json"])).unwrap();
+    let status = rollout_json(&stack, "r2");
     assert_eq!(status["rollout"]["state"], "RolledBack", "{status}");
     let failed = status["nodes"]
         .as_array()
@@ -527,6 +514,21 @@ fn s7_a_profile_edited_by_hand_is_repaired() {
     );
 }
 
+/// `rollout create web@1` to `os=linux` in two waves (`1,100%`) with `pause` between them.
+fn create_in_two_waves(stack: &Stack, pause: &str) {
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--waves",
+        "1,100%",
+        "--pause",
+        pause,
+    ]);
+}
+
 /// `rollout status r<n> -o json`.
 fn rollout_json(stack: &Stack, id: &str) -> serde_json::Value {
     serde_json::from_str(&stack.ctl_ok(&["rollout", "status", id, "-o", "json"])).unwrap()
@@ -541,17 +543,7 @@ fn s8_an_agent_lost_mid_rollout_pauses_it_until_the_agent_is_back() {
     ]);
     let bytes = profile(8, 0);
     publish(&stack, "web", &bytes);
-    stack.ctl_ok(&[
-        "rollout",
-        "create",
-        "web@1",
-        "--selector",
-        "os=linux",
-        "--waves",
-        "1,100%",
-        "--pause",
-        "manual",
-    ]);
+    create_in_two_waves(&stack, "manual");
     poll("r1 paused after wave 1", DEADLINE, || {
         (rollout_json(&stack, "r1")["rollout"]["state"] == "Paused").then_some(())
     });
