@@ -661,12 +661,17 @@ impl pb::distributor_server::Distributor for DistributorService {
         let mut changes = distributor.subscribe();
         let (tx, rx) = mpsc::channel::<Result<pb::RolloutEvent, Status>>(16);
         tokio::spawn(async move {
-            let event = |kind: pb::RolloutEventType, v: &RolloutView| pb::RolloutEvent {
+            let event = |kind: pb::RolloutEventType, v: &RolloutView, changed| pb::RolloutEvent {
                 r#type: kind as i32,
                 time: Some(timestamp(SystemTime::now())),
                 rollout: Some(rollout_to(v)),
-                changed_nodes: Vec::new(),
+                changed_nodes: changed,
             };
+            // The nodes whose state changed since the previous event, at most 100.
+            let states = |v: &RolloutView| -> BTreeMap<String, NodeState> {
+                v.nodes.iter().map(|n| (n.name.clone(), n.state)).collect()
+            };
+            let mut seen = states(&first);
             let key = |v: &RolloutView| {
                 (
                     v.record.state,
@@ -677,7 +682,11 @@ impl pb::distributor_server::Distributor for DistributorService {
             };
             let mut last = key(&first);
             if tx
-                .send(Ok(event(pb::RolloutEventType::Snapshot, &first)))
+                .send(Ok(event(
+                    pb::RolloutEventType::Snapshot,
+                    &first,
+                    Vec::new(),
+                )))
                 .await
                 .is_err()
             {
@@ -712,7 +721,15 @@ impl pb::distributor_server::Distributor for DistributorService {
                 };
                 last = now;
                 done = view.record.state.is_terminal();
-                if tx.send(Ok(event(kind, &view))).await.is_err() {
+                let changed: Vec<pb::RolloutNode> = view
+                    .nodes
+                    .iter()
+                    .filter(|n| seen.get(&n.name) != Some(&n.state))
+                    .take(100)
+                    .map(node_row_to)
+                    .collect();
+                seen = states(&view);
+                if tx.send(Ok(event(kind, &view, changed))).await.is_err() {
                     return;
                 }
             }

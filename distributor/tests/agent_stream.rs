@@ -93,11 +93,13 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
         .into_inner();
     let watcher = tokio::spawn(async move {
         let mut events = Vec::new();
+        let mut changed = Vec::new();
         while let Some(e) = watch.next().await {
             let e = e.unwrap();
             events.push((e.r#type, e.rollout.unwrap().state));
+            changed.extend(e.changed_nodes.into_iter().map(|n| (n.node_name, n.state)));
         }
-        events
+        (events, changed)
     });
 
     let d = linux.desired().await;
@@ -162,10 +164,15 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
         rollout.rollout.unwrap().state,
         pb::RolloutState::Completed as i32
     );
-    let events = tokio::time::timeout(Duration::from_secs(10), watcher)
+    let (events, changed) = tokio::time::timeout(Duration::from_secs(10), watcher)
         .await
         .expect("the watch ends once completed")
         .unwrap();
+    assert_eq!(
+        changed.last(),
+        Some(&("node-a".to_owned(), pb::NodeState::Applied as i32)),
+        "events name the nodes that changed: {changed:?}"
+    );
     assert_eq!(
         events.first(),
         Some(&(
