@@ -614,14 +614,25 @@ pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
                 follow(&mut c, &rollout.id, dist, format, Some(wait.timeout)).await
             }
             Command::List { active } => {
-                let request = pb::ListRolloutsRequest {
-                    active_only: active,
-                    ..Default::default()
-                };
-                let list = match call(c.list_rollouts(request).await, dist).await? {
-                    Ok(r) => r.rollouts,
-                    Err(outcome) => return Ok(outcome),
-                };
+                let mut list = Vec::new();
+                let mut page_token = String::new();
+                loop {
+                    let request = pb::ListRolloutsRequest {
+                        active_only: active,
+                        page_size: 1000,
+                        page_token,
+                        ..Default::default()
+                    };
+                    let page = match call(c.list_rollouts(request).await, dist).await? {
+                        Ok(r) => r,
+                        Err(outcome) => return Ok(outcome),
+                    };
+                    list.extend(page.rollouts);
+                    if page.next_page_token.is_empty() {
+                        break;
+                    }
+                    page_token = page.next_page_token;
+                }
                 let out: Vec<RolloutOut> = list.iter().map(RolloutOut::from).collect();
                 if !print_structured(format, &out)? {
                     let mut t = table([
@@ -943,16 +954,24 @@ pub fn nodes(args: &NodesArgs, dist: &str, format: Format) -> Result<Outcome> {
     };
     runtime()?.block_on(async {
         let mut c = connect(dist).await?;
-        let list = match c
-            .list_nodes(pb::ListNodesRequest {
-                selector: filter.into_iter().collect(),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(r) => r.into_inner().nodes,
-            Err(status) => return client::refused_by(status, dist, "distributor"),
-        };
+        let mut list = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListNodesRequest {
+                selector: filter.clone().into_iter().collect(),
+                page_size: 1000,
+                page_token,
+            };
+            let page = match call(c.list_nodes(request).await, dist).await? {
+                Ok(r) => r,
+                Err(outcome) => return Ok(outcome),
+            };
+            list.extend(page.nodes);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
         let out: Vec<NodeOut> = list
             .into_iter()
             .map(|n| NodeOut {

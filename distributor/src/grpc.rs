@@ -497,6 +497,14 @@ fn node_to(n: &hub::NodeView, sources: &BTreeMap<String, Vec<Arc<RolloutRecord>>
     }
 }
 
+/// A list call's page size: 0 means 100, larger than 1000 means 1000.
+fn page_size(asked: u32) -> usize {
+    match asked {
+        0 => 100,
+        n => n.min(1000) as usize,
+    }
+}
+
 fn actor<T>(req: &Request<T>) -> String {
     req.metadata()
         .get("x-seccomp-actor")
@@ -569,17 +577,18 @@ impl pb::distributor_server::Distributor for DistributorService {
         request: Request<pb::ListRolloutsRequest>,
     ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
         let r = request.into_inner();
-        let rollouts = self
-            .distributor
-            .rollouts()?
-            .iter()
-            .filter(|v| r.profile.is_empty() || v.record.profile == r.profile)
-            .filter(|v| !r.active_only || v.record.state.is_active())
-            .map(rollout_to)
-            .collect();
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let (views, next) = self.distributor.rollouts_page(
+            |rec| {
+                (r.profile.is_empty() || rec.profile == r.profile)
+                    && (!r.active_only || rec.state.is_active())
+            },
+            after,
+            page_size(r.page_size),
+        )?;
         Ok(Response::new(pb::ListRolloutsResponse {
-            rollouts,
-            next_page_token: String::new(),
+            rollouts: views.iter().map(rollout_to).collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 
@@ -743,17 +752,22 @@ impl pb::distributor_server::Distributor for DistributorService {
         &self,
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
-        let sel = selector_from(request.into_inner().selector)?;
+        let r = request.into_inner();
+        let sel = selector_from(r.selector)?;
         let sources = self.distributor.content_sources()?;
-        let nodes = self
-            .distributor
-            .nodes(&sel)
-            .iter()
-            .map(|n| node_to(n, &sources))
-            .collect();
+        let limit = page_size(r.page_size);
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        // One more than asked says whether there is a next page.
+        let mut views = self.distributor.nodes(&sel, after, limit + 1);
+        let next = if views.len() > limit {
+            views.truncate(limit);
+            views.last().map(|n| n.name.clone())
+        } else {
+            None
+        };
         Ok(Response::new(pb::ListNodesResponse {
-            nodes,
-            next_page_token: String::new(),
+            nodes: views.iter().map(|n| node_to(n, &sources)).collect(),
+            next_page_token: next.unwrap_or_default(),
         }))
     }
 

@@ -498,6 +498,25 @@ impl Hub {
         self.lock().nodes.contains_key(name)
     }
 
+    /// Known nodes matching `filter`, by name, after the node `after`, at most `limit`.
+    pub fn nodes_page(
+        &self,
+        filter: &Selector,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<NodeView> {
+        use std::ops::Bound;
+        let st = self.lock();
+        let now = SystemTime::now();
+        let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
+        st.nodes
+            .range((start, Bound::Unbounded))
+            .filter(|(_, n)| selector::matches(filter, &n.labels))
+            .take(limit)
+            .map(|(name, n)| self.view(name, n, now))
+            .collect()
+    }
+
     /// Every known node matching `selector`, by name.
     pub fn nodes(&self, filter: &Selector) -> Vec<NodeView> {
         let st = self.lock();

@@ -823,23 +823,49 @@ impl Distributor {
         Ok(self.view(record, current))
     }
 
-    /// Every rollout, newest first.
-    pub fn rollouts(&self) -> Result<Vec<RolloutView>> {
+    /// One page of rollouts, newest first: those `keep` accepts, after the rollout `after`
+    /// (the previous page's last id), at most `limit`; with the id to continue after when
+    /// there are more.
+    pub fn rollouts_page(
+        &self,
+        keep: impl Fn(&RolloutRecord) -> bool,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<RolloutView>, Option<String>)> {
         let current: BTreeSet<String> = self
             .store
             .current()?
             .into_values()
             .map(|r| r.id.clone())
             .collect();
-        let mut all = self.store.all()?;
-        all.reverse();
-        Ok(all
+        let all = self.store.all()?;
+        let end = match after {
+            Some(id) => all.iter().position(|r| r.id == id).ok_or_else(|| {
+                Error::invalid(format!("page token {id:?} does not name a rollout"))
+            })?,
+            None => all.len(),
+        };
+        let mut page: Vec<Arc<RolloutRecord>> = all[..end]
+            .iter()
+            .rev()
+            .filter(|r| keep(r))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|r| r.id.clone())
+        } else {
+            None
+        };
+        let views = page
             .into_iter()
             .map(|r| {
                 let is_current = current.contains(&r.id);
                 self.view(r, is_current)
             })
-            .collect())
+            .collect();
+        Ok((views, next))
     }
 
     /// Wakes whenever a rollout may have changed.
@@ -847,9 +873,9 @@ impl Distributor {
         self.changes.subscribe()
     }
 
-    /// Known nodes matching `selector`.
-    pub fn nodes(&self, selector: &Selector) -> Vec<NodeView> {
-        self.hub.nodes(selector)
+    /// Known nodes matching `selector`, by name, after the node `after`, at most `limit`.
+    pub fn nodes(&self, selector: &Selector, after: Option<&str>, limit: usize) -> Vec<NodeView> {
+        self.hub.nodes_page(selector, after, limit)
     }
 
     fn view(&self, record: Arc<RolloutRecord>, current: bool) -> RolloutView {

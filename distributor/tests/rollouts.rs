@@ -654,3 +654,65 @@ async fn a_node_that_joins_mid_rollout_gets_the_stable_version_first() {
     );
     stop(f).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_come_in_pages() {
+    let mut f = fixture(Behaviour::Apply).await;
+    for version in [1, 2, 3] {
+        let r = create(&mut f.dc, version, strategy(&["100%"])).await;
+        wait_for(&f.dc, &r.id, pb::RolloutState::Completed).await;
+    }
+    let mut ids = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page =
+            f.dc.list_rollouts(pb::ListRolloutsRequest {
+                page_size: 2,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.rollouts.len() <= 2);
+        ids.extend(page.rollouts.into_iter().map(|r| r.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(ids, ["r3", "r2", "r1"], "newest first, each once");
+    let err =
+        f.dc.list_rollouts(pb::ListRolloutsRequest {
+            page_token: "bogus".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+
+    let first =
+        f.dc.list_nodes(pb::ListNodesRequest {
+            page_size: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = first.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["n1", "n2", "n3"]);
+    assert_eq!(first.next_page_token, "n3");
+    let rest =
+        f.dc.list_nodes(pb::ListNodesRequest {
+            page_size: 3,
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = rest.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["n4"]);
+    assert!(rest.next_page_token.is_empty());
+    stop(f).await;
+}
