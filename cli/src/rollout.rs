@@ -732,12 +732,15 @@ pub fn rollback(args: RollbackArgs, dist: &str, format: Format) -> Result<Outcom
             }
             return Ok(Outcome::Ok);
         }
+        // One --timeout for all of them.
+        let deadline = std::time::Instant::now() + args.wait.timeout;
         let mut outcome = Outcome::Ok;
         for r in &out {
             if format == Format::Table {
                 println!("rollback {}", progress_line(r));
             }
-            if follow(&mut c, &r.id, dist, format, Some(args.wait.timeout)).await? != Outcome::Ok {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if follow(&mut c, &r.id, dist, format, Some(left)).await? != Outcome::Ok {
                 outcome = Outcome::Negative;
             }
         }

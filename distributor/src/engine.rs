@@ -6,8 +6,9 @@
 //! Rules, in the order `step` applies them:
 //! - Every targeted node's state is refreshed from the hub. A node Applying for longer than
 //!   `progress_deadline` is Failed (and stays Failed until it confirms). A targeted node the
-//!   hub does not know is Unknown once the distributor has settled (after a restart agents
-//!   need a moment to reconnect).
+//!   hub does not know is Unknown once the distributor has settled. Until then (after a
+//!   restart, while agents reconnect) nothing else happens: no deadline runs and no wave
+//!   starts, grows or ends on a partial fleet.
 //! - Pending starts wave 1.
 //! - While Progressing or Paused, more Failed nodes than `failure_threshold` fail the
 //!   rollout: RollingBack with `auto_rollback` (touched nodes go back to the stable version;
@@ -16,10 +17,14 @@
 //! - Unknown targeted nodes pause the rollout (unless a caller waived them by resuming); it
 //!   goes on by itself when they return.
 //! - Progressing targets the next nodes in [`order_nodes`] order until the wave's cumulative
-//!   share is reached, never letting Applying + Failed nodes exceed `max_unavailable`. A wave
+//!   share is reached, never letting Applying + Failed nodes exceed `max_unavailable`. Nodes
+//!   already Unknown when a wave would take them are left out (of the shares too); they get
+//!   the version like new nodes once the rollout completes. A wave
 //!   is done when every targeted node is Applied (or Failed within the threshold, or a waived
 //!   Unknown); then the next wave starts at once, after a timed pause, or after a resume.
-//! - RollingBack ends RolledBack when every touched node is Applied on the stable content.
+//! - RollingBack ends RolledBack when every touched node is Applied on the stable content (an
+//!   Unknown one gets it when its agent returns), or Aborted when some node is still not back
+//!   after `progress_deadline`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -147,14 +152,20 @@ pub fn fail(r: &mut RolloutRecord, reason: &str, now_ms: u64) {
     }
 }
 
-/// Move `r` on. `settled`: a targeted node missing from `live` is Unknown (else it is left
-/// as it was, because its agent may not have reconnected yet).
+/// Move `r` on. Until `settled` (after a restart, while agents reconnect) only the targeted
+/// nodes' states are refreshed, and a targeted node missing from `live` is left as it was;
+/// once settled it is Unknown.
 pub fn step(r: &mut RolloutRecord, live: &[Live], now_ms: u64, settled: bool) -> Step {
     let mut out = Step::default();
     if r.state.is_terminal() {
         return out;
     }
     refresh_nodes(r, live, now_ms, settled, &mut out);
+    if !settled {
+        // After a restart, until the agents had their chance to reconnect: the fleet seen so
+        // far is partial, so no wave may start, grow or end on it.
+        return out;
+    }
     if r.state == RolloutState::Pending {
         start_wave(r, 1, now_ms);
         out.durable();
@@ -164,16 +175,7 @@ pub fn step(r: &mut RolloutRecord, live: &[Live], now_ms: u64, settled: bool) ->
     loop {
         match r.state {
             RolloutState::RollingBack => {
-                let back = r.nodes.values().all(|n| n.state == NodeState::Applied);
-                if back {
-                    let reason = format!(
-                        "{} touched node(s) back on {}",
-                        r.nodes.len(),
-                        stable_text(r)
-                    );
-                    r.transition(RolloutState::RolledBack, reason, ENGINE, now_ms);
-                    out.durable();
-                }
+                rolling_back(r, now_ms, &mut out);
                 return out;
             }
             RolloutState::Progressing | RolloutState::Paused => {}
@@ -232,6 +234,50 @@ pub fn step(r: &mut RolloutRecord, live: &[Live], now_ms: u64, settled: bool) ->
     }
 }
 
+/// RollingBack ends RolledBack once every touched node is back (an Unknown node gets the
+/// stable content when its agent returns, so it does not hold the rollback up), or Aborted
+/// when some node is still not back after `progress_deadline`.
+fn rolling_back(r: &mut RolloutRecord, now_ms: u64, out: &mut Step) {
+    let stuck: Vec<&str> = r
+        .nodes
+        .iter()
+        .filter(|(_, n)| !matches!(n.state, NodeState::Applied | NodeState::Unknown))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let back = stable_text(r);
+    if stuck.is_empty() {
+        let unknown: Vec<&str> = r
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.state == NodeState::Unknown)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let mut reason = format!(
+            "{} touched node(s) back on {back}",
+            r.nodes.len() - unknown.len()
+        );
+        if !unknown.is_empty() {
+            reason.push_str(&format!(
+                "; {} unknown, sent {back} when their agents return",
+                names(&unknown)
+            ));
+        }
+        r.transition(RolloutState::RolledBack, reason, ENGINE, now_ms);
+        out.durable();
+        return;
+    }
+    let started = r.history.last().map_or(now_ms, |t| t.at_ms);
+    if now_ms.saturating_sub(started) > millis(r.strategy.progress_deadline) {
+        let reason = format!(
+            "the rollback did not finish within {}: {} not back on {back}",
+            human(r.strategy.progress_deadline),
+            names(&stuck)
+        );
+        r.transition(RolloutState::Aborted, reason, ENGINE, now_ms);
+        out.durable();
+    }
+}
+
 fn refresh_nodes(r: &mut RolloutRecord, live: &[Live], now_ms: u64, settled: bool, out: &mut Step) {
     let by_name: HashMap<&str, &Live> = live.iter().map(|l| (l.name.as_str(), l)).collect();
     let deadline = r.strategy.progress_deadline;
@@ -246,7 +292,8 @@ fn refresh_nodes(r: &mut RolloutRecord, live: &[Live], now_ms: u64, settled: boo
             None => continue,
         };
         let waiting = matches!(state, NodeState::Applying | NodeState::Pending);
-        if waiting && !rolling_back {
+        // Deadlines run only once settled: time spent down or reconnecting does not count.
+        if waiting && !rolling_back && settled {
             let timed_out = rec.state == NodeState::Failed && rec.message.starts_with(TIMED_OUT);
             let overdue = matches!(rec.state, NodeState::Applying | NodeState::Pending)
                 && now_ms.saturating_sub(rec.since_ms) > millis(deadline);
@@ -276,9 +323,11 @@ fn refresh_nodes(r: &mut RolloutRecord, live: &[Live], now_ms: u64, settled: boo
 
 /// Target nodes and finish waves. Returns true when a new wave started (run another pass).
 fn progress(r: &mut RolloutRecord, live: &[Live], now_ms: u64, out: &mut Step) -> bool {
+    // Nodes whose agents are already gone are left out of the waves (and of the shares):
+    // once the rollout completes they get the version when they return, like a new node.
     let untargeted: Vec<(String, Labels)> = live
         .iter()
-        .filter(|l| !r.nodes.contains_key(&l.name))
+        .filter(|l| !r.nodes.contains_key(&l.name) && l.state != NodeState::Unknown)
         .map(|l| (l.name.clone(), l.labels.clone()))
         .collect();
     let total = r.nodes.len() + untargeted.len();

@@ -493,6 +493,16 @@ impl Hub {
         }
     }
 
+    /// How many nodes ever connected (since this process started).
+    pub fn node_count(&self) -> usize {
+        self.lock().nodes.len()
+    }
+
+    /// Names of the nodes that ever connected (since this process started).
+    pub fn node_names(&self) -> Vec<String> {
+        self.lock().nodes.keys().cloned().collect()
+    }
+
     /// Whether a node of that name ever connected (since this process started).
     pub fn is_known(&self, name: &str) -> bool {
         self.lock().nodes.contains_key(name)

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::engine::{self, Live};
@@ -172,12 +173,27 @@ pub struct Distributor {
     write: tokio::sync::Mutex<()>,
     /// Bumped whenever a rollout record changed, for watchers.
     changes: tokio::sync::watch::Sender<u64>,
-    /// Until this passes, a targeted node missing from the hub is not Unknown yet: after a
-    /// restart the agents need a moment to reconnect.
+    /// After a restart the agents need a moment to reconnect. Until every node known before
+    /// the restart is back, or this time has passed, rollouts only record what nodes report:
+    /// no node is Unknown for being absent, no wave starts or ends.
     settle_until: Instant,
+    /// Set once settled (see `settle_until`).
+    settled: AtomicBool,
+    /// The nodes that connected before this process started (persisted names).
+    expected: BTreeSet<String>,
+    /// How many node names are persisted.
+    remembered: AtomicUsize,
+    /// A record changed what nodes get but the fleet was not rebuilt (its write failed):
+    /// flush and rebuild at the next tick.
+    stale: AtomicBool,
     /// The NCIs last given to the sinks.
     synced: std::sync::Mutex<Option<Vec<NodeConfigItem>>>,
+    /// After a failed sink sync, no new attempt before this.
+    sink_retry_at: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long to wait before syncing a sink again after it failed.
+const SINK_RETRY: Duration = Duration::from_secs(10);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -185,24 +201,40 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The state of `n` with respect to the NCI `nci_name`: that of the files it wins on the
-/// node (the worst), or the node's own state when it wins none; and the node's errors.
+/// The state of `n` with respect to the NCI `nci_name`, with the errors that explain it:
+/// that of the files it wins on the node (the worst); when it wins none (it lost a path to
+/// another NCI, or wants the file gone), whether the agent acknowledged the node's current
+/// set.
 fn state_for(n: &NodeView, nci_name: &str) -> (NodeState, String) {
-    let state = n
+    let mine: Vec<&crate::fileset::EffectiveFile> = n
         .desired
         .files
         .iter()
         .filter(|f| f.source == nci_name && f.kind == nci::FileType::File)
+        .collect();
+    let state = match mine
+        .iter()
         .map(|f| n.file_state(f))
         .max_by_key(|s| severity(*s))
-        .unwrap_or(n.state);
+    {
+        Some(s) => s,
+        None => match n.state {
+            NodeState::Unknown | NodeState::Applying | NodeState::Pending => n.state,
+            _ if n.revision == n.desired.revision => NodeState::Applied,
+            // The set was refused over another NCI's entry: not applied, not this NCI's fault.
+            _ => NodeState::Applying,
+        },
+    };
     let message = match state {
-        NodeState::Failed | NodeState::Drifted => n
-            .errors
-            .iter()
-            .map(|e| format!("{}: {} ({})", e.path, e.message, e.code))
-            .collect::<Vec<_>>()
-            .join("; "),
+        NodeState::Failed | NodeState::Drifted => {
+            let ours = |path: &str| mine.is_empty() || mine.iter().any(|f| f.path == path);
+            n.errors
+                .iter()
+                .filter(|e| ours(&e.path))
+                .map(|e| format!("{}: {} ({})", e.path, e.message, e.code))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
         _ => String::new(),
     };
     let message = if message.is_empty() && state == NodeState::Failed {
@@ -224,6 +256,7 @@ impl Distributor {
         sinks: Vec<Arc<dyn NciSink>>,
         settle: Duration,
     ) -> Result<Self> {
+        let expected = store.known_nodes()?;
         let d = Distributor {
             store,
             hub,
@@ -232,7 +265,12 @@ impl Distributor {
             write: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
             settle_until: Instant::now() + settle,
+            settled: AtomicBool::new(false),
+            remembered: AtomicUsize::new(expected.len()),
+            expected,
+            stale: AtomicBool::new(false),
             synced: std::sync::Mutex::new(None),
+            sink_retry_at: std::sync::Mutex::new(None),
         };
         d.refresh_fleet()?;
         Ok(d)
@@ -252,6 +290,10 @@ impl Distributor {
         {
             return Ok(());
         }
+        let retry_at = *self.sink_retry_at.lock().unwrap_or_else(|e| e.into_inner());
+        if retry_at.is_some_and(|at| Instant::now() < at) {
+            return Ok(());
+        }
         let mut all_ok = true;
         for sink in &self.sinks {
             match sink.sync(&ncis).await {
@@ -266,6 +308,10 @@ impl Distributor {
         }
         if all_ok {
             *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = Some(ncis);
+            *self.sink_retry_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        } else {
+            *self.sink_retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + SINK_RETRY);
         }
         Ok(())
     }
@@ -369,11 +415,12 @@ impl Distributor {
         Ok((nci, p))
     }
 
-    /// The newest completed rollout of `nci_name` created before the rollout `before`, if
-    /// any (any time when `before` is `None`).
+    /// The newest completed rollout of `nci_name` (of `profile`, when given) created before
+    /// the rollout `before`, if any (any time when `before` is `None`).
     fn last_completed(
         &self,
         nci_name: &str,
+        profile: Option<&str>,
         before: Option<&str>,
     ) -> Result<Option<Arc<RolloutRecord>>> {
         let all = self.store.all()?;
@@ -383,7 +430,11 @@ impl Distributor {
         Ok(all[..limit]
             .iter()
             .rev()
-            .find(|r| r.nci_name == nci_name && r.state == RolloutState::Completed)
+            .find(|r| {
+                r.nci_name == nci_name
+                    && r.state == RolloutState::Completed
+                    && profile.is_none_or(|p| r.profile == p)
+            })
             .cloned())
     }
 
@@ -420,7 +471,7 @@ impl Distributor {
             .current()?
             .get(&nci.metadata.name)
             .map_or(1, |r| r.revision + 1);
-        let stable = self.last_completed(&nci.metadata.name, None)?;
+        let stable = self.last_completed(&nci.metadata.name, None, None)?;
         let now = now_ms();
         let mut record = RolloutRecord {
             id,
@@ -504,23 +555,26 @@ impl Distributor {
     pub async fn pause(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
         let _w = self.write.lock().await;
         let mut r = self.store.get(id)?;
-        match r.state {
-            RolloutState::Paused => {}
-            RolloutState::Progressing | RolloutState::Pending => {
-                let why = if reason.is_empty() {
-                    format!("paused by {actor}")
-                } else {
-                    format!("paused by {actor}: {reason}")
-                };
+        let why = if reason.is_empty() {
+            format!("paused by {actor}")
+        } else {
+            format!("paused by {actor}: {reason}")
+        };
+        match (r.state, r.paused) {
+            // Already waiting for a person.
+            (RolloutState::Paused, Some(PauseCause::Requested | PauseCause::BetweenWaves)) => {}
+            // Paused by the engine for unknown nodes, or running: from now on only a resume
+            // continues it. A pending timed pause is kept (and skipped by the resume).
+            (RolloutState::Paused, _) | (RolloutState::Progressing | RolloutState::Pending, _) => {
                 r.transition(RolloutState::Paused, why, actor, now_ms());
                 r.paused = Some(PauseCause::Requested);
-                r.next_wave_at_ms = None;
                 self.store.put(&r).await?;
                 self.bump();
             }
             s => {
                 return Err(Error::FailedPrecondition(format!(
-                    "rollout {id} is {s}: only a progressing rollout can be paused"
+                    "rollout {id} is {}: only a progressing rollout can be paused",
+                    s.0
                 )));
             }
         }
@@ -570,8 +624,9 @@ impl Distributor {
                     actor,
                     now,
                 );
-                // Resuming means "go on now": what is left of a timed pause is skipped.
-                if matches!(r.strategy.pause, crate::strategy::Pause::Duration(_)) {
+                // Resuming means "go on now": what is left of a timed pause that was running
+                // when the rollout was paused is skipped.
+                if r.next_wave_at_ms.is_some() {
                     r.next_wave_at_ms = Some(now);
                 }
             }
@@ -607,6 +662,12 @@ impl Distributor {
     /// Roll NCIs of a profile forward to older content as new rollouts: every matching node
     /// at once, within `max_unavailable`. An active rollout of such an NCI is aborted first.
     pub async fn rollback(&self, req: RollbackRequest) -> Result<Vec<RolloutView>> {
+        // The registry is asked before the lock is taken: a slow registry must not stall the
+        // engine.
+        let fetched = match req.to_version {
+            Some(v) => Some(self.fetch(&req.profile, Some(v)).await?),
+            None => None,
+        };
         let _w = self.write.lock().await;
         let targets: Vec<RolloutRecord> = self
             .store
@@ -626,15 +687,15 @@ impl Distributor {
         let mut plans = Vec::with_capacity(targets.len());
         for current in targets {
             let id = self.store.next_id()?;
-            let (nci, version, digest) = match req.to_version {
-                Some(v) => {
-                    let p = self.fetch(&req.profile, Some(v)).await?;
+            let (nci, version, digest) = match &fetched {
+                Some(p) => {
                     let all = self.store.all()?;
-                    let target = match all
-                        .iter()
-                        .rev()
-                        .find(|r| r.nci_name == current.nci_name && r.version == v)
-                    {
+                    // The target that version had on this NCI, if it was ever rolled out here.
+                    let target = match all.iter().rev().find(|r| {
+                        r.nci_name == current.nci_name
+                            && r.profile == req.profile
+                            && r.version == p.version
+                    }) {
                         Some(old) => Target::of(&old.nci)?,
                         None => Target::of(&current.nci)?,
                     };
@@ -648,7 +709,7 @@ impl Distributor {
                         Some(&current.nci_name),
                         Some(&id),
                     )?;
-                    (nci, p.version, p.digest)
+                    (nci, p.version, p.digest.clone())
                 }
                 None => {
                     let before = if current.state == RolloutState::Completed {
@@ -657,7 +718,7 @@ impl Distributor {
                         None
                     };
                     let stable = self
-                        .last_completed(&current.nci_name, before)?
+                        .last_completed(&current.nci_name, Some(&req.profile), before)?
                         .filter(|s| s.id != current.id)
                         .ok_or_else(|| {
                             Error::FailedPrecondition(format!(
@@ -686,9 +747,12 @@ impl Distributor {
                 );
                 self.store.put(&current).await?;
             }
+            // No waves; and a rollback that fails stops where it is rather than sending the
+            // nodes back to the version being rolled away from.
             let strategy = Strategy {
                 waves: vec![WaveSpec::Percent(100)],
                 pause: crate::strategy::Pause::None,
+                auto_rollback: false,
                 ..current.strategy.clone()
             };
             let from = current.version;
@@ -715,15 +779,73 @@ impl Distributor {
         ids.iter().map(|id| self.rollout(id)).collect()
     }
 
-    /// Move every active rollout on (see [`engine::step`]): called by the engine task on
-    /// every node change and on a timer.
+    /// Move every active rollout on (see [`engine::step`]), then bring the sinks in line
+    /// (outside the lock: a slow cluster API must not stall rollouts): called by the engine
+    /// task on every node change and on a timer.
     pub async fn tick(&self) -> Result<()> {
-        let _w = self.write.lock().await;
-        self.tick_locked().await
+        {
+            let _w = self.write.lock().await;
+            self.tick_locked().await?;
+        }
+        self.sync_sinks().await
+    }
+
+    /// Whether the agents known before a restart had their chance to reconnect. The first
+    /// time it is true, the rollouts' deadlines restart: time the distributor was down or
+    /// settling does not count against nodes or waves.
+    async fn settle(&self) -> Result<bool> {
+        if self.settled.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let back = self.expected.iter().all(|n| self.hub.is_known(n));
+        if !(back || Instant::now() >= self.settle_until) {
+            return Ok(false);
+        }
+        let now = now_ms();
+        for shared in self.store.current()?.into_values() {
+            if !shared.state.is_active() {
+                continue;
+            }
+            let mut r = (*shared).clone();
+            r.progress_at_ms = r.progress_at_ms.max(now);
+            for n in r.nodes.values_mut() {
+                if matches!(n.state, NodeState::Applying | NodeState::Pending) {
+                    n.since_ms = n.since_ms.max(now);
+                }
+            }
+            self.store.put_lazy(&r)?;
+        }
+        self.settled.store(true, Ordering::Release);
+        if !self.expected.is_empty() {
+            tracing::info!(
+                nodes = self.expected.len(),
+                back,
+                "settled after the restart; rollouts go on"
+            );
+        }
+        Ok(true)
+    }
+
+    /// Persist the names of nodes that connected for the first time.
+    fn remember_nodes(&self) -> Result<()> {
+        if self.hub.node_count() <= self.remembered.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let names = self.hub.node_names();
+        self.store
+            .remember_nodes(names.iter().map(String::as_str))?;
+        self.remembered.store(names.len(), Ordering::Relaxed);
+        Ok(())
     }
 
     async fn tick_locked(&self) -> Result<()> {
-        let settled = Instant::now() >= self.settle_until;
+        self.remember_nodes()?;
+        if self.stale.load(Ordering::Acquire) {
+            self.store.flush().await?;
+            self.refresh_fleet()?;
+            self.stale.store(false, Ordering::Release);
+        }
+        let settled = self.settle().await?;
         let mut scope = false;
         let mut changed = false;
         for shared in self.store.current()?.into_values() {
@@ -747,16 +869,17 @@ impl Distributor {
                 r.nodes.remove(name);
             }
             if !moved.is_empty() {
+                self.stale.store(true, Ordering::Release);
                 self.store.put(&r).await?;
                 scope = true;
                 changed = true;
             }
-            let present = r.nodes.keys().all(|n| live_names.contains(n.as_str()));
-            if !(settled || present) {
-                continue;
-            }
             let before = r.state;
             let step = engine::step(&mut r, &live, now_ms(), settled);
+            if step.scope {
+                // Until the fleet is rebuilt below; if the write fails, the next tick retries.
+                self.stale.store(true, Ordering::Release);
+            }
             if step.durable {
                 self.store.put(&r).await?;
             } else if step.changed {
@@ -771,11 +894,12 @@ impl Distributor {
         }
         if scope {
             self.refresh_fleet()?;
+            self.stale.store(false, Ordering::Release);
         }
         if changed {
             self.bump();
         }
-        self.sync_sinks().await
+        Ok(())
     }
 
     /// Run [`Distributor::tick`] on every node change and at least every 500 ms until `stop`

@@ -202,6 +202,8 @@ impl RolloutRecord {
 pub struct Store {
     db: sled::Db,
     rollouts: sled::Tree,
+    /// Names of every node whose agent ever connected (key: name, value: empty).
+    nodes: sled::Tree,
     cache: Arc<RwLock<BTreeMap<u64, Arc<RolloutRecord>>>>,
 }
 
@@ -214,6 +216,7 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Self> {
         let db = sled::open(dir)?;
         let rollouts = db.open_tree("rollouts")?;
+        let nodes = db.open_tree("nodes")?;
         let mut cache = BTreeMap::new();
         for entry in rollouts.iter() {
             let (key, value) = entry?;
@@ -227,6 +230,7 @@ impl Store {
         Ok(Store {
             db,
             rollouts,
+            nodes,
             cache: Arc::new(RwLock::new(cache)),
         })
     }
@@ -236,9 +240,25 @@ impl Store {
         Ok(format!("r{}", self.db.generate_id()? + 1))
     }
 
-    /// Store a rollout and wait until it is on disk.
-    pub async fn put(&self, r: &RolloutRecord) -> Result<()> {
-        self.put_lazy(r)?;
+    /// Names of every node whose agent ever connected to this distributor.
+    pub fn known_nodes(&self) -> Result<BTreeSet<String>> {
+        self.nodes
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    /// Remember node names (written with the next flush).
+    pub fn remember_nodes<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<()> {
+        for name in names {
+            self.nodes.insert(name.as_bytes(), &[] as &[u8])?;
+        }
+        Ok(())
+    }
+
+    /// Wait until everything written so far is on disk.
+    pub async fn flush(&self) -> Result<()> {
         // sled 0.34's `flush_async` can deadlock when several are polled at once
         // (spacejam/sled#1241); a blocking flush on the blocking pool cannot.
         let db = self.db.clone();
@@ -246,6 +266,12 @@ impl Store {
             .await
             .map_err(|e| Error::Storage(format!("flush task: {e}")))??;
         Ok(())
+    }
+
+    /// Store a rollout and wait until it is on disk.
+    pub async fn put(&self, r: &RolloutRecord) -> Result<()> {
+        self.put_lazy(r)?;
+        self.flush().await
     }
 
     /// Store a rollout without waiting for the disk (the engine's per-node bookkeeping; the

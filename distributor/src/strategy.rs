@@ -375,10 +375,12 @@ impl TryFrom<StoredStrategy> for Strategy {
             waves: parse_waves(&s.waves)?,
             max_unavailable: MaxUnavailable::parse(&s.max_unavailable)?,
             failure_threshold: s.failure_threshold,
-            progress_deadline: Duration::from_millis(s.progress_deadline_ms),
+            // A stored record must always load, so out-of-range durations (never written by
+            // this version) are clamped rather than refused.
+            progress_deadline: Duration::from_millis(s.progress_deadline_ms.max(1)),
             pause: match (s.pause_manual, s.pause_ms) {
                 (true, _) => Pause::Manual,
-                (false, Some(ms)) => Pause::Duration(Duration::from_millis(ms)),
+                (false, Some(ms)) => Pause::Duration(Duration::from_millis(ms.max(1))),
                 (false, None) => Pause::None,
             },
             auto_rollback: s.auto_rollback,
@@ -399,17 +401,19 @@ impl Strategy {
         }
     }
 
-    /// Check every field: the waves, `max_unavailable`, a non-zero progress deadline and a
-    /// non-zero pause duration.
+    /// Check every field: the waves, `max_unavailable`, and a progress deadline and pause
+    /// duration of at least a millisecond (they are stored in milliseconds).
     pub fn validate(&self) -> Result<()> {
         validate_waves(&self.waves)?;
         self.max_unavailable.validate()?;
-        if self.progress_deadline.is_zero() {
-            return Err(Error::invalid("progress_deadline must be more than zero"));
+        if self.progress_deadline < Duration::from_millis(1) {
+            return Err(Error::invalid("progress_deadline must be at least 1ms"));
         }
-        if self.pause == Pause::Duration(Duration::ZERO) {
+        if let Pause::Duration(d) = self.pause
+            && d < Duration::from_millis(1)
+        {
             return Err(Error::invalid(
-                "pause duration must be more than zero: leave pause unset to start the next wave at once",
+                "pause duration must be at least 1ms: leave pause unset to start the next wave at once",
             ));
         }
         Ok(())

@@ -212,3 +212,86 @@ proptest! {
         prop_assert!(reason.contains(&bad_name), "{}", reason);
     }
 }
+
+fn live(nodes: &[(&str, NodeState)]) -> Vec<Live> {
+    nodes
+        .iter()
+        .map(|(name, state)| Live {
+            name: (*name).to_owned(),
+            labels: BTreeMap::new(),
+            state: *state,
+            message: String::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_moves_until_settled() {
+    let mut r = record(strategy(vec![WaveSpec::Percent(100)], 10, 0));
+    let fleet = live(&[("a", NodeState::Applied), ("b", NodeState::Applied)]);
+    step(&mut r, &fleet, 1_000_000, false);
+    assert_eq!(r.state, RolloutState::Pending, "no wave on a partial fleet");
+    // A node Applying since long before the restart is not failed while settling.
+    let mut r = record(strategy(vec![WaveSpec::Percent(100)], 10, 0));
+    step(&mut r, &fleet, 0, true);
+    assert_eq!(r.nodes.len(), 2);
+    let waiting = live(&[("a", NodeState::Applying), ("b", NodeState::Applied)]);
+    let late = 10 * 60 * 1000;
+    step(&mut r, &waiting, late, false);
+    assert_eq!(r.nodes["a"].state, NodeState::Applying);
+    assert_eq!(r.state, RolloutState::Progressing);
+    step(&mut r, &waiting, late, true);
+    assert_eq!(
+        r.nodes["a"].state,
+        NodeState::Failed,
+        "once settled, the deadline runs"
+    );
+}
+
+#[test]
+fn a_rollback_ends_without_unknown_nodes_and_gives_up_on_stuck_ones() {
+    let mut r = record(strategy(vec![WaveSpec::Percent(100)], 10, 0));
+    let fleet = live(&[("a", NodeState::Applied), ("b", NodeState::Applied)]);
+    step(&mut r, &fleet, 0, true);
+    step(
+        &mut r,
+        &live(&[("a", NodeState::Failed), ("b", NodeState::Applying)]),
+        10,
+        true,
+    );
+    assert_eq!(r.state, RolloutState::RollingBack);
+    let mut stuck = r.clone();
+    // b's agent is gone; a is back on the stable version: rolled back.
+    step(
+        &mut r,
+        &live(&[("a", NodeState::Applied), ("b", NodeState::Unknown)]),
+        20,
+        true,
+    );
+    assert_eq!(r.state, RolloutState::RolledBack);
+    let reason = &r.history.last().unwrap().reason;
+    assert!(reason.contains("b unknown"), "{reason}");
+    // a keeps refusing: after the deadline the rollback gives up, saying which node.
+    let deadline = 5 * 60 * 1000;
+    let refusing = live(&[("a", NodeState::Failed), ("b", NodeState::Applied)]);
+    step(&mut stuck, &refusing, 30, true);
+    assert_eq!(stuck.state, RolloutState::RollingBack);
+    step(&mut stuck, &refusing, 30 + deadline + 1, true);
+    assert_eq!(stuck.state, RolloutState::Aborted);
+    assert!(stuck.history.last().unwrap().reason.contains("a not back"));
+}
+
+#[test]
+fn nodes_already_unknown_are_left_out_of_the_waves() {
+    let mut r = record(strategy(vec![WaveSpec::Percent(100)], 10, 0));
+    let fleet = live(&[("a", NodeState::Applied), ("gone", NodeState::Unknown)]);
+    step(&mut r, &fleet, 0, true);
+    assert_eq!(r.nodes.keys().collect::<Vec<_>>(), ["a"]);
+    step(
+        &mut r,
+        &live(&[("a", NodeState::Applied), ("gone", NodeState::Unknown)]),
+        10,
+        true,
+    );
+    assert_eq!(r.state, RolloutState::Completed, "{:#?}", r.history);
+}

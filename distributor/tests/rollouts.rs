@@ -548,7 +548,8 @@ async fn a_restarted_distributor_resumes_without_resending() {
     f.dist.stop().await;
     let dir = f._tmp.path().join("distributor");
     f.dist = distributor_with(&dir, &f.registry.url, |c| {
-        c.unknown_after = Duration::from_millis(500);
+        // Long enough that only the agents' return settles it.
+        c.unknown_after = Duration::from_secs(60);
     })
     .await;
     f.dc = Client::connect(f.dist.url.clone()).await.unwrap();
@@ -558,12 +559,38 @@ async fn a_restarted_distributor_resumes_without_resending() {
         (pb::RolloutState::Paused as i32, 1),
         "the same place after the restart"
     );
+    // Before the nodes it knew are back, a new rollout waits: it must not start its waves
+    // on the few nodes that happen to have reconnected (here: none).
+    let other =
+        f.dc.create_rollout(pb::CreateRolloutRequest {
+            profile: "web".into(),
+            version: 3,
+            target: Some(pb::Target {
+                selector: [("kubernetes.io/os".to_owned(), "linux".to_owned())].into(),
+                path: "/var/lib/kubelet/seccomp/other.json".into(),
+                ..Default::default()
+            }),
+            strategy: Some(strategy(&["100%"])),
+            nci_name: Some("seccomp-other".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+    assert_eq!(other.state, pb::RolloutState::Pending as i32);
     for (name, state) in applied {
         let zone = NODES.iter().find(|(n, _)| *n == name).unwrap().1;
         f.agents.push(
             AutoAgent::resume(&f.dist.url, &name, &labels(zone), Behaviour::Apply, state).await,
         );
     }
+    let other = wait_for(&f.dc, &other.id, pb::RolloutState::Completed).await;
+    assert_eq!(
+        other.nodes.unwrap().applied,
+        4,
+        "once settled, on every node"
+    );
     f.dc.resume_rollout(pb::ResumeRolloutRequest { id: r.id.clone() })
         .await
         .unwrap();
@@ -578,11 +605,14 @@ async fn a_restarted_distributor_resumes_without_resending() {
         assert_eq!(file.version, 1, "{name}");
         assert_eq!(n.state, pb::NodeState::Applied as i32, "{name}");
     }
-    assert_eq!(
-        agent(&f, "n2").desired_count(),
-        0,
-        "n2 finished before the restart and is sent nothing again (it had {n2_sent})"
+    // n2 is only sent the set with the other rollout's file in it, never again the set it
+    // had applied before the restart.
+    let sets = agent(&f, "n2").log.lock().unwrap().clone();
+    assert!(
+        !sets.contains(&vec![V1.to_vec()]),
+        "n2 finished before the restart and is not sent that set again (it had {n2_sent} sets before): {sets:?}"
     );
+    assert_eq!(sets.len(), 1, "{sets:?}");
     stop(f).await;
 }
 

@@ -234,14 +234,28 @@ fn strategy_validation() {
                 progress_deadline: Duration::ZERO,
                 ..RolloutStrategy::default()
             },
-            "progress_deadline must be more than zero",
+            "progress_deadline must be at least 1ms",
+        ),
+        (
+            RolloutStrategy {
+                progress_deadline: Duration::from_micros(500),
+                ..RolloutStrategy::default()
+            },
+            "progress_deadline must be at least 1ms",
         ),
         (
             RolloutStrategy {
                 pause: Pause::Duration(Duration::ZERO),
                 ..RolloutStrategy::default()
             },
-            "pause duration must be more than zero",
+            "pause duration must be at least 1ms",
+        ),
+        (
+            RolloutStrategy {
+                pause: Pause::Duration(Duration::from_nanos(1)),
+                ..RolloutStrategy::default()
+            },
+            "pause duration must be at least 1ms",
         ),
     ];
     for (strategy, expected) in cases {
@@ -252,6 +266,19 @@ fn strategy_validation() {
             other => panic!("{strategy:?}: expected an invalid-input error, got {other:?}"),
         }
     }
+}
+
+#[test]
+fn stored_strategies_always_load() {
+    // Written by hand (or by an older version): out-of-range durations load clamped, so one
+    // record can never make the distributor's database unreadable.
+    let stored = r#"{"waves":"1,100%","max_unavailable":"1","failure_threshold":0,
+        "progress_deadline_ms":0,"pause_ms":0,"pause_manual":false,"auto_rollback":true}"#;
+    let s: RolloutStrategy = serde_json::from_str(stored).unwrap();
+    assert_eq!(s.progress_deadline, Duration::from_millis(1));
+    assert_eq!(s.pause, Pause::Duration(Duration::from_millis(1)));
+    let again: RolloutStrategy = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(again, s);
 }
 
 // ---- plan ----
