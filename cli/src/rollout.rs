@@ -76,7 +76,9 @@ pub struct StrategyArgs {
     #[arg(long, default_value = strategy::DEFAULT_MAX_UNAVAILABLE, value_name = "N|P%")]
     max_unavailable: String,
 
-    /// Failed nodes tolerated; one more fails the rollout (and rolls it back).
+    /// Failed nodes tolerated; one more fails the rollout (and rolls it back). Tolerated
+    /// failures still count against --max-unavailable, so with as many of them as that the
+    /// rollout stalls and fails at --progress-deadline.
     #[arg(long, default_value_t = 0, value_name = "N")]
     failure_threshold: u32,
 
