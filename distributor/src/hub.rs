@@ -171,7 +171,8 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    /// The state of one desired path on this node.
+    /// The state of one desired path on this node: Applied once the agent acknowledged the
+    /// node's current set and observes exactly this entry.
     pub fn file_state(&self, file: &EffectiveFile) -> NodeState {
         if self.state == NodeState::Unknown || self.state == NodeState::Pending {
             return self.state;
@@ -179,9 +180,15 @@ impl NodeView {
         if self.errors.iter().any(|e| e.path == file.path) {
             return NodeState::Failed;
         }
+        // Applied means the agent answered the last set it was sent with an Ack for this
+        // exact revision, and observes the desired entry: matching bytes left from before
+        // (the same content sent again, say by a rollback) are not enough.
+        if self.state == NodeState::Applying {
+            return NodeState::Applying;
+        }
+        let acked = self.revision == self.desired.revision;
         match self.observed.iter().find(|o| o.path == file.path) {
-            Some(o) if observed_matches(file, o) => NodeState::Applied,
-            _ if self.state == NodeState::Applying => NodeState::Applying,
+            Some(o) if acked && observed_matches(file, o) => NodeState::Applied,
             _ if self.state == NodeState::Drifted => NodeState::Drifted,
             _ => NodeState::Failed,
         }
@@ -506,6 +513,14 @@ impl Hub {
     /// Whether a node of that name ever connected (since this process started).
     pub fn is_known(&self, name: &str) -> bool {
         self.lock().nodes.contains_key(name)
+    }
+
+    /// Whether the node's labels match `filter` now; `None` when it never connected.
+    pub fn matches(&self, name: &str, filter: &Selector) -> Option<bool> {
+        self.lock()
+            .nodes
+            .get(name)
+            .map(|n| selector::matches(filter, &n.labels))
     }
 
     /// Known nodes matching `filter`, by name, after the node `after`, at most `limit`.

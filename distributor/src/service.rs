@@ -857,11 +857,15 @@ impl Distributor {
             let live_names: std::collections::HashSet<&str> =
                 live.iter().map(|l| l.name.as_str()).collect();
             // A targeted node whose labels no longer match leaves the rollout: it gets what
-            // its new labels select, like any other node.
+            // its new labels select, like any other node. (Asked of the hub now, not of the
+            // snapshot above: an agent may have connected since.)
+            let selector = &r.nci.spec.nodeconfigselector;
             let moved: Vec<String> = r
                 .nodes
                 .keys()
-                .filter(|n| !live_names.contains(n.as_str()) && self.hub.is_known(n))
+                .filter(|n| {
+                    !live_names.contains(n.as_str()) && self.hub.matches(n, selector) == Some(false)
+                })
                 .cloned()
                 .collect();
             for name in &moved {
