@@ -191,7 +191,7 @@ pub enum Command {
     },
     /// Continue a paused rollout now: after a manual pause the next wave starts, after a
     /// pause for unknown nodes it goes on without them, and what is left of a timed pause
-    /// between waves is skipped.
+    /// between waves that was running when it was paused is skipped.
     Resume {
         /// Rollout id.
         id: String,
