@@ -419,9 +419,18 @@ impl From<&pb::Rollout> for RolloutOut {
                 .conflicts
                 .iter()
                 .map(|c| {
+                    let by = if c.winning_rollout_id.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", rollout {}", c.winning_rollout_id)
+                    };
                     format!(
-                        "{} lost to {} (priority {})",
-                        c.path, c.winning_nci, c.winning_priority
+                        "{} lost to {} (priority {}{by}) on {} node(s): {}",
+                        c.path,
+                        c.winning_nci,
+                        c.winning_priority,
+                        c.node_count,
+                        c.sample_nodes.join(", ")
                     )
                 })
                 .collect(),

@@ -16,13 +16,12 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
-use crate::fileset::Conflict;
 use crate::hub::{self, DesiredMsg, FileError, Hello, Hub, NodeState, Observed, ObservedKind};
 use crate::nci::{self, FileType, Target};
 use crate::selector::{self, Selector};
 use crate::service::{
-    BoxFuture, Counts, Distributor, FetchedProfile, NodeRow, ProfileSource, RollbackRequest,
-    RolloutRequest, RolloutView,
+    BoxFuture, ConflictView, Counts, Distributor, FetchedProfile, NodeRow, ProfileSource,
+    RollbackRequest, RolloutRequest, RolloutView,
 };
 use crate::store::{RolloutRecord, RolloutState};
 use crate::strategy::{self, MaxUnavailable, Pause, Strategy};
@@ -365,15 +364,15 @@ fn state_named(name: &str) -> pb::RolloutState {
     }
 }
 
-fn conflicts_to(list: &[Conflict]) -> Vec<pb::Conflict> {
+fn conflicts_to(list: &[ConflictView]) -> Vec<pb::Conflict> {
     list.iter()
-        .map(|c| pb::Conflict {
-            path: c.path.clone(),
-            winning_nci: c.winner.clone(),
-            winning_priority: c.winner_priority,
-            winning_rollout_id: String::new(),
-            node_count: 0,
-            sample_nodes: Vec::new(),
+        .map(|v| pb::Conflict {
+            path: v.conflict.path.clone(),
+            winning_nci: v.conflict.winner.clone(),
+            winning_priority: v.conflict.winner_priority,
+            winning_rollout_id: v.winning_rollout_id.clone().unwrap_or_default(),
+            node_count: v.node_count,
+            sample_nodes: v.sample_nodes.clone(),
         })
         .collect()
 }

@@ -128,6 +128,19 @@ impl Counts {
     }
 }
 
+/// A path this rollout's NCI loses to another NCI, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConflictView {
+    /// The path, the winner and the priorities.
+    pub conflict: Conflict,
+    /// How many nodes it loses the path on.
+    pub node_count: u32,
+    /// Some of those nodes, sorted, at most 10.
+    pub sample_nodes: Vec<String>,
+    /// The rollout that wrote the winning NCI, if one did.
+    pub winning_rollout_id: Option<String>,
+}
+
 /// One node of a rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRow {
@@ -149,7 +162,7 @@ pub struct RolloutView {
     /// Node counts.
     pub counts: Counts,
     /// Paths this rollout's NCI loses on some nodes.
-    pub conflicts: Vec<Conflict>,
+    pub conflicts: Vec<ConflictView>,
     /// Per node, by name.
     pub nodes: Vec<NodeRow>,
     /// Node counts per wave (1-based index - 1): the nodes each wave adds.
@@ -1008,13 +1021,33 @@ impl Distributor {
 
     fn view(&self, record: Arc<RolloutRecord>, current: bool) -> RolloutView {
         let mut rows: Vec<NodeRow> = Vec::new();
-        let mut conflicts = Vec::new();
+        let mut conflicts: Vec<ConflictView> = Vec::new();
         if current {
             let views = self.hub.nodes(&record.nci.spec.nodeconfigselector);
             for n in &views {
-                for c in &n.desired.conflicts {
-                    if c.loser == record.nci_name && !conflicts.contains(c) {
-                        conflicts.push(c.clone());
+                for c in n
+                    .desired
+                    .conflicts
+                    .iter()
+                    .filter(|c| c.loser == record.nci_name)
+                {
+                    match conflicts.iter_mut().find(|v| v.conflict == *c) {
+                        Some(v) => {
+                            v.node_count += 1;
+                            if v.sample_nodes.len() < 10 {
+                                v.sample_nodes.push(n.name.clone());
+                            }
+                        }
+                        None => conflicts.push(ConflictView {
+                            conflict: c.clone(),
+                            node_count: 1,
+                            sample_nodes: vec![n.name.clone()],
+                            winning_rollout_id: self
+                                .store
+                                .current()
+                                .ok()
+                                .and_then(|cur| cur.get(&c.winner).map(|r| r.id.clone())),
+                        }),
                     }
                 }
                 if record.state == RolloutState::Completed {

@@ -757,3 +757,49 @@ async fn lists_come_in_pages() {
     assert!(rest.next_page_token.is_empty());
     stop(f).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_reports_where_it_loses_its_path() {
+    let mut f = fixture(Behaviour::Apply).await;
+    let all = create(&mut f.dc, 1, strategy(&["100%"])).await;
+    wait_for(&f.dc, &all.id, pb::RolloutState::Completed).await;
+    let zone_a =
+        f.dc.create_rollout(pb::CreateRolloutRequest {
+            profile: "web".into(),
+            version: 2,
+            target: Some(pb::Target {
+                selector: [("zone".to_owned(), "a".to_owned())].into(),
+                priority: Some(200),
+                ..Default::default()
+            }),
+            strategy: Some(strategy(&["100%"])),
+            nci_name: Some("seccomp-web-zone-a".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+    wait_for(&f.dc, &zone_a.id, pb::RolloutState::Completed).await;
+    let lost = get(&f.dc, &all.id).await.rollout.unwrap().conflicts;
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let c = &lost[0];
+    assert_eq!(c.path, "/var/lib/kubelet/seccomp/web.json");
+    assert_eq!(
+        (
+            c.winning_nci.as_str(),
+            c.winning_priority,
+            c.winning_rollout_id.as_str()
+        ),
+        ("seccomp-web-zone-a", 200, zone_a.id.as_str())
+    );
+    assert_eq!(
+        (c.node_count, c.sample_nodes.clone()),
+        (2, vec!["n2".to_owned(), "n3".to_owned()])
+    );
+    assert_eq!(
+        last_content(&f.agents),
+        [V1, V2, V2, V1].map(<[u8]>::to_vec)
+    );
+    stop(f).await;
+}
