@@ -743,18 +743,22 @@ pub fn rollback(args: RollbackArgs, dist: &str, format: Format) -> Result<Outcom
             }
             return Ok(Outcome::Ok);
         }
-        // One --timeout for all of them.
+        // One --timeout for all of them, and one document (a list) for -o json|yaml.
         let deadline = std::time::Instant::now() + args.wait.timeout;
         let mut outcome = Outcome::Ok;
+        let mut ended = Vec::with_capacity(out.len());
         for r in &out {
             if format == Format::Table {
                 println!("rollback {}", progress_line(r));
             }
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if follow(&mut c, &r.id, dist, format, Some(left)).await? != Outcome::Ok {
+            let (o, last) = follow_to_end(&mut c, &r.id, dist, format, Some(left)).await?;
+            if o != Outcome::Ok {
                 outcome = Outcome::Negative;
             }
+            ended.extend(last);
         }
+        print_structured(format, &ended)?;
         Ok(outcome)
     })
 }
@@ -835,13 +839,28 @@ pub(crate) async fn follow(
     format: Format,
     timeout: Option<Duration>,
 ) -> Result<Outcome> {
+    let (outcome, last) = follow_to_end(c, id, dist, format, timeout).await?;
+    if let Some(out) = last {
+        print_structured(format, &out)?;
+    }
+    Ok(outcome)
+}
+
+/// [`follow`] without printing the final rollout as a document: returns it.
+async fn follow_to_end(
+    c: &mut Client,
+    id: &str,
+    dist: &str,
+    format: Format,
+    timeout: Option<Duration>,
+) -> Result<(Outcome, Option<RolloutOut>)> {
     use std::io::{IsTerminal as _, Write as _};
     use tokio_stream::StreamExt as _;
 
     let request = pb::WatchRolloutRequest { id: id.to_owned() };
     let mut events = match call(c.watch_rollout(request).await, dist).await? {
         Ok(s) => s,
-        Err(outcome) => return Ok(outcome),
+        Err(outcome) => return Ok((outcome, None)),
     };
     let live = format == Format::Table && std::io::stdout().is_terminal();
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -863,7 +882,9 @@ pub(crate) async fn follow(
         let Some(event) = next else { break };
         let event = match event {
             Ok(e) => e,
-            Err(status) => return client::refused_by(status, dist, "distributor"),
+            Err(status) => {
+                return client::refused_by(status, dist, "distributor").map(|o| (o, None));
+            }
         };
         let Some(rollout) = event.rollout else {
             continue;
@@ -906,7 +927,6 @@ pub(crate) async fn follow(
     let Some(out) = last else {
         bail!("the distributor ended the watch of rollout {id} without any event");
     };
-    print_structured(format, &out)?;
     let reason = out
         .history
         .iter()
@@ -914,7 +934,7 @@ pub(crate) async fn follow(
         .find(|t| t.state != "RolledBack")
         .map_or("", |t| t.reason.as_str());
     match out.state {
-        "Completed" => return Ok(Outcome::Ok),
+        "Completed" => return Ok((Outcome::Ok, Some(out))),
         "RolledBack" => eprintln!("seccompctl: rollout {id} was rolled back: {reason}"),
         "Aborted" => eprintln!("seccompctl: rollout {id} was aborted: {reason}"),
         state if timed_out => {
@@ -931,7 +951,7 @@ pub(crate) async fn follow(
         }
         state => eprintln!("seccompctl: the watch of rollout {id} ended while it was {state}"),
     }
-    Ok(Outcome::Negative)
+    Ok((Outcome::Negative, Some(out)))
 }
 
 #[derive(Serialize)]

@@ -510,10 +510,38 @@ fn staged_flags_pause_resume_abort_and_rollback() {
     // Manual rollback: version 1's bytes are back; the list shows the rollback revision.
     let out = ok(&stack
         .ctl()
-        .args(["rollback", "web", "--wait", "--timeout", "30s"])
+        .args([
+            "rollback",
+            "web",
+            "--wait",
+            "--timeout",
+            "30s",
+            "-o",
+            "json",
+        ])
         .output()
         .unwrap());
-    assert!(out.contains("rollback r3 web@1"), "{out}");
+    let ended: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        ended.as_array().map(Vec::len),
+        Some(1),
+        "one document, a list: {out}"
+    );
+    assert_eq!(
+        (
+            &ended[0]["id"],
+            &ended[0]["version"],
+            &ended[0]["state"],
+            &ended[0]["rollback"]
+        ),
+        (
+            &serde_json::json!("r3"),
+            &serde_json::json!(1),
+            &serde_json::json!("Completed"),
+            &serde_json::json!(true)
+        ),
+        "{out}"
+    );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), PROFILE);
     let list = ok(&stack.ctl().args(["rollout", "list"]).output().unwrap());
     assert!(list.contains("3 (rollback)"), "{list}");
