@@ -88,16 +88,41 @@ async fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let bare = sled::open(dir.path().join("bare")).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(seccomp_registry::run(
-        seccomp_registry::Config::new(dir.path().join("registry")),
-        listener,
-        async {
+    let config = seccomp_registry::Config::new(dir.path().join("registry"));
+    // The server runs on a runtime of its own, as it would in its own process; set
+    // SECCOMP_BENCH_SHARED_RUNTIME=1 to run it on the client's runtime instead (how the
+    // earlier figures in BENCHMARKS.md were taken).
+    let shared = std::env::var_os("SECCOMP_BENCH_SHARED_RUNTIME").is_some();
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let serve = async move {
+        let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+        seccomp_registry::run(config, listener, async {
             let _ = stopped.await;
-        },
-    ));
+        })
+        .await
+    };
+    let server: Box<dyn FnOnce() + Send> = if shared {
+        let task = tokio::spawn(serve);
+        Box::new(move || {
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(task).unwrap().unwrap();
+            });
+        })
+    } else {
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(serve)
+                .unwrap();
+        });
+        Box::new(move || thread.join().unwrap())
+    };
     let mut client = RegistryClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -212,7 +237,11 @@ async fn main() {
         }
     }
     let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    server();
+    println!(
+        "server runtime: {}",
+        if shared { "shared with the client" } else { "its own" }
+    );
 
     let b = stats(bare_samples);
     let p = stats(publish_samples);
