@@ -108,7 +108,10 @@ async fn main() {
         let task = tokio::spawn(serve);
         Box::new(move || {
             tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(task).unwrap().unwrap();
+                tokio::runtime::Handle::current()
+                    .block_on(task)
+                    .unwrap()
+                    .unwrap();
             });
         })
     } else {
@@ -240,7 +243,11 @@ async fn main() {
     server();
     println!(
         "server runtime: {}",
-        if shared { "shared with the client" } else { "its own" }
+        if shared {
+            "shared with the client"
+        } else {
+            "its own"
+        }
     );
 
     let b = stats(bare_samples);
