@@ -329,11 +329,6 @@ impl Distributor {
         Ok(())
     }
 
-    /// The newest rollout of each NCI name, by NCI name.
-    pub fn current_rollouts(&self) -> Result<BTreeMap<String, Arc<RolloutRecord>>> {
-        self.store.current()
-    }
-
     /// For each NCI name, the rollouts whose content some node may have now: the newest one
     /// and its stable one.
     pub fn content_sources(&self) -> Result<BTreeMap<String, Vec<Arc<RolloutRecord>>>> {
