@@ -505,9 +505,14 @@ impl Hub {
         self.lock().nodes.len()
     }
 
-    /// Names of the nodes that ever connected (since this process started).
-    pub fn node_names(&self) -> Vec<String> {
-        self.lock().nodes.keys().cloned().collect()
+    /// Names of the nodes whose agents are connected now.
+    pub fn connected_names(&self) -> Vec<String> {
+        self.lock()
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.session.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Whether a node of that name ever connected (since this process started).

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::engine::{self, Live};
@@ -192,10 +192,10 @@ pub struct Distributor {
     settle_until: Instant,
     /// Set once settled (see `settle_until`).
     settled: AtomicBool,
-    /// The nodes that connected before this process started (persisted names).
+    /// The nodes connected shortly before this process started (persisted), waited for.
     expected: BTreeSet<String>,
-    /// How many node names are persisted.
-    remembered: AtomicUsize,
+    /// How many nodes the hub knew at the last record of connected nodes, and when that was.
+    sightings: std::sync::Mutex<(usize, Option<Instant>)>,
     /// A record changed what nodes get but the fleet was not rebuilt (its write failed):
     /// flush and rebuild at the next tick.
     stale: AtomicBool,
@@ -203,6 +203,17 @@ pub struct Distributor {
     synced: std::sync::Mutex<Option<Vec<NodeConfigItem>>>,
     /// After a failed sink sync, no new attempt before this.
     sink_retry_at: std::sync::Mutex<Option<Instant>>,
+}
+
+/// How often the connected nodes are recorded.
+const SIGHTING_EVERY: Duration = Duration::from_secs(30);
+
+/// After a restart, the distributor waits for the nodes seen connected within this much of
+/// the last sighting before it stopped.
+const RECENT: Duration = Duration::from_secs(5 * 60);
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// How long to wait before syncing a sink again after it failed.
@@ -269,7 +280,7 @@ impl Distributor {
         sinks: Vec<Arc<dyn NciSink>>,
         settle: Duration,
     ) -> Result<Self> {
-        let expected = store.known_nodes()?;
+        let expected = store.recent_nodes(millis(RECENT))?;
         let d = Distributor {
             store,
             hub,
@@ -279,7 +290,7 @@ impl Distributor {
             changes: tokio::sync::watch::Sender::new(0),
             settle_until: Instant::now() + settle,
             settled: AtomicBool::new(false),
-            remembered: AtomicUsize::new(expected.len()),
+            sightings: std::sync::Mutex::new((0, None)),
             expected,
             stale: AtomicBool::new(false),
             synced: std::sync::Mutex::new(None),
@@ -834,15 +845,19 @@ impl Distributor {
         Ok(true)
     }
 
-    /// Persist the names of nodes that connected for the first time.
+    /// Record which nodes are connected, when a node is new and otherwise every
+    /// [`SIGHTING_EVERY`], so a restarted distributor knows whom to wait for.
     fn remember_nodes(&self) -> Result<()> {
-        if self.hub.node_count() <= self.remembered.load(Ordering::Relaxed) {
+        let count = self.hub.node_count();
+        let mut last = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.1.is_none_or(|at| at.elapsed() >= SIGHTING_EVERY);
+        if count <= last.0 && !due {
             return Ok(());
         }
-        let names = self.hub.node_names();
+        let names = self.hub.connected_names();
         self.store
-            .remember_nodes(names.iter().map(String::as_str))?;
-        self.remembered.store(names.len(), Ordering::Relaxed);
+            .saw_nodes(names.iter().map(String::as_str), now_ms())?;
+        *last = (count, Some(Instant::now()));
         Ok(())
     }
 

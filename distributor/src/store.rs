@@ -202,7 +202,8 @@ impl RolloutRecord {
 pub struct Store {
     db: sled::Db,
     rollouts: sled::Tree,
-    /// Names of every node whose agent ever connected (key: name, value: empty).
+    /// Every node whose agent ever connected: name -> when it was last seen connected (ms
+    /// since the epoch, big-endian; refreshed every half minute).
     nodes: sled::Tree,
     cache: Arc<RwLock<BTreeMap<u64, Arc<RolloutRecord>>>>,
 }
@@ -240,19 +241,33 @@ impl Store {
         Ok(format!("r{}", self.db.generate_id()? + 1))
     }
 
-    /// Names of every node whose agent ever connected to this distributor.
-    pub fn known_nodes(&self) -> Result<BTreeSet<String>> {
-        self.nodes
-            .iter()
-            .keys()
-            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
-            .collect()
+    /// The nodes that were connected during the last `recent_ms` before this distributor
+    /// last stopped (measured from the newest sighting): the ones to wait for after a
+    /// restart. A node decommissioned long before is not among them.
+    pub fn recent_nodes(&self, recent_ms: u64) -> Result<BTreeSet<String>> {
+        let mut seen = Vec::new();
+        for entry in self.nodes.iter() {
+            let (key, value) = entry?;
+            let at = <[u8; 8]>::try_from(value.as_ref()).map_or(0, u64::from_be_bytes);
+            seen.push((String::from_utf8_lossy(&key).into_owned(), at));
+        }
+        let newest = seen.iter().map(|(_, at)| *at).max().unwrap_or(0);
+        Ok(seen
+            .into_iter()
+            .filter(|(_, at)| *at >= newest.saturating_sub(recent_ms))
+            .map(|(name, _)| name)
+            .collect())
     }
 
-    /// Remember node names (written with the next flush).
-    pub fn remember_nodes<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<()> {
+    /// Record that these nodes are connected at `at_ms` (written with the next flush).
+    pub fn saw_nodes<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+        at_ms: u64,
+    ) -> Result<()> {
+        let at = at_ms.to_be_bytes();
         for name in names {
-            self.nodes.insert(name.as_bytes(), &[] as &[u8])?;
+            self.nodes.insert(name.as_bytes(), &at)?;
         }
         Ok(())
     }
