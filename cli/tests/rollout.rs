@@ -457,22 +457,23 @@ fn staged_flags_pause_resume_abort_and_rollback() {
         &["--waves", "1,100%", "--pause", "manual"],
     ));
     assert!(out.contains("created r2"), "{out}");
-    let paused = (0..500)
-        .find(|_| {
-            let s = stack
-                .ctl()
-                .args(["rollout", "status", "r2", "-o", "json"])
-                .output()
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
-            if v["rollout"]["state"] == "Paused" {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            false
-        })
-        .is_some();
-    assert!(paused, "r2 never paused after wave 1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = stack
+            .ctl()
+            .args(["rollout", "status", "r2", "-o", "json"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+        if v["rollout"]["state"] == "Paused" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "r2 never paused after wave 1: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let text = ok(&stack
         .ctl()
         .args(["rollout", "status", "r2"])

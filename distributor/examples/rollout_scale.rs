@@ -27,7 +27,10 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 // The scripted agents' helpers (`observe`) are shared with the tests.
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::observe;
+use common::{eventually, observe};
+
+/// Deadline for each setup step.
+const SETUP: Duration = Duration::from_secs(120);
 
 /// Agents per HTTP/2 connection.
 const PER_CONNECTION: usize = 100;
@@ -108,12 +111,18 @@ async fn main() {
         std::future::pending(),
     ));
 
-    let mut rc = loop {
-        if let Ok(c) = reg::registry_client::RegistryClient::connect(registry.clone()).await {
-            break c;
+    eventually("the registry to listen", SETUP, || {
+        let url = registry.clone();
+        async move {
+            reg::registry_client::RegistryClient::connect(url)
+                .await
+                .is_ok()
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
+    let mut rc = reg::registry_client::RegistryClient::connect(registry.clone())
+        .await
+        .unwrap();
 
     let connected = Arc::new(AtomicUsize::new(0));
     let applied = Arc::new(AtomicUsize::new(0));
@@ -130,32 +139,34 @@ async fn main() {
             ));
         }
     }
-    while connected.load(Ordering::Relaxed) < n {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("every agent to connect", SETUP, || {
+        let done = connected.load(Ordering::Relaxed) >= n;
+        async move { done }
+    })
+    .await;
     let mut dc = pb::distributor_client::DistributorClient::connect(url.clone())
         .await
         .unwrap();
     // Every agent got (and acknowledged) its empty set on connecting.
-    loop {
-        let nodes = dc
-            .list_nodes(pb::ListNodesRequest {
-                page_size: 1000,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .nodes;
-        if nodes.len() >= n.min(100)
-            && nodes
-                .iter()
-                .all(|x| x.state == pb::NodeState::Applied as i32)
-        {
-            break;
+    eventually("the agents' empty sets acknowledged", SETUP, || {
+        let mut dc = dc.clone();
+        async move {
+            let nodes = dc
+                .list_nodes(pb::ListNodesRequest {
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .nodes;
+            nodes.len() >= n.min(100)
+                && nodes
+                    .iter()
+                    .all(|x| x.state == pb::NodeState::Applied as i32)
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     println!("{n} agents connected in {:.2?}", started.elapsed());
 
     for round in 1..=rounds {

@@ -91,12 +91,12 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-fn names(list: &[&str]) -> String {
+fn names(list: &[impl AsRef<str>]) -> String {
     const SHOWN: usize = 5;
     let mut s = list
         .iter()
         .take(SHOWN)
-        .copied()
+        .map(AsRef::as_ref)
         .collect::<Vec<_>>()
         .join(", ");
     if list.len() > SHOWN {
@@ -221,7 +221,7 @@ pub fn step(r: &mut RolloutRecord, live: &[Live], now_ms: u64, settled: bool) ->
         if !unknown.is_empty() {
             let reason = format!(
                 "node(s) {} unknown: waiting for their agents (resume to go on without them)",
-                names(&unknown.iter().map(String::as_str).collect::<Vec<_>>())
+                names(&unknown)
             );
             r.transition(RolloutState::Paused, reason, ENGINE, now_ms);
             r.paused = Some(PauseCause::UnknownNodes);

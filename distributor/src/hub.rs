@@ -268,6 +268,30 @@ impl State {
             .get_mut(node)
             .filter(|n| n.session.as_ref().is_some_and(|s| s.id == session.0))
     }
+
+    /// The node of a live session that just sent something (so it is alive).
+    fn heard_from(&mut self, node: &str, session: SessionId) -> Option<&mut Node> {
+        let n = self.session_node(node, session)?;
+        n.last_seen = SystemTime::now();
+        Some(n)
+    }
+
+    /// The node of a live session that answered the Desired with `nonce`; `None` also when
+    /// that is not the last Desired sent on the session (a stale answer, ignored).
+    fn answered(
+        &mut self,
+        node: &str,
+        session: SessionId,
+        nonce: &str,
+        what: &str,
+    ) -> Option<&mut Node> {
+        let n = self.heard_from(node, session)?;
+        if n.session.as_ref().and_then(|s| s.nonce.as_deref()) != Some(nonce) {
+            tracing::debug!(node, nonce, "stale {what} ignored");
+            return None;
+        }
+        Some(n)
+    }
 }
 
 impl Hub {
@@ -346,14 +370,9 @@ impl Hub {
         observed: Vec<Observed>,
     ) {
         let mut st = self.lock();
-        let Some(n) = st.session_node(node, session) else {
+        let Some(n) = st.answered(node, session, nonce, "ack") else {
             return;
         };
-        n.last_seen = SystemTime::now();
-        if n.session.as_ref().and_then(|s| s.nonce.as_deref()) != Some(nonce) {
-            tracing::debug!(node, nonce, "stale ack ignored");
-            return;
-        }
         n.acked = revision.to_owned();
         n.observed = observed;
         n.errors.clear();
@@ -372,14 +391,9 @@ impl Hub {
         observed: Vec<Observed>,
     ) {
         let mut st = self.lock();
-        let Some(n) = st.session_node(node, session) else {
+        let Some(n) = st.answered(node, session, nonce, "nack") else {
             return;
         };
-        n.last_seen = SystemTime::now();
-        if n.session.as_ref().and_then(|s| s.nonce.as_deref()) != Some(nonce) {
-            tracing::debug!(node, nonce, "stale nack ignored");
-            return;
-        }
         n.errors = errors;
         n.observed = observed;
         n.in_flight = false;
@@ -398,10 +412,9 @@ impl Hub {
         errors: Vec<FileError>,
     ) {
         let mut st = self.lock();
-        let Some(n) = st.session_node(node, session) else {
+        let Some(n) = st.heard_from(node, session) else {
             return;
         };
-        n.last_seen = SystemTime::now();
         n.drift_reports += 1;
         for o in current {
             match n.observed.iter_mut().find(|x| x.path == o.path) {
@@ -418,9 +431,7 @@ impl Hub {
 
     /// The agent is alive.
     pub fn heartbeat(&self, node: &str, session: SessionId) {
-        if let Some(n) = self.lock().session_node(node, session) {
-            n.last_seen = SystemTime::now();
-        }
+        self.lock().heard_from(node, session);
     }
 
     /// The session's stream ended.

@@ -170,10 +170,8 @@ pub struct RolloutView {
 }
 
 /// What the nodes and the sinks should have, from the stored rollouts.
-struct Desired {
-    variants: Vec<(NodeConfigItem, Scope)>,
-    sinks: Vec<NodeConfigItem>,
-}
+/// Per NCI name: its newest rollout, and that rollout's stable one when it has one.
+type InForce = Vec<(Arc<RolloutRecord>, Option<Arc<RolloutRecord>>)>;
 
 /// The distributor.
 pub struct Distributor {
@@ -199,8 +197,8 @@ pub struct Distributor {
     /// A record changed what nodes get but the fleet was not rebuilt (its write failed):
     /// flush and rebuild at the next tick.
     stale: AtomicBool,
-    /// The NCIs last given to the sinks.
-    synced: std::sync::Mutex<Option<Vec<NodeConfigItem>>>,
+    /// Ids of the rollouts whose NCIs the sinks last got.
+    synced: std::sync::Mutex<Option<Vec<String>>>,
     /// After a failed sink sync, no new attempt before this.
     sink_retry_at: std::sync::Mutex<Option<Instant>>,
 }
@@ -304,13 +302,14 @@ impl Distributor {
     /// since the last successful sync). A failing sink is logged and retried at the next
     /// change; agents do not wait for sinks.
     pub async fn sync_sinks(&self) -> Result<()> {
-        let ncis = self.desired()?.sinks;
+        let records = self.sink_records()?;
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
         if self
             .synced
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            == Some(&ncis)
+            == Some(&ids)
         {
             return Ok(());
         }
@@ -318,6 +317,7 @@ impl Distributor {
         if retry_at.is_some_and(|at| Instant::now() < at) {
             return Ok(());
         }
+        let ncis: Vec<NodeConfigItem> = records.iter().map(|r| r.nci.clone()).collect();
         let mut all_ok = true;
         for sink in &self.sinks {
             match sink.sync(&ncis).await {
@@ -331,7 +331,7 @@ impl Distributor {
             }
         }
         if all_ok {
-            *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = Some(ncis);
+            *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = Some(ids);
             *self.sink_retry_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
         } else {
             *self.sink_retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -340,66 +340,79 @@ impl Distributor {
         Ok(())
     }
 
+    /// Per NCI name, its newest rollout and that rollout's stable one.
+    fn in_force(&self) -> Result<InForce> {
+        self.store
+            .current()?
+            .into_values()
+            .map(|r| {
+                let stable = r
+                    .stable_id
+                    .as_deref()
+                    .map(|id| self.store.get_shared(id))
+                    .transpose()?;
+                Ok((r, stable))
+            })
+            .collect()
+    }
+
     /// For each NCI name, the rollouts whose content some node may have now: the newest one
     /// and its stable one.
     pub fn content_sources(&self) -> Result<BTreeMap<String, Vec<Arc<RolloutRecord>>>> {
-        let mut out = BTreeMap::new();
-        for (name, r) in self.store.current()? {
-            let mut list = Vec::with_capacity(2);
-            if let Some(id) = &r.stable_id {
-                list.push(self.store.get_shared(id)?);
-            }
-            list.insert(0, r);
-            out.insert(name, list);
-        }
-        Ok(out)
+        Ok(self
+            .in_force()?
+            .into_iter()
+            .map(|(r, stable)| {
+                (
+                    r.nci_name.clone(),
+                    std::iter::once(r).chain(stable).collect(),
+                )
+            })
+            .collect())
+    }
+
+    /// The rollouts whose NCIs the sinks hold, one per NCI name: the newest when it
+    /// completed, else its stable one (see the module docs).
+    fn sink_records(&self) -> Result<Vec<Arc<RolloutRecord>>> {
+        Ok(self
+            .in_force()?
+            .into_iter()
+            .filter_map(|(r, stable)| {
+                if r.state == RolloutState::Completed {
+                    Some(r)
+                } else {
+                    stable
+                }
+            })
+            .collect())
     }
 
     /// The NCIs the sinks hold: one per NCI name (see the module docs).
     pub fn ncis(&self) -> Result<Vec<NodeConfigItem>> {
-        Ok(self.desired()?.sinks)
+        Ok(self.sink_records()?.iter().map(|r| r.nci.clone()).collect())
     }
 
-    fn desired(&self) -> Result<Desired> {
-        let all = self.store.all()?;
-        let by_id: BTreeMap<&str, &RolloutRecord> =
-            all.iter().map(|r| (r.id.as_str(), &**r)).collect();
-        let mut current: BTreeMap<&str, &RolloutRecord> = BTreeMap::new();
-        for r in &all {
-            current.insert(r.nci_name.as_str(), &**r);
-        }
-        let mut out = Desired {
-            variants: Vec::new(),
-            sinks: Vec::new(),
-        };
-        for r in current.into_values() {
-            let stable = r.stable_id.as_deref().and_then(|id| by_id.get(id));
+    /// The NCI variants the agents get (see the module docs).
+    fn variants(&self) -> Result<Vec<(NodeConfigItem, Scope)>> {
+        let mut out = Vec::new();
+        for (r, stable) in self.in_force()? {
             if r.state == RolloutState::Completed {
-                out.variants.push((r.nci.clone(), Scope::All));
-                out.sinks.push(r.nci.clone());
+                out.push((r.nci.clone(), Scope::All));
             } else if r.reverted {
-                if let Some(s) = stable {
-                    out.variants.push((s.nci.clone(), Scope::All));
-                    out.sinks.push(s.nci.clone());
-                }
+                out.extend(stable.map(|s| (s.nci.clone(), Scope::All)));
             } else {
                 let targeted: Arc<BTreeSet<String>> = Arc::new(r.nodes.keys().cloned().collect());
-                out.variants
-                    .push((r.nci.clone(), Scope::Only(Arc::clone(&targeted))));
-                if let Some(s) = stable {
-                    out.variants.push((s.nci.clone(), Scope::Except(targeted)));
-                    out.sinks.push(s.nci.clone());
-                }
+                out.push((r.nci.clone(), Scope::Only(Arc::clone(&targeted))));
+                out.extend(stable.map(|s| (s.nci.clone(), Scope::Except(targeted))));
             }
         }
         Ok(out)
     }
 
     fn refresh_fleet(&self) -> Result<()> {
-        let desired = self.desired()?;
-        self.hub.set_fleet(Fleet::scoped(
-            desired.variants.iter().map(|(n, s)| (n, s.clone())),
-        )?);
+        let variants = self.variants()?;
+        self.hub
+            .set_fleet(Fleet::scoped(variants.iter().map(|(n, s)| (n, s.clone())))?);
         Ok(())
     }
 
@@ -522,12 +535,10 @@ impl Distributor {
 
     /// Check that the NCIs with `record` added still build.
     fn check_builds(&self, record: &RolloutRecord) -> Result<()> {
-        let mut desired = self.desired()?;
-        desired
-            .variants
-            .retain(|(n, _)| n.metadata.name != record.nci_name);
-        desired.variants.push((record.nci.clone(), Scope::All));
-        Fleet::scoped(desired.variants.iter().map(|(n, s)| (n, s.clone())))?;
+        let mut variants = self.variants()?;
+        variants.retain(|(n, _)| n.metadata.name != record.nci_name);
+        variants.push((record.nci.clone(), Scope::All));
+        Fleet::scoped(variants.iter().map(|(n, s)| (n, s.clone())))?;
         Ok(())
     }
 
@@ -895,19 +906,15 @@ impl Distributor {
                 tracing::info!(rollout = %r.id, node = %name, "node no longer matches the target; it leaves the rollout");
                 r.nodes.remove(name);
             }
-            if !moved.is_empty() {
-                self.stale.store(true, Ordering::Release);
-                self.store.put(&r).await?;
-                scope = true;
-                changed = true;
-            }
             let before = r.state;
             let step = engine::step(&mut r, &live, now_ms(), settled);
-            if step.scope {
+            // Nodes leaving the rollout change what nodes get, like a step's scope change.
+            let rescoped = step.scope || !moved.is_empty();
+            if rescoped {
                 // Until the fleet is rebuilt below; if the write fails, the next tick retries.
                 self.stale.store(true, Ordering::Release);
             }
-            if step.durable {
+            if rescoped || step.durable {
                 self.store.put(&r).await?;
             } else if step.changed {
                 self.store.put_lazy(&r)?;
@@ -916,8 +923,8 @@ impl Distributor {
                 let reason = r.history.last().map_or("", |t| t.reason.as_str());
                 tracing::info!(rollout = %r.id, from = %before, to = %r.state, reason, "rollout state");
             }
-            scope |= step.scope;
-            changed |= step.changed;
+            scope |= rescoped;
+            changed |= step.changed || rescoped;
         }
         if scope {
             self.refresh_fleet()?;
