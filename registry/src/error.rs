@@ -117,6 +117,11 @@ pub enum Error {
     /// A background task of the call died.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// An earlier commit failed halfway; changes are refused until a restart replays it.
+    #[error(
+        "the registry refuses changes after a storage failure left a change half-done; restart it to complete that change from its journal"
+    )]
+    Broken,
 }
 
 /// The contract's error categories (the gRPC status codes the registry uses).
@@ -162,7 +167,9 @@ impl Error {
             Error::StaleVersion { .. } | Error::InUse { .. } | Error::StoredInvalid { .. } => {
                 Category::FailedPrecondition
             }
-            Error::Storage(_) | Error::Corrupt { .. } | Error::Task(_) => Category::Internal,
+            Error::Storage(_) | Error::Corrupt { .. } | Error::Task(_) | Error::Broken => {
+                Category::Internal
+            }
         }
     }
 }

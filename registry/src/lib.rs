@@ -4,7 +4,9 @@
 //!
 //! Layout:
 //! - [`name`]: profile name rules (DNS-1123 subdomain);
-//! - [`store`]: the sled key layout and the records, one transaction per mutation;
+//! - [`store`]: the sled key layout and the records, one journalled commit per mutation;
+//! - [`journal`]: the commit journal that makes a mutation atomic and durable with one insert
+//!   and one flush;
 //! - [`service`]: the behaviour (publish with idempotency and compare-and-set, reads, diff,
 //!   deprecate, delete, audit), with no tonic in it;
 //! - [`error`]: the error enum and its categories;
@@ -18,6 +20,7 @@
 
 pub mod error;
 pub mod grpc;
+pub mod journal;
 pub mod name;
 pub mod service;
 pub mod store;
@@ -99,7 +102,11 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
-    let store = Store::open(&config.data_dir)?;
+    // Opening may wait for the lock of a database being let go of, and replays the journal.
+    let dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
     let registry = Registry::new(
         store,
         Limits {
