@@ -248,7 +248,8 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
 
     let mut tasks = Vec::new();
     let (stop, until) = stopper();
-    let config = seccomp_registry::Config::new(data_dir.join("registry"));
+    let mut config = seccomp_registry::Config::new(data_dir.join("registry"));
+    config.distributor = Some(distributor.clone());
     let handle = tokio::spawn(async move {
         if let Err(e) = seccomp_registry::run(config, reg_listener, until).await {
             eprintln!("seccompctl dev: registry stopped: {e}");

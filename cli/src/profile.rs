@@ -1,4 +1,4 @@
-//! `seccompctl profile publish|get|list|history|diff|deprecate`: the registry's versions.
+//! `seccompctl profile publish|get|list|history|diff|deprecate|delete`: the registry's versions.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -63,6 +63,17 @@ pub enum Command {
         /// Why it should no longer be used.
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// Delete a version and its bytes for good (deprecate is the reversible way out).
+    ///
+    /// Its number is never reused. The registry refuses (exit 1) while an active rollout or
+    /// any node uses the version, and while it cannot ask its distributor.
+    Delete {
+        /// NAME@VERSION.
+        reference: String,
+        /// Required: confirms that the bytes are to be deleted, not deprecated.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -296,6 +307,15 @@ pub fn run(command: Command, url: &str, format: Format) -> Result<Outcome> {
         Command::Publish { file, .. } => {
             Some(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?)
         }
+        Command::Delete { reference, yes } => {
+            parse_versioned(reference)?;
+            if !yes {
+                bail!(
+                    "`profile delete {reference}` deletes the version's bytes for good; add --yes to confirm (or use `profile deprecate` to retire it reversibly)"
+                );
+            }
+            None
+        }
         _ => None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -328,6 +348,10 @@ pub fn run(command: Command, url: &str, format: Format) -> Result<Outcome> {
             Command::Deprecate { reference, reason } => {
                 let (name, version) = parse_versioned(&reference)?;
                 deprecate(&mut client, name, version, reason, url, format).await
+            }
+            Command::Delete { reference, .. } => {
+                let (name, version) = parse_versioned(&reference)?;
+                delete(&mut client, name, version, url, format).await
             }
         }
     })
@@ -635,6 +659,41 @@ async fn diff(
     }
     for other in &out.other_changes {
         println!("{other}");
+    }
+    Ok(Outcome::Ok)
+}
+
+#[derive(Debug, Serialize)]
+struct Deleted {
+    name: String,
+    version: u64,
+    deleted: bool,
+}
+
+async fn delete(
+    client: &mut Client,
+    name: String,
+    version: u64,
+    url: &str,
+    format: Format,
+) -> Result<Outcome> {
+    let request = pb::DeleteVersionRequest {
+        name: name.clone(),
+        version,
+    };
+    if let Err(status) = client.delete_version(request).await {
+        return refused(status, url);
+    }
+    let deleted = Deleted {
+        name,
+        version,
+        deleted: true,
+    };
+    if !print_structured(format, &deleted)? {
+        println!(
+            "deleted {}@{} (its number will not be reused)",
+            deleted.name, deleted.version
+        );
     }
     Ok(Outcome::Ok)
 }

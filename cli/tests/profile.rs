@@ -365,3 +365,54 @@ fn unreachable_registry_is_one_line_and_exit_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn delete_needs_yes_and_never_reuses_the_number() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (i, content) in [V1, V2].into_iter().enumerate() {
+        let file = write(dir.path(), &format!("v{i}.json"), content);
+        let (code, _, err) = run(registry
+            .ctl()
+            .args(["profile", "publish", "web"])
+            .arg(&file));
+        assert_eq!(code, 0, "{err}");
+    }
+
+    // Without --yes nothing is asked of the registry: a usage error.
+    let (code, _, err) = run(registry.ctl().args(["profile", "delete", "web@2"]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--yes") && err.contains("profile deprecate"),
+        "{err}"
+    );
+    let (code, _, err) = run(registry.ctl().args(["profile", "delete", "web", "--yes"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("NAME@VERSION"), "{err}");
+
+    let (code, out, err) = run(registry.ctl().args(["profile", "delete", "web@2", "--yes"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "deleted web@2 (its number will not be reused)\n");
+    let (code, _, err) = run(registry.ctl().args(["profile", "get", "web@2"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    let (code, _, err) = run(registry.ctl().args(["profile", "delete", "web@2", "--yes"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("NOT_FOUND"), "{err}");
+
+    // JSON output, and the next publish gets 3, not 2.
+    let (code, out, _) = run(registry
+        .ctl()
+        .args(["profile", "delete", "web@1", "--yes", "-o", "json"]));
+    assert_eq!(code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["version"], 1);
+    assert_eq!(doc["deleted"], true);
+    let file = write(dir.path(), "again.json", V1);
+    let (_, out, _) = run(registry
+        .ctl()
+        .args(["profile", "publish", "web", "-o", "json"])
+        .arg(&file));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["version"], 3);
+}

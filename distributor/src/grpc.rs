@@ -445,8 +445,15 @@ fn node_to(n: &hub::NodeView, sources: &BTreeMap<String, Vec<Arc<RolloutRecord>>
                 path: f.path.clone(),
                 nci_name: f.source.clone(),
                 rollout_id: rollout.map(|r| r.id.clone()).unwrap_or_default(),
-                profile: rollout.map(|r| r.profile.clone()).unwrap_or_default(),
-                version: rollout.map_or(0, |r| r.version),
+                // A directory carries no profile (the proto says so; the rollout of its NCI
+                // is still named).
+                profile: rollout
+                    .filter(|_| f.kind == FileType::File)
+                    .map(|r| r.profile.clone())
+                    .unwrap_or_default(),
+                version: rollout
+                    .filter(|_| f.kind == FileType::File)
+                    .map_or(0, |r| r.version),
                 desired: Some(pb::DesiredFileState {
                     r#type: match f.kind {
                         FileType::File => pb::FileType::File,

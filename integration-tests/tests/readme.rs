@@ -371,6 +371,16 @@ fn every_readme_command_runs() {
             text(&out),
             dev.logs()
         );
+        // What the comments promise: deleting a version the nodes hold is refused.
+        if script.contains("profile delete web@1 --yes") {
+            let shown = text(&out);
+            assert!(
+                shown.contains("FAILED_PRECONDITION")
+                    && shown.contains("web\" version 1 is in use")
+                    && shown.contains("exit 1"),
+                "{shown}"
+            );
+        }
     }
     dev.signal("INT");
     assert!(dev.wait_exit(DEADLINE).success(), "{}", dev.logs());

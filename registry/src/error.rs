@@ -117,6 +117,16 @@ pub enum Error {
     /// A background task of the call died.
     #[error("internal task failed: {0}")]
     Task(String),
+    /// Whether the version is in use cannot be told (the distributor did not answer).
+    #[error("cannot delete {name}@{version}: cannot check whether it is in use: {reason}")]
+    UsageUnknown {
+        /// Profile name.
+        name: String,
+        /// Version.
+        version: u64,
+        /// Why not.
+        reason: String,
+    },
     /// An earlier commit failed halfway; changes are refused until a restart replays it.
     #[error(
         "the registry refuses changes after a storage failure left a change half-done; restart it to complete that change from its journal"
@@ -135,6 +145,8 @@ pub enum Category {
     FailedPrecondition,
     /// Over a size limit.
     ResourceExhausted,
+    /// Something the registry depends on did not answer; retrying later may work.
+    Unavailable,
     /// The registry's own fault.
     Internal,
 }
@@ -147,6 +159,7 @@ impl Category {
             Category::NotFound => "NOT_FOUND",
             Category::FailedPrecondition => "FAILED_PRECONDITION",
             Category::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Category::Unavailable => "UNAVAILABLE",
             Category::Internal => "INTERNAL",
         }
     }
@@ -167,6 +180,7 @@ impl Error {
             Error::StaleVersion { .. } | Error::InUse { .. } | Error::StoredInvalid { .. } => {
                 Category::FailedPrecondition
             }
+            Error::UsageUnknown { .. } => Category::Unavailable,
             Error::Storage(_) | Error::Corrupt { .. } | Error::Task(_) | Error::Broken => {
                 Category::Internal
             }

@@ -32,6 +32,7 @@ impl From<Error> for Status {
             Category::NotFound => Code::NotFound,
             Category::FailedPrecondition => Code::FailedPrecondition,
             Category::ResourceExhausted => Code::ResourceExhausted,
+            Category::Unavailable => Code::Unavailable,
             Category::Internal => {
                 error!(error = %e, "internal error");
                 Code::Internal

@@ -9,6 +9,7 @@
 //!   and one flush;
 //! - [`service`]: the behaviour (publish with idempotency and compare-and-set, reads, diff,
 //!   deprecate, delete, audit), with no tonic in it;
+//! - [`usage`]: whether a version is in use, asked of the distributor before a hard delete;
 //! - [`error`]: the error enum and its categories;
 //! - [`grpc`]: the tonic service, proto <-> domain conversion, and the only
 //!   `impl From<Error> for tonic::Status`;
@@ -24,6 +25,7 @@ pub mod journal;
 pub mod name;
 pub mod service;
 pub mod store;
+pub mod usage;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -34,7 +36,7 @@ use seccomp_proto::registry::v1::registry_server::SERVICE_NAME;
 use seccomp_server::metrics::GrpcMetrics;
 use tokio::net::TcpListener;
 use tower::util::MapResponseLayer;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use service::{Limits, NoUsageTracking, Registry, UsageCheck};
@@ -54,6 +56,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// gRPC request metrics, when the binary serves them.
     pub metrics: Option<GrpcMetrics>,
+    /// The distributor asked before a hard delete whether the version is in use
+    /// (`http://host:port`); without one, deletes are not checked.
+    pub distributor: Option<String>,
 }
 
 impl Config {
@@ -64,6 +69,7 @@ impl Config {
             max_profile_bytes: DEFAULT_MAX_PROFILE_BYTES,
             shutdown_grace: Duration::from_secs(30),
             metrics: None,
+            distributor: None,
         }
     }
 }
@@ -81,6 +87,14 @@ pub enum RunError {
         path: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The distributor URL is not usable.
+    #[error("invalid --distributor {url}: {reason}")]
+    Distributor {
+        /// The URL given.
+        url: String,
+        /// Why it is refused.
+        reason: String,
     },
     /// The standard services could not be built.
     #[error(transparent)]
@@ -107,12 +121,28 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
+    let usage: Arc<dyn UsageCheck> = match &config.distributor {
+        Some(url) => {
+            Arc::new(
+                usage::DistributorUsage::new(url).map_err(|e| RunError::Distributor {
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?,
+            )
+        }
+        None => {
+            warn!(
+                "no --distributor: hard deletes are not checked against rollouts and nodes that use the version"
+            );
+            Arc::new(NoUsageTracking)
+        }
+    };
     let registry = Registry::new(
         store,
         Limits {
             max_profile_bytes: config.max_profile_bytes,
         },
-        Arc::new(NoUsageTracking),
+        usage,
     );
 
     let router = tonic::transport::Server::builder()

@@ -48,6 +48,13 @@ struct Args {
     #[arg(long, env = "SECCOMP_REGISTRY_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace_secs: u64,
 
+    /// The distributor (`http://host:port`) asked before a hard delete whether anything uses
+    /// the version: an active rollout, or nodes that hold it. A version in use is refused
+    /// with FAILED_PRECONDITION, and so (UNAVAILABLE) is every delete while the distributor
+    /// does not answer. Without it, deletes are not checked (a warning says so at start).
+    #[arg(long, env = "SECCOMP_REGISTRY_DISTRIBUTOR", value_name = "URL")]
+    distributor: Option<String>,
+
     /// Address for Prometheus metrics (`GET /metrics`); off when not given.
     #[arg(long, env = "SECCOMP_REGISTRY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -66,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
     let mut config = seccomp_registry::Config::new(&args.data_dir);
     config.max_profile_bytes = args.max_profile_bytes;
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
+    config.distributor = args.distributor;
 
     let mut metrics_task = None;
     if let Some(addr) = args.metrics_listen {

@@ -34,14 +34,24 @@ impl Actor {
     }
 }
 
+/// A boxed future, as a dyn-compatible trait method returns one.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Whether something outside the registry still uses a version, which forbids deleting it.
 ///
 /// The distributor is the only thing that can know (active rollouts, nodes that hold the
-/// file). It does not exist yet, so the registry runs with [`NoUsageTracking`]; the
-/// distributor issue plugs a real check in here.
+/// file): [`crate::usage::DistributorUsage`] asks it. A registry started without one runs with
+/// [`NoUsageTracking`].
 pub trait UsageCheck: Send + Sync + 'static {
-    /// A description of the user (`rollout 7`, `3 nodes`) when the version is in use.
-    fn user_of(&self, name: &str, version: u64) -> Option<String>;
+    /// A description of the user (`rollout 7 of NCI x`) when `name@version` (whose bytes
+    /// have `digest`, `sha256:<hex>`) is in use, `None` when nothing uses it, and an error
+    /// (why it cannot be told) that refuses the delete.
+    fn user_of<'a>(
+        &'a self,
+        name: &'a str,
+        version: u64,
+        digest: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Option<String>, String>>;
 }
 
 /// The usage check of a registry with no distributor: nothing is ever reported in use.
@@ -49,8 +59,13 @@ pub trait UsageCheck: Send + Sync + 'static {
 pub struct NoUsageTracking;
 
 impl UsageCheck for NoUsageTracking {
-    fn user_of(&self, _name: &str, _version: u64) -> Option<String> {
-        None
+    fn user_of<'a>(
+        &'a self,
+        _name: &'a str,
+        _version: u64,
+        _digest: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Option<String>, String>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 }
 
@@ -660,10 +675,14 @@ impl Registry {
 
     /// Hard-delete a version unless something uses it. Its number is never reused.
     pub async fn delete(&self, actor: &Actor, name: &str, version: u64) -> Result<()> {
-        let (who, profile) = (actor.clone(), name.to_owned());
-        let result = self.mutate(name, version, move |this: Registry| async move {
-            this.delete_locked(&who, &profile, version).await
-        });
+        let result = async {
+            self.check_unused(name, version).await?;
+            let (who, profile) = (actor.clone(), name.to_owned());
+            self.mutate(name, version, move |this: Registry| async move {
+                this.delete_locked(&who, &profile, version).await
+            })
+            .await
+        };
         match result.await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -674,17 +693,32 @@ impl Registry {
         }
     }
 
+    /// Refuse to delete a version something uses, or one whose use cannot be checked. Asked
+    /// before the writer lock is taken, so a slow distributor holds up no publish; a rollout
+    /// created in between has already read the version's bytes.
+    async fn check_unused(&self, name: &str, version: u64) -> Result<()> {
+        check_name(name)?;
+        check_version(version)?;
+        let meta = self.meta(name, version)?;
+        match self.inner.usage.user_of(name, version, &meta.digest).await {
+            Ok(None) => Ok(()),
+            Ok(Some(user)) => Err(Error::InUse {
+                name: name.to_owned(),
+                version,
+                user,
+            }),
+            Err(reason) => Err(Error::UsageUnknown {
+                name: name.to_owned(),
+                version,
+                reason,
+            }),
+        }
+    }
+
     async fn delete_locked(&self, actor: &Actor, name: &str, version: u64) -> Result<()> {
         let store = &self.inner.store;
         let mut record = self.record(name)?;
         let meta = self.meta(name, version)?;
-        if let Some(user) = self.inner.usage.user_of(name, version) {
-            return Err(Error::InUse {
-                name: name.to_owned(),
-                version,
-                user,
-            });
-        }
         if record.latest_live == version {
             record.latest_live = store.highest_live_below(name, version)?;
         }

@@ -510,6 +510,47 @@ async fn deleted_numbers_are_never_reused() {
 }
 
 #[tokio::test]
+async fn deletes_are_refused_while_the_distributor_cannot_be_asked() {
+    // A port nothing listens on: bound, then closed.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let url = closed.clone();
+    let server = Server::start_with(move |c| c.distributor = Some(url)).await;
+    let mut c = server.client().await;
+    publish(&mut c, "kept", &profile(&["read"])).await;
+    let delete = |version| pb::DeleteVersionRequest {
+        name: "kept".into(),
+        version,
+    };
+    assert_status(
+        c.delete_version(delete(1)).await,
+        Code::Unavailable,
+        &["cannot delete kept@1", "in use", &closed],
+    );
+    assert_eq!(get(&mut c, "kept", Version(1)).await.unwrap().version, 1);
+    // What does not exist is still NOT_FOUND, without asking.
+    assert_status(
+        c.delete_version(delete(2)).await,
+        Code::NotFound,
+        &["\"kept\" version 2"],
+    );
+    let audit = c
+        .list_audit(pb::ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.method == "DeleteVersion" && e.result == "UNAVAILABLE"),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
 async fn every_rejection_has_its_code_and_names_the_thing() {
     let server = Server::start_with(|c| c.max_profile_bytes = 4096).await;
     let mut c = server.client().await;

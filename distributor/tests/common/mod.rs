@@ -29,10 +29,19 @@ impl Server {
 }
 
 pub async fn registry(dir: &std::path::Path) -> Server {
+    registry_with(dir, |_| {}).await
+}
+
+/// A registry adjusted by `tune`.
+pub async fn registry_with(
+    dir: &std::path::Path,
+    tune: impl FnOnce(&mut seccomp_registry::Config),
+) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
-    let config = seccomp_registry::Config::new(dir);
+    let mut config = seccomp_registry::Config::new(dir);
+    tune(&mut config);
     let task = tokio::spawn(async move {
         seccomp_registry::run(config, listener, async {
             let _ = rx.await;
@@ -58,6 +67,16 @@ pub async fn distributor_with(
     tune: impl FnOnce(&mut seccomp_distributor::Config),
 ) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    distributor_on(listener, dir, registry, tune).await
+}
+
+/// [`distributor_with`] on a listener bound beforehand (to hand its address to a registry).
+pub async fn distributor_on(
+    listener: tokio::net::TcpListener,
+    dir: &std::path::Path,
+    registry: &str,
+    tune: impl FnOnce(&mut seccomp_distributor::Config),
+) -> Server {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
     let mut config = seccomp_distributor::Config::new(dir, registry);
