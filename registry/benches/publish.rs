@@ -11,7 +11,8 @@
 //! a new version, and runs the bare insert + flush and the publish in the same loop, so both
 //! see the same disk conditions. The loop also times the parts of a publish on their own
 //! (validation as a library call, a trivial RPC, `ValidateProfile` over gRPC, and the
-//! registry's store commit without gRPC) to show where the time goes.
+//! registry's store commit without gRPC) to show where the time goes. A last phase publishes
+//! from four clients at once and reports the throughput.
 //!
 //! The benchmark uses the allocator the `seccomp-registry` binary uses (mimalloc), so the
 //! in-process server behaves as the real one would; the bare sled side gets it too.
@@ -246,6 +247,30 @@ async fn main() {
             rpc_samples.push(rpc_time);
         }
     }
+    // Throughput with several publishers at once (commits are durable one after another).
+    let clients = 4;
+    let each = (iterations / clients).max(1);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut client = client.clone();
+        let base = base.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                let request = pb::PublishRequest {
+                    name: format!("concurrent-{c}"),
+                    content: variant(&base, i),
+                    description: String::new(),
+                    expected_latest_version: None,
+                };
+                client.publish(request).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let concurrent = started.elapsed();
     let _ = stop.send(());
     server();
     println!(
@@ -288,5 +313,11 @@ async fn main() {
         "p99 ratio publish / bare: {:.2} (target <= 1.5); p50 ratio: {:.2}",
         p.p99.as_secs_f64() / b.p99.as_secs_f64(),
         p.p50.as_secs_f64() / b.p50.as_secs_f64()
+    );
+    println!(
+        "{clients} concurrent publishers, {} publishes: {:.0} publishes/s ({} µs each on average)",
+        clients * each,
+        (clients * each) as f64 / concurrent.as_secs_f64(),
+        us(concurrent / (clients * each) as u32)
     );
 }

@@ -6,7 +6,9 @@
 //! win. A commit ([`Store::insert_version`] and its siblings) returns once the mutation is
 //! on disk and applied, so the lock also orders flushes: concurrent publishes each wait for
 //! one flush of their own, one after the other, instead of sharing flushes as they did with
-//! sled transactions; a single publish got faster (BENCHMARKS.md). The locked part runs in a tracked task, so a client that disconnects
+//! sled transactions. Each flush is cheaper and the validation of one publish overlaps the
+//! flush of another, so four concurrent publishers still went from about 1,900-2,500 to
+//! 2,600-3,100 publishes a second (BENCHMARKS.md). The locked part runs in a tracked task, so a client that disconnects
 //! cannot cancel a publish halfway, and shutdown waits for it ([`Registry::drain`]).
 
 use std::sync::Arc;
