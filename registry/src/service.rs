@@ -700,7 +700,6 @@ impl Registry {
     /// created in between has already read the version's bytes.
     async fn check_unused(&self, name: &str, version: u64) -> Result<()> {
         check_name(name)?;
-        check_version(version)?;
         let meta = self.meta(name, version)?;
         match self.inner.usage.user_of(name, version, &meta.digest).await {
             Ok(None) => Ok(()),

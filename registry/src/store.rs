@@ -778,10 +778,6 @@ mod tests {
             .unwrap();
     }
 
-    fn reopen(dir: &Path) -> Store {
-        Store::open(dir).unwrap()
-    }
-
     fn journalled(store: &Store) -> usize {
         store
             .journal
@@ -808,7 +804,7 @@ mod tests {
         assert_eq!(stored[0], PACKED_LZ4);
         assert_eq!(journalled(&store), 1);
         drop(store);
-        let store = reopen(dir.path());
+        let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.content("p", 1).unwrap().unwrap(), content(1));
         assert_eq!(
             journalled(&store),
@@ -850,7 +846,7 @@ mod tests {
         assert_eq!(store.content("p", 2).unwrap(), None);
         drop(store);
 
-        let store = reopen(dir.path());
+        let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.content("p", 2).unwrap().unwrap(), bytes);
         assert_eq!(store.version("p", 2).unwrap().unwrap().version, 2);
         assert_eq!(store.profile("p").unwrap().unwrap(), record(2));
@@ -882,7 +878,7 @@ mod tests {
         // replaying them in order must end deprecated, not live again.
         assert_eq!(journalled(&store), 2);
         drop(store);
-        let store = reopen(dir.path());
+        let store = Store::open(dir.path()).unwrap();
         assert!(
             store
                 .version("p", 1)
@@ -927,7 +923,7 @@ mod tests {
             .await
             .unwrap();
         drop(store);
-        let store = reopen(dir.path());
+        let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.content("p", 1).unwrap(), None);
         assert_eq!(store.version("p", 1).unwrap(), None);
         assert!(
