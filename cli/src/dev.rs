@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use seccomp_distributor::nci;
 use seccomp_proto::distributor::v1 as dpb;
 use seccomp_proto::distributor::v1::distributor_client::DistributorClient;
 use seccomp_proto::registry::v1 as rpb;
+use seccomp_rollout::nci;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

@@ -4,8 +4,8 @@
 //! the distributor uses; no distributor is needed.
 
 use anyhow::{Context as _, Result, anyhow};
-use seccomp_distributor::nci::{self, ProfileRef};
 use seccomp_proto::registry::v1 as pb;
+use seccomp_rollout::nci::{self, ProfileRef};
 
 use crate::Outcome;
 use crate::client;

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
-use seccomp_distributor::nci::{self, Target};
-use seccomp_distributor::selector;
-use seccomp_distributor::strategy::{self, MaxUnavailable, Pause, Strategy};
 use seccomp_proto::distributor::v1 as pb;
 use seccomp_proto::distributor::v1::distributor_client::DistributorClient;
+use seccomp_rollout::nci::{self, Target};
+use seccomp_rollout::selector;
+use seccomp_rollout::strategy::{self, MaxUnavailable, Pause, Strategy};
 use serde::Serialize;
 
 use crate::Outcome;

@@ -34,6 +34,15 @@ pub enum Error {
     Storage(String),
 }
 
+impl From<seccomp_rollout::Error> for Error {
+    fn from(e: seccomp_rollout::Error) -> Self {
+        match e {
+            seccomp_rollout::Error::Invalid(m) => Error::Invalid(m),
+            seccomp_rollout::Error::Encoding(m) => Error::Encoding(m),
+        }
+    }
+}
+
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Self {
         Error::Storage(e.to_string())

@@ -16,15 +16,16 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
-use crate::hub::{self, DesiredMsg, FileError, Hello, Hub, NodeState, Observed, ObservedKind};
-use crate::nci::{self, FileType, Target};
-use crate::selector::{self, Selector};
+use crate::hub::{DesiredMsg, Hello, Hub};
 use crate::service::{
     BoxFuture, ConflictView, Counts, Distributor, FetchedProfile, NodeRow, ProfileSource,
     RollbackRequest, RolloutRequest, RolloutView,
 };
-use crate::store::{RolloutRecord, RolloutState};
-use crate::strategy::{self, MaxUnavailable, Pause, Strategy};
+use seccomp_rollout::nci::{self, FileType, Target};
+use seccomp_rollout::node::{FileError, NodeState, NodeView, ObservedFile, ObservedKind};
+use seccomp_rollout::record::{RolloutRecord, RolloutState};
+use seccomp_rollout::selector::{self, Selector};
+use seccomp_rollout::strategy::{self, MaxUnavailable, Pause, Strategy};
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -55,14 +56,14 @@ fn timestamp_ms(ms: u64) -> prost_types::Timestamp {
 
 // ---- the agent stream ----
 
-fn observed_from(o: agent::ObservedFile) -> Observed {
+fn observed_from(o: agent::ObservedFile) -> ObservedFile {
     let kind = match agent::FileType::try_from(o.r#type) {
         Ok(agent::FileType::Directory) => ObservedKind::Directory,
         Ok(agent::FileType::Symlink) => ObservedKind::Symlink,
         Ok(agent::FileType::File) => ObservedKind::File,
         _ => ObservedKind::Other,
     };
-    Observed {
+    ObservedFile {
         path: o.path,
         exists: o.exists,
         kind,
@@ -153,8 +154,8 @@ impl agent::agent_sync_server::AgentSync for AgentSyncService {
         }
         let labels: BTreeMap<String, String> = h.labels.into_iter().collect();
         for (k, v) in &labels {
-            selector::check_label_key(k).map_err(Status::from)?;
-            selector::check_label_value(v).map_err(Status::from)?;
+            selector::check_label_key(k).map_err(Error::from)?;
+            selector::check_label_value(v).map_err(Error::from)?;
         }
         let node = h.node_name.clone();
         let (tx, rx) = mpsc::unbounded_channel::<DesiredMsg>();
@@ -421,7 +422,7 @@ fn node_row_to(n: &NodeRow) -> pb::RolloutNode {
     }
 }
 
-fn node_to(n: &hub::NodeView, sources: &BTreeMap<String, Vec<Arc<RolloutRecord>>>) -> pb::Node {
+fn node_to(n: &NodeView, sources: &BTreeMap<String, Vec<Arc<RolloutRecord>>>) -> pb::Node {
     let files = n
         .desired
         .files
@@ -521,8 +522,8 @@ fn actor<T>(req: &Request<T>) -> String {
 fn selector_from(map: std::collections::HashMap<String, String>) -> Result<Selector, Status> {
     let sel: Selector = map.into_iter().collect();
     for (k, v) in &sel {
-        selector::check_label_key(k)?;
-        selector::check_label_value(v)?;
+        selector::check_label_key(k).map_err(Error::from)?;
+        selector::check_label_value(v).map_err(Error::from)?;
     }
     Ok(sel)
 }
@@ -794,8 +795,8 @@ impl pb::distributor_server::Distributor for DistributorService {
             })
             .await?;
         Ok(Response::new(pb::RenderNciResponse {
-            yaml: nci.to_yaml()?,
-            json: nci.to_json()?,
+            yaml: nci.to_yaml().map_err(Error::from)?,
+            json: nci.to_json().map_err(Error::from)?,
             version: p.version,
             digest: p.digest,
         }))

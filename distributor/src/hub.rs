@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
-use crate::fileset::{EffectiveFile, EffectiveSet, Fleet};
-use crate::nci::FileType;
-use crate::selector::{self, Labels, Selector};
+use seccomp_rollout::fileset::{EffectiveSet, Fleet};
+use seccomp_rollout::node::{FileError, NodeState, NodeView, ObservedFile, all_match};
+use seccomp_rollout::selector::{self, Labels, Selector};
 
 /// What the distributor sends an agent: its complete desired set.
 #[derive(Debug, Clone)]
@@ -27,74 +27,6 @@ pub struct DesiredMsg {
     pub nonce: String,
     /// The set.
     pub set: Arc<EffectiveSet>,
-}
-
-/// What kind of thing an agent saw at a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ObservedKind {
-    /// A regular file.
-    File,
-    /// A directory.
-    Directory,
-    /// A symbolic link.
-    Symlink,
-    /// Something else.
-    Other,
-}
-
-/// One path as an agent observed it on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observed {
-    /// Absolute path.
-    pub path: String,
-    /// Whether anything is there.
-    pub exists: bool,
-    /// What is there.
-    pub kind: ObservedKind,
-    /// Hex sha256 of the content (files).
-    pub sha256: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Permission bits.
-    pub mode: u32,
-    /// Owner id.
-    pub uid: u32,
-    /// Group id.
-    pub gid: u32,
-    /// Owner name, when the host knows it.
-    pub owner: String,
-    /// Group name, when the host knows it.
-    pub group: String,
-}
-
-/// A path an agent could not apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileError {
-    /// The path.
-    pub path: String,
-    /// Stable code (`symlink`, `unknown-owner`, ...).
-    pub code: String,
-    /// For a person.
-    pub message: String,
-}
-
-/// A node's state, as DESIGN section 5 defines it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-pub enum NodeState {
-    /// Nothing sent yet.
-    Pending,
-    /// Sent, no answer yet.
-    Applying,
-    /// Acknowledged for the exact revision, and every observed file equals the desired one.
-    Applied,
-    /// Refused, failed, or what is on disk differs after an acknowledgement.
-    Failed,
-    /// Changed on disk after apply.
-    Drifted,
-    /// The agent has been gone longer than the grace period.
-    Unknown,
 }
 
 /// The first message of a session.
@@ -109,7 +41,7 @@ pub struct Hello {
     /// Revision the agent last applied completely ("" if none).
     pub current_revision: String,
     /// What the agent observes now.
-    pub observed: Vec<Observed>,
+    pub observed: Vec<ObservedFile>,
 }
 
 /// Identifies one agent session.
@@ -133,7 +65,7 @@ struct Node {
     desired: Arc<EffectiveSet>,
     /// Revision the agent confirmed applying.
     acked: String,
-    observed: Vec<Observed>,
+    observed: Vec<ObservedFile>,
     errors: Vec<FileError>,
     /// A Desired is out and unanswered.
     in_flight: bool,
@@ -141,85 +73,6 @@ struct Node {
     drifted: bool,
     /// Drift reports received (repaired or not).
     drift_reports: u64,
-}
-
-/// One node as clients see it.
-#[derive(Debug, Clone)]
-pub struct NodeView {
-    /// Node name.
-    pub name: String,
-    /// Labels from the agent.
-    pub labels: Labels,
-    /// Agent version.
-    pub agent_version: String,
-    /// Whether a session is open.
-    pub connected: bool,
-    /// Last message from the agent.
-    pub last_seen: SystemTime,
-    /// Revision the agent confirmed.
-    pub revision: String,
-    /// The set it should have.
-    pub desired: Arc<EffectiveSet>,
-    /// What it reported.
-    pub observed: Vec<Observed>,
-    /// Errors of its last Nack or Drift.
-    pub errors: Vec<FileError>,
-    /// Overall state.
-    pub state: NodeState,
-    /// Drift reports received since the agent connected.
-    pub drift_reports: u64,
-}
-
-impl NodeView {
-    /// The state of one desired path on this node: Applied once the agent acknowledged the
-    /// node's current set and observes exactly this entry.
-    pub fn file_state(&self, file: &EffectiveFile) -> NodeState {
-        if self.state == NodeState::Unknown || self.state == NodeState::Pending {
-            return self.state;
-        }
-        if self.errors.iter().any(|e| e.path == file.path) {
-            return NodeState::Failed;
-        }
-        // Applied means the agent answered the last set it was sent with an Ack for this
-        // exact revision, and observes the desired entry: matching bytes left from before
-        // (the same content sent again, say by a rollback) are not enough.
-        if self.state == NodeState::Applying {
-            return NodeState::Applying;
-        }
-        let acked = self.revision == self.desired.revision;
-        match self.observed.iter().find(|o| o.path == file.path) {
-            Some(o) if acked && observed_matches(file, o) => NodeState::Applied,
-            _ if self.state == NodeState::Drifted => NodeState::Drifted,
-            _ => NodeState::Failed,
-        }
-    }
-}
-
-/// Whether an observation shows exactly the desired entry. Owners and groups match by name,
-/// or by numeric id when the desired value is numeric. An existing directory is left as the
-/// host has it, so only its presence counts.
-pub fn observed_matches(desired: &EffectiveFile, o: &Observed) -> bool {
-    let principal = |want: &str, name: &str, id: u32| want == name || want == id.to_string();
-    match desired.kind {
-        FileType::Directory => o.exists && o.kind == ObservedKind::Directory,
-        FileType::File => {
-            o.exists
-                && o.kind == ObservedKind::File
-                && desired.sha256.as_deref() == Some(o.sha256.as_str())
-                && desired.mode == o.mode
-                && principal(&desired.owner, &o.owner, o.uid)
-                && principal(&desired.group, &o.group, o.gid)
-        }
-    }
-}
-
-fn all_match(set: &EffectiveSet, observed: &[Observed]) -> bool {
-    set.files.iter().all(|f| {
-        observed
-            .iter()
-            .find(|o| o.path == f.path)
-            .is_some_and(|o| observed_matches(f, o))
-    })
 }
 
 struct State {
@@ -367,7 +220,7 @@ impl Hub {
         session: SessionId,
         revision: &str,
         nonce: &str,
-        observed: Vec<Observed>,
+        observed: Vec<ObservedFile>,
     ) {
         let mut st = self.lock();
         let Some(n) = st.answered(node, session, nonce, "ack") else {
@@ -388,7 +241,7 @@ impl Hub {
         session: SessionId,
         nonce: &str,
         errors: Vec<FileError>,
-        observed: Vec<Observed>,
+        observed: Vec<ObservedFile>,
     ) {
         let mut st = self.lock();
         let Some(n) = st.answered(node, session, nonce, "nack") else {
@@ -407,7 +260,7 @@ impl Hub {
         &self,
         node: &str,
         session: SessionId,
-        current: Vec<Observed>,
+        current: Vec<ObservedFile>,
         repaired: bool,
         errors: Vec<FileError>,
     ) {

@@ -2,7 +2,7 @@
 //! server-side apply (field manager `seccomp-distributor`, `force`), then our objects
 //! (found by the managed-by label) that are no longer desired are deleted.
 //!
-//! The NCI type is our own serde model ([`crate::nci`]); here it is mapped onto kube's
+//! The NCI type is our own serde model ([`seccomp_rollout::nci`]); here it is mapped onto kube's
 //! dynamic API with an [`ApiResource`] for `node.shturval.tech/v1beta2`, cluster-scoped, so
 //! no generated CRD code is needed. The CRD itself is in `deploy/nodeconfigitem-crd.yaml`
 //! for clusters that do not have it yet.
@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 
 use crate::error::{Error, Result};
-use crate::nci::{self, NodeConfigItem};
+use seccomp_rollout::nci::{self, NodeConfigItem};
 
 /// The NodeConfigItem resource for kube's dynamic API.
 pub fn api_resource() -> ApiResource {

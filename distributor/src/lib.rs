@@ -19,18 +19,13 @@
 //!   and the registry client;
 //! - [`run`]: the server, given a bound listener and a shutdown future.
 
-pub mod engine;
 pub mod error;
-pub mod fileset;
 pub mod grpc;
 pub mod hub;
 pub mod k8s;
-pub mod nci;
-pub mod selector;
 pub mod service;
 pub mod sink;
 pub mod store;
-pub mod strategy;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -114,7 +109,7 @@ pub async fn run(
     })?;
     let store = store::Store::open(&config.data_dir)?;
     let hub = Arc::new(hub::Hub::new(
-        fileset::Fleet::new(&[])?,
+        seccomp_rollout::fileset::Fleet::new(&[]).map_err(Error::from)?,
         config.unknown_after,
     ));
     let source = Arc::new(grpc::RegistrySource::new(&config.registry)?);

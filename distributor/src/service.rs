@@ -20,14 +20,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::engine::{self, Live};
 use crate::error::{Error, Result};
-use crate::fileset::{Conflict, Fleet, Scope};
-use crate::hub::{Hub, NodeState, NodeView};
-use crate::nci::{self, NodeConfigItem, ProfileRef, Target};
-use crate::selector::Selector;
-use crate::store::{PauseCause, RolloutRecord, RolloutState, Store};
-use crate::strategy::{Strategy, WaveSpec};
+use crate::hub::Hub;
+use crate::store::Store;
+use seccomp_rollout::engine::{self, Live};
+use seccomp_rollout::fileset::{Conflict, Fleet, Scope};
+use seccomp_rollout::nci::{self, NodeConfigItem, ProfileRef, Target};
+use seccomp_rollout::node::{NodeState, NodeView};
+use seccomp_rollout::record::{PauseCause, RolloutRecord, RolloutState};
+use seccomp_rollout::selector::Selector;
+use seccomp_rollout::strategy::{Strategy, WaveSpec};
 
 /// A profile version fetched from the registry.
 #[derive(Debug, Clone)]
@@ -221,50 +223,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The state of `n` with respect to the NCI `nci_name`, with the errors that explain it:
-/// that of the files it wins on the node (the worst); when it wins none (it lost a path to
-/// another NCI, or wants the file gone), whether the agent acknowledged the node's current
-/// set.
-fn state_for(n: &NodeView, nci_name: &str) -> (NodeState, String) {
-    let mine: Vec<&crate::fileset::EffectiveFile> = n
-        .desired
-        .files
-        .iter()
-        .filter(|f| f.source == nci_name && f.kind == nci::FileType::File)
-        .collect();
-    let state = match mine
-        .iter()
-        .map(|f| n.file_state(f))
-        .max_by_key(|s| severity(*s))
-    {
-        Some(s) => s,
-        None => match n.state {
-            NodeState::Unknown | NodeState::Applying | NodeState::Pending => n.state,
-            _ if n.revision == n.desired.revision => NodeState::Applied,
-            // The set was refused over another NCI's entry: not applied, not this NCI's fault.
-            _ => NodeState::Applying,
-        },
-    };
-    let message = match state {
-        NodeState::Failed | NodeState::Drifted => {
-            let ours = |path: &str| mine.is_empty() || mine.iter().any(|f| f.path == path);
-            n.errors
-                .iter()
-                .filter(|e| ours(&e.path))
-                .map(|e| format!("{}: {} ({})", e.path, e.message, e.code))
-                .collect::<Vec<_>>()
-                .join("; ")
-        }
-        _ => String::new(),
-    };
-    let message = if message.is_empty() && state == NodeState::Failed {
-        "what is on disk differs from what was sent".to_owned()
-    } else {
-        message
-    };
-    (state, message)
 }
 
 impl Distributor {
@@ -562,7 +520,7 @@ impl Distributor {
         self.refuse_if_active(&nci.metadata.name)?;
         let reason = format!(
             "created: waves {}",
-            crate::strategy::format_waves(&req.strategy.waves)
+            seccomp_rollout::strategy::format_waves(&req.strategy.waves)
         );
         let record = self.new_record(
             id,
@@ -781,7 +739,7 @@ impl Distributor {
             // nodes back to the version being rolled away from.
             let strategy = Strategy {
                 waves: vec![WaveSpec::Percent(100)],
-                pause: crate::strategy::Pause::None,
+                pause: seccomp_rollout::strategy::Pause::None,
                 auto_rollback: false,
                 ..current.strategy.clone()
             };
@@ -959,7 +917,7 @@ impl Distributor {
             .nodes(&r.nci.spec.nodeconfigselector)
             .iter()
             .map(|n| {
-                let (state, message) = state_for(n, &r.nci_name);
+                let (state, message) = n.state_for_nci(&r.nci_name);
                 Live {
                     name: n.name.clone(),
                     labels: n.labels.clone(),
@@ -1068,7 +1026,7 @@ impl Distributor {
                     }
                 }
                 if record.state == RolloutState::Completed {
-                    let (state, message) = state_for(n, &record.nci_name);
+                    let (state, message) = n.state_for_nci(&record.nci_name);
                     let since_ms = record.nodes.get(&n.name).map_or(0, |x| x.since_ms);
                     rows.push(NodeRow {
                         name: n.name.clone(),
@@ -1114,7 +1072,7 @@ impl Distributor {
             .collect();
         order.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.name.cmp(&b.0.name)));
         for (i, (row, _)) in order.iter().enumerate() {
-            if let Some(w) = crate::strategy::wave_of(&plan, i) {
+            if let Some(w) = seccomp_rollout::strategy::wave_of(&plan, i) {
                 waves[w].add(row.state);
             }
         }
@@ -1125,17 +1083,5 @@ impl Distributor {
             nodes: rows,
             waves,
         }
-    }
-}
-
-/// Which state dominates when a node's files differ: the worst.
-fn severity(s: NodeState) -> u8 {
-    match s {
-        NodeState::Applied => 0,
-        NodeState::Pending => 1,
-        NodeState::Applying => 2,
-        NodeState::Drifted => 3,
-        NodeState::Unknown => 4,
-        NodeState::Failed => 5,
     }
 }

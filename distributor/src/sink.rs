@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::nci::{self, NodeConfigItem};
+use seccomp_rollout::nci::{self, NodeConfigItem};
 
 /// What a sync did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

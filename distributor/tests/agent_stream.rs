@@ -198,7 +198,7 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
     )
     .await;
     let yaml = std::fs::read_to_string(&gitops).unwrap();
-    let nci: seccomp_distributor::nci::NodeConfigItem = serde_yaml_ng::from_str(&yaml).unwrap();
+    let nci: seccomp_rollout::nci::NodeConfigItem = serde_yaml_ng::from_str(&yaml).unwrap();
     assert_eq!(
         nci.spec.files[1].content.as_deref().map(str::as_bytes),
         Some(content.as_slice())

@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use seccomp_distributor::fileset::{EffectiveSet, Fleet};
-use seccomp_distributor::hub::{
-    DesiredMsg, FileError, Hello, Hub, NodeState, Observed, ObservedKind,
-};
-use seccomp_distributor::nci::{self, FileType, NodeConfigItem, ProfileRef, Target};
-use seccomp_distributor::selector::{self, Selector};
+use seccomp_distributor::hub::{DesiredMsg, Hello, Hub};
+use seccomp_rollout::fileset::{EffectiveSet, Fleet};
+use seccomp_rollout::nci::{self, FileType, NodeConfigItem, ProfileRef, Target};
+use seccomp_rollout::node::{FileError, NodeState, ObservedFile, ObservedKind};
+use seccomp_rollout::selector::{self, Selector};
 use tokio::sync::mpsc;
 
 fn nci(name: &str, content: &str, sel: &str) -> NodeConfigItem {
@@ -28,7 +27,7 @@ fn nci(name: &str, content: &str, sel: &str) -> NodeConfigItem {
     .unwrap()
 }
 
-fn hello(node: &str, labels: &str, revision: &str, observed: Vec<Observed>) -> Hello {
+fn hello(node: &str, labels: &str, revision: &str, observed: Vec<ObservedFile>) -> Hello {
     Hello {
         node: node.into(),
         labels: selector::parse(labels).unwrap(),
@@ -39,10 +38,10 @@ fn hello(node: &str, labels: &str, revision: &str, observed: Vec<Observed>) -> H
 }
 
 /// What a perfect agent would observe after applying `set`.
-fn observe(set: &EffectiveSet) -> Vec<Observed> {
+fn observe(set: &EffectiveSet) -> Vec<ObservedFile> {
     set.files
         .iter()
-        .map(|f| Observed {
+        .map(|f| ObservedFile {
             path: f.path.clone(),
             exists: true,
             kind: if f.kind == FileType::File {

@@ -9,8 +9,8 @@ use std::pin::pin;
 use http::{Method, Request, Response};
 use kube::client::Body;
 use seccomp_distributor::k8s::ClusterSink;
-use seccomp_distributor::nci::{self, NodeConfigItem, ProfileRef, Target};
-use seccomp_distributor::selector;
+use seccomp_rollout::nci::{self, NodeConfigItem, ProfileRef, Target};
+use seccomp_rollout::selector;
 use serde_json::{Value, json};
 use tower_test::mock;
 

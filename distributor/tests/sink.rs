@@ -3,9 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
-use seccomp_distributor::nci::{self, NodeConfigItem, ProfileRef, Target};
-use seccomp_distributor::selector;
 use seccomp_distributor::sink::DirSink;
+use seccomp_rollout::nci::{self, NodeConfigItem, ProfileRef, Target};
+use seccomp_rollout::selector;
 
 fn nci(name: &str, content: &str) -> NodeConfigItem {
     let t = Target::new(selector::parse("kubernetes.io/os=linux").unwrap());

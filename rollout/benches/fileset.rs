@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use seccomp_distributor::fileset::Fleet;
-use seccomp_distributor::nci::{self, NodeConfigItem, ProfileRef, Target};
+use seccomp_rollout::fileset::Fleet;
+use seccomp_rollout::nci::{self, NodeConfigItem, ProfileRef, Target};
 
 /// `n` NCIs: one profile each, selecting a pool (50 pools) and sometimes a zone too; one in
 /// ten writes a path another NCI writes too, at another priority.

@@ -6,8 +6,8 @@
 
 use std::path::PathBuf;
 
-use seccomp_distributor::nci::{self, ProfileRef, Target};
-use seccomp_distributor::selector;
+use seccomp_rollout::nci::{self, ProfileRef, Target};
+use seccomp_rollout::selector;
 use serde_yaml_ng::Value;
 
 fn seed_dir() -> Option<PathBuf> {

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use seccomp_distributor::Error;
-use seccomp_distributor::selector::Labels;
-use seccomp_distributor::strategy::{
+use seccomp_rollout::Error;
+use seccomp_rollout::selector::Labels;
+use seccomp_rollout::strategy::{
     DEFAULT_MAX_UNAVAILABLE, DEFAULT_WAVES, MaxUnavailable, Pause, Strategy as RolloutStrategy,
     WaveSpec, default_waves, format_waves, order_nodes, parse_waves, parse_waves_list, plan,
     validate_waves, wave_of,

@@ -9,13 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use seccomp_distributor::engine::{Live, step};
-use seccomp_distributor::hub::NodeState;
-use seccomp_distributor::nci::{self, ProfileRef, Target};
-use seccomp_distributor::store::{RolloutRecord, RolloutState};
-use seccomp_distributor::strategy::{
-    MaxUnavailable, Pause, Strategy as Plan, WaveSpec, order_nodes,
-};
+use seccomp_rollout::engine::{Live, step};
+use seccomp_rollout::nci::{self, ProfileRef, Target};
+use seccomp_rollout::node::NodeState;
+use seccomp_rollout::record::{RolloutRecord, RolloutState};
+use seccomp_rollout::strategy::{MaxUnavailable, Pause, Strategy as Plan, WaveSpec, order_nodes};
 
 fn record(strategy: Plan) -> RolloutRecord {
     let nci = nci::render(

@@ -7,9 +7,9 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use seccomp_distributor::fileset::{Fleet, effective_set};
-use seccomp_distributor::nci::{self, FileType, NodeConfigItem, ProfileRef, Target};
-use seccomp_distributor::selector::{self, Labels};
+use seccomp_rollout::fileset::{Fleet, effective_set};
+use seccomp_rollout::nci::{self, FileType, NodeConfigItem, ProfileRef, Target};
+use seccomp_rollout::selector::{self, Labels};
 
 fn labels(s: &str) -> Labels {
     selector::parse(s).unwrap()
@@ -258,7 +258,7 @@ proptest! {
             let n = ncis.iter().find(|n| &n.metadata.name == name).unwrap();
             prop_assert!(selector::matches(&n.spec.nodeconfigselector, &node));
         }
-        prop_assert_eq!(&set.revision, &seccomp_distributor::fileset::revision(&set.files));
+        prop_assert_eq!(&set.revision, &seccomp_rollout::fileset::revision(&set.files));
     }
 
     #[test]

@@ -29,9 +29,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::hub::NodeState;
+use crate::node::NodeState;
+use crate::record::{NodeRecord, PauseCause, RolloutRecord, RolloutState};
 use crate::selector::Labels;
-use crate::store::{NodeRecord, PauseCause, RolloutRecord, RolloutState};
 use crate::strategy::{Pause, order_nodes};
 
 /// Actor recorded for the engine's own transitions.

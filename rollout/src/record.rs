@@ -1,0 +1,191 @@
+//! A rollout as stored: its state, strategy, wave, every node a wave targeted with its last
+//! known state, the pending pause and the history of transitions. The engine ([`crate::engine`])
+//! moves a record on; the distributor persists it (any backend: the record is plain serde).
+//!
+//! Records written before staged rollouts existed have no state or strategy; they read as
+//! `Completed` single-wave rollouts, which is what they were.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::nci::NodeConfigItem;
+use crate::node::NodeState;
+use crate::strategy::Strategy;
+
+/// The state of a rollout (DESIGN.md section 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RolloutState {
+    /// Created; no wave started yet.
+    Pending,
+    /// A wave is being applied.
+    Progressing,
+    /// Waiting for a resume, a timed pause, or unknown nodes to return.
+    Paused,
+    /// Every matching node applied the version.
+    Completed,
+    /// Touched nodes are returning to the stable version.
+    RollingBack,
+    /// Every touched node is back on the stable version.
+    RolledBack,
+    /// Stopped on request, superseded, or failed with automatic rollback off.
+    Aborted,
+}
+
+impl RolloutState {
+    /// Pending, Progressing, Paused and RollingBack: the engine still drives it.
+    pub fn is_active(self) -> bool {
+        !self.is_terminal()
+    }
+
+    /// Completed, RolledBack and Aborted.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RolloutState::Completed | RolloutState::RolledBack | RolloutState::Aborted
+        )
+    }
+}
+
+impl fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Why a rollout is paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PauseCause {
+    /// Someone called PauseRollout.
+    Requested,
+    /// A wave finished and the strategy waits for a manual resume.
+    BetweenWaves,
+    /// Targeted nodes are Unknown; the rollout goes on by itself when they return.
+    UnknownNodes,
+}
+
+/// A targeted node as the rollout last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// When a wave first targeted it (ms since the epoch).
+    pub targeted_at_ms: u64,
+    /// Its state within the rollout.
+    pub state: NodeState,
+    /// When it entered that state.
+    pub since_ms: u64,
+    /// Detail for Failed, Drifted and Unknown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+fn completed() -> RolloutState {
+    RolloutState::Completed
+}
+
+fn one_wave() -> Strategy {
+    Strategy::immediate()
+}
+
+/// A transition in a rollout's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransitionRecord {
+    /// State entered (`Progressing`, `Completed`, ...).
+    pub state: String,
+    /// Why.
+    pub reason: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Who asked ("distributor" for automatic transitions).
+    pub actor: String,
+}
+
+/// One rollout as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// `r<number>`.
+    pub id: String,
+    /// Revision of its NCI (1 for the first rollout of that NCI name).
+    pub revision: u64,
+    /// Profile name.
+    pub profile: String,
+    /// Profile version.
+    pub version: u64,
+    /// Content digest.
+    pub digest: String,
+    /// The NCI it writes.
+    pub nci_name: String,
+    /// The rendered NCI.
+    pub nci: NodeConfigItem,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Who created it.
+    pub created_by: String,
+    /// Transitions, oldest first.
+    pub history: Vec<TransitionRecord>,
+    /// How it proceeds.
+    #[serde(default = "one_wave")]
+    pub strategy: Strategy,
+    /// Where it is.
+    #[serde(default = "completed")]
+    pub state: RolloutState,
+    /// 1-based wave being applied or last applied; 0 before the first.
+    #[serde(default)]
+    pub current_wave: u32,
+    /// Why it is paused (when `state` is Paused).
+    #[serde(default)]
+    pub paused: Option<PauseCause>,
+    /// When a timed pause between waves ends (ms since the epoch).
+    #[serde(default)]
+    pub next_wave_at_ms: Option<u64>,
+    /// When the current wave last made progress (a node reached Applied, or it started).
+    #[serde(default)]
+    pub progress_at_ms: u64,
+    /// The rollout whose content is this NCI's stable version: the newest one that completed
+    /// before this one was created. `None`: no stable version; going back removes the file.
+    #[serde(default)]
+    pub stable_id: Option<String>,
+    /// That rollout's profile version.
+    #[serde(default)]
+    pub stable_version: Option<u64>,
+    /// Created by a rollback.
+    #[serde(default)]
+    pub rollback: bool,
+    /// The touched nodes went back to the stable content (RollingBack, RolledBack, or an
+    /// abort during either).
+    #[serde(default)]
+    pub reverted: bool,
+    /// Every node a wave targeted, by name.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeRecord>,
+    /// Unknown nodes a caller chose to go on without (ResumeRollout while they were Unknown).
+    #[serde(default)]
+    pub waived: BTreeSet<String>,
+}
+
+impl RolloutRecord {
+    /// Record entering `state` for `reason`.
+    pub fn transition(
+        &mut self,
+        state: RolloutState,
+        reason: impl Into<String>,
+        actor: &str,
+        at_ms: u64,
+    ) {
+        self.state = state;
+        if state != RolloutState::Paused {
+            self.paused = None;
+        }
+        self.history.push(TransitionRecord {
+            state: state.to_string(),
+            reason: reason.into(),
+            at_ms,
+            actor: actor.to_owned(),
+        });
+    }
+
+    /// When it last changed.
+    pub fn updated_at_ms(&self) -> u64 {
+        self.history.last().map_or(self.created_at_ms, |t| t.at_ms)
+    }
+}
