@@ -1,40 +1,43 @@
 //! `seccomp-distributor`: turns rollouts (profile version, node selector, priority,
 //! strategy) into Shturval NodeConfigItems and per-node file sets, and ships them.
 //!
+//! The domain (NCIs, selectors, file sets, strategies, the engine's decisions, records) is
+//! the pure `seccomp-rollout` crate; this crate adds time, storage, transport and sinks.
+//!
 //! Layout:
-//! - [`nci`]: the `NodeConfigItem` model (plain serde types, the seed's exact field names) and
-//!   rendering a profile version plus a [`nci::Target`] into one;
-//! - [`selector`]: label selectors (`""` means "the key exists"), parsing and matching;
-//! - [`fileset`]: a node's effective file set (priority resolution, conflicts, revision),
-//!   indexed for fleets of thousands of nodes;
-//! - [`sink`]: where NCIs go besides the agents: a directory of YAML files for GitOps;
-//! - [`k8s`]: the only module that uses kube: server-side apply of NCIs and pruning;
-//! - [`hub`]: agent sessions and per-node state (what was sent, acknowledged, observed);
-//! - [`store`]: rollouts persisted in sled;
-//! - [`strategy`]: rollout strategies (waves, `max_unavailable`, pause) and wave arithmetic;
-//! - [`engine`]: the rollout engine's decisions (waves, failures, pauses, rollback), pure;
-//! - [`service`]: the operations (create, pause, resume, abort and roll back rollouts, drive
-//!   them, list nodes, render), transport-free;
-//! - [`grpc`]: the only module that uses tonic: the `AgentSync` and `Distributor` services
-//!   and the registry client;
+//! - [`hub`]: agent sessions and per-node state (what was sent, acknowledged, observed), and
+//!   when to send a node its set;
+//! - [`store`]: rollout records and node sightings behind a small backend trait, with the
+//!   sled backend;
+//! - [`service`]: the operations, transport-free: what is desired, the commands (create,
+//!   pause, resume, abort, roll back), the driver (the engine tick, settling, sink syncs) and
+//!   the views (counts, waves, conflicts, watch events);
+//! - [`sinks`]: where NCIs go besides the agents: a YAML directory for GitOps, a cluster
+//!   (the only module that uses kube);
+//! - [`grpc`]: the only module that uses tonic: the `AgentSync` stream, the `Distributor`
+//!   service, the registry client, and the conversions between proto and domain types;
 //! - [`run`]: the server, given a bound listener and a shutdown future.
 
 pub mod error;
 pub mod grpc;
 pub mod hub;
-pub mod k8s;
 pub mod service;
-pub mod sink;
+pub mod sinks;
 pub mod store;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 pub use error::{Error, Result};
+
+/// A boxed future, so the traits of [`service::ProfileSource`], [`sinks::NciSink`] and
+/// [`store::Backend`] stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The gRPC service names this server reports healthy.
 pub const SERVICES: [&str; 2] = [
@@ -107,18 +110,18 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
-    let store = store::Store::open(&config.data_dir)?;
+    let store = store::RolloutStore::open(&config.data_dir)?;
     let hub = Arc::new(hub::Hub::new(
         seccomp_rollout::fileset::Fleet::new(&[]).map_err(Error::from)?,
         config.unknown_after,
     ));
     let source = Arc::new(grpc::RegistrySource::new(&config.registry)?);
-    let mut sinks: Vec<Arc<dyn service::NciSink>> = Vec::new();
+    let mut sinks: Vec<Arc<dyn sinks::NciSink>> = Vec::new();
     if let Some(dir) = &config.yaml_dir {
-        sinks.push(Arc::new(sink::DirSink::new(dir)));
+        sinks.push(Arc::new(sinks::DirSink::new(dir)));
     }
     if config.apply_to_cluster {
-        sinks.push(Arc::new(k8s::ClusterSink::from_default_config().await?));
+        sinks.push(Arc::new(sinks::ClusterSink::from_default_config().await?));
     }
     let distributor = Arc::new(service::Distributor::new(
         store,

@@ -8,7 +8,7 @@ use std::pin::pin;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
-use seccomp_distributor::k8s::ClusterSink;
+use seccomp_distributor::sinks::ClusterSink;
 use seccomp_rollout::nci::{self, NodeConfigItem, ProfileRef, Target};
 use seccomp_rollout::selector;
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
-use seccomp_distributor::sink::DirSink;
+use seccomp_distributor::sinks::DirSink;
 use seccomp_rollout::nci::{self, NodeConfigItem, ProfileRef, Target};
 use seccomp_rollout::selector;
 

@@ -163,7 +163,49 @@ pub struct RolloutRecord {
     pub waived: BTreeSet<String>,
 }
 
+/// What a new rollout puts on nodes: a profile version and the NCI rendered from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Content {
+    /// Profile name.
+    pub profile: String,
+    /// Profile version.
+    pub version: u64,
+    /// `sha256:<hex>` of the version's bytes.
+    pub digest: String,
+    /// The rendered NCI.
+    pub nci: NodeConfigItem,
+}
+
 impl RolloutRecord {
+    /// A Pending rollout of `content`, created by `actor` at `now_ms`: revision 1 of its NCI,
+    /// no stable version, nothing targeted, no history yet.
+    pub fn new(id: String, content: Content, strategy: Strategy, actor: &str, now_ms: u64) -> Self {
+        RolloutRecord {
+            id,
+            revision: 1,
+            profile: content.profile,
+            version: content.version,
+            digest: content.digest,
+            nci_name: content.nci.metadata.name.clone(),
+            nci: content.nci,
+            created_at_ms: now_ms,
+            created_by: actor.to_owned(),
+            history: Vec::new(),
+            strategy,
+            state: RolloutState::Pending,
+            current_wave: 0,
+            paused: None,
+            next_wave_at_ms: None,
+            progress_at_ms: now_ms,
+            stable_id: None,
+            stable_version: None,
+            rollback: false,
+            reverted: false,
+            nodes: BTreeMap::new(),
+            waived: BTreeSet::new(),
+        }
+    }
+
     /// Record entering `state` for `reason`.
     pub fn transition(
         &mut self,

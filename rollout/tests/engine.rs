@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use seccomp_rollout::engine::{Live, step};
 use seccomp_rollout::nci::{self, ProfileRef, Target};
 use seccomp_rollout::node::NodeState;
-use seccomp_rollout::record::{RolloutRecord, RolloutState};
+use seccomp_rollout::record::{Content, RolloutRecord, RolloutState};
 use seccomp_rollout::strategy::{MaxUnavailable, Pause, Strategy as Plan, WaveSpec, order_nodes};
 
 fn record(strategy: Plan) -> RolloutRecord {
@@ -27,30 +27,17 @@ fn record(strategy: Plan) -> RolloutRecord {
         Some("r2"),
     )
     .unwrap();
-    RolloutRecord {
-        id: "r2".into(),
-        revision: 2,
+    let content = Content {
         profile: "web".into(),
         version: 2,
         digest: "sha256:x".into(),
-        nci_name: nci.metadata.name.clone(),
         nci,
-        created_at_ms: 0,
-        created_by: "test".into(),
-        history: Vec::new(),
-        strategy,
-        state: RolloutState::Pending,
-        current_wave: 0,
-        paused: None,
-        next_wave_at_ms: None,
-        progress_at_ms: 0,
-        stable_id: Some("r1".into()),
-        stable_version: Some(1),
-        rollback: false,
-        reverted: false,
-        nodes: BTreeMap::new(),
-        waived: BTreeSet::new(),
-    }
+    };
+    let mut r = RolloutRecord::new("r2".into(), content, strategy, "test", 0);
+    r.revision = 2;
+    r.stable_id = Some("r1".into());
+    r.stable_version = Some(1);
+    r
 }
 
 /// Valid wave lists: strictly increasing counts or percentages, ending with 100%.

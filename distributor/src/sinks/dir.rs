@@ -150,12 +150,12 @@ impl DirSink {
     }
 }
 
-impl crate::service::NciSink for DirSink {
+impl super::NciSink for DirSink {
     fn describe(&self) -> String {
         format!("yaml directory {}", self.dir.display())
     }
 
-    fn sync<'a>(&'a self, ncis: &'a [NodeConfigItem]) -> crate::service::BoxFuture<'a, Result<()>> {
+    fn sync<'a>(&'a self, ncis: &'a [NodeConfigItem]) -> crate::BoxFuture<'a, Result<()>> {
         let sink = self.clone();
         let ncis = ncis.to_vec();
         Box::pin(async move {

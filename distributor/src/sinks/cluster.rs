@@ -107,12 +107,12 @@ impl ClusterSink {
     }
 }
 
-impl crate::service::NciSink for ClusterSink {
+impl super::NciSink for ClusterSink {
     fn describe(&self) -> String {
         "kubernetes".to_owned()
     }
 
-    fn sync<'a>(&'a self, ncis: &'a [NodeConfigItem]) -> crate::service::BoxFuture<'a, Result<()>> {
+    fn sync<'a>(&'a self, ncis: &'a [NodeConfigItem]) -> crate::BoxFuture<'a, Result<()>> {
         Box::pin(async move { ClusterSink::sync(self, ncis).await.map(|_| ()) })
     }
 }

@@ -1,0 +1,129 @@
+//! `seccomp.agent.v1.AgentSync`: one bidirectional stream per node agent. The first message
+//! must be `Hello`; after it every `Ack`, `Nack`, `Drift` and `Heartbeat` goes to the hub,
+//! and the `Desired` messages the hub queues for the session go out on the stream.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use seccomp_proto::agent::v1 as agent;
+use seccomp_rollout::{nci, selector};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::{desired_to_proto, errors_from, observed_from};
+use crate::error::Error;
+use crate::hub::{DesiredMsg, Hello, Hub};
+
+/// `seccomp.agent.v1.AgentSync`.
+pub struct AgentSyncGrpc {
+    hub: Arc<Hub>,
+}
+
+impl AgentSyncGrpc {
+    /// The service over `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        AgentSyncGrpc { hub }
+    }
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<agent::DistributorMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
+    type SyncStream = OutStream;
+
+    async fn sync(
+        &self,
+        request: Request<Streaming<agent::AgentMessage>>,
+    ) -> Result<Response<OutStream>, Status> {
+        let mut incoming = request.into_inner();
+        let first = incoming
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("the stream ended before Hello"))?;
+        let Some(agent::agent_message::Message::Hello(h)) = first.message else {
+            return Err(Status::invalid_argument(
+                "the first message of a stream must be Hello",
+            ));
+        };
+        if !nci::is_dns_subdomain(&h.node_name) {
+            return Err(Status::invalid_argument(format!(
+                "node name \"{}\" is not a DNS-1123 subdomain",
+                h.node_name
+            )));
+        }
+        let labels: BTreeMap<String, String> = h.labels.into_iter().collect();
+        for (k, v) in &labels {
+            selector::check_label_key(k).map_err(Error::from)?;
+            selector::check_label_value(v).map_err(Error::from)?;
+        }
+        let node = h.node_name.clone();
+        let (tx, rx) = mpsc::unbounded_channel::<DesiredMsg>();
+        let session = self.hub.hello(
+            Hello {
+                node: node.clone(),
+                labels,
+                agent_version: h.agent_version,
+                current_revision: h.current_revision,
+                observed: h.observed.into_iter().map(observed_from).collect(),
+            },
+            tx,
+        );
+        tracing::info!(node = %node, "agent connected");
+        let hub = Arc::clone(&self.hub);
+        tokio::spawn(async move {
+            loop {
+                let msg = match incoming.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(node = %node, error = %e, "agent stream error");
+                        break;
+                    }
+                };
+                use agent::agent_message::Message as M;
+                match msg.message {
+                    Some(M::Ack(a)) => hub.ack(
+                        &node,
+                        session,
+                        &a.revision,
+                        &a.nonce,
+                        a.observed.into_iter().map(observed_from).collect(),
+                    ),
+                    Some(M::Nack(n)) => {
+                        tracing::warn!(node = %node, revision = %n.revision, errors = n.errors.len(), "agent refused a set");
+                        hub.nack(
+                            &node,
+                            session,
+                            &n.nonce,
+                            errors_from(n.errors),
+                            n.observed.into_iter().map(observed_from).collect(),
+                        );
+                    }
+                    Some(M::Drift(d)) => {
+                        tracing::info!(node = %node, paths = d.observed.len(), repaired = d.repaired, "agent reported drift");
+                        hub.drift(
+                            &node,
+                            session,
+                            d.current.into_iter().map(observed_from).collect(),
+                            d.repaired,
+                            errors_from(d.errors),
+                        );
+                    }
+                    Some(M::Heartbeat(_)) => hub.heartbeat(&node, session),
+                    Some(M::Hello(_)) | None => {
+                        tracing::warn!(node = %node, "unexpected message: a second Hello or an empty one; closing");
+                        break;
+                    }
+                }
+            }
+            hub.disconnect(&node, session);
+            tracing::info!(node = %node, "agent disconnected");
+        });
+        let out = UnboundedReceiverStream::new(rx).map(|m| Ok(desired_to_proto(&m)));
+        Ok(Response::new(Box::pin(out)))
+    }
+}

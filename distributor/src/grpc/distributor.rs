@@ -1,0 +1,291 @@
+//! `seccomp.distributor.v1.Distributor`: rollouts (create, get, list, pause, resume, abort,
+//! roll back, watch), nodes and rendering, over the service layer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use seccomp_proto::distributor::v1 as pb;
+use seccomp_rollout::strategy::Strategy;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::convert::{
+    node_row_to, node_to, rollout_to, selector_from, strategy_from, target_from, timestamp,
+};
+use crate::error::Error;
+use crate::service::{
+    Distributor, RollbackRequest, RolloutRequest, RolloutView, WatchCursor, WatchEvent,
+};
+
+/// A list call's page size: 0 means 100, larger than 1000 means 1000.
+fn page_size(asked: u32) -> usize {
+    match asked {
+        0 => 100,
+        n => n.min(1000) as usize,
+    }
+}
+
+fn actor<T>(req: &Request<T>) -> String {
+    req.metadata()
+        .get("x-seccomp-actor")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| "anonymous".to_owned(), str::to_owned)
+}
+
+/// `seccomp.distributor.v1.Distributor`.
+pub struct DistributorGrpc {
+    distributor: Arc<Distributor>,
+}
+
+impl DistributorGrpc {
+    /// The service over `distributor`.
+    pub fn new(distributor: Arc<Distributor>) -> Self {
+        DistributorGrpc { distributor }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::distributor_server::Distributor for DistributorGrpc {
+    async fn create_rollout(
+        &self,
+        request: Request<pb::CreateRolloutRequest>,
+    ) -> Result<Response<pb::CreateRolloutResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        if r.profile.is_empty() {
+            return Err(Status::invalid_argument("profile is required"));
+        }
+        let target = target_from(r.target)?;
+        let strategy = strategy_from(r.strategy)?;
+        let view = self
+            .distributor
+            .create_rollout(RolloutRequest {
+                profile: r.profile,
+                version: (r.version != 0).then_some(r.version),
+                target,
+                strategy,
+                nci_name: r.nci_name,
+                actor,
+            })
+            .await?;
+        Ok(Response::new(pb::CreateRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        }))
+    }
+
+    async fn get_rollout(
+        &self,
+        request: Request<pb::GetRolloutRequest>,
+    ) -> Result<Response<pb::GetRolloutResponse>, Status> {
+        let r = request.into_inner();
+        let view = self.distributor.rollout(&r.id)?;
+        let nodes = if r.include_nodes {
+            view.nodes.iter().map(node_row_to).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::GetRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+            nodes,
+        }))
+    }
+
+    async fn list_rollouts(
+        &self,
+        request: Request<pb::ListRolloutsRequest>,
+    ) -> Result<Response<pb::ListRolloutsResponse>, Status> {
+        let r = request.into_inner();
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let (views, next) = self.distributor.rollouts_page(
+            |rec| {
+                (r.profile.is_empty() || rec.profile == r.profile)
+                    && (!r.active_only || rec.state.is_active())
+            },
+            after,
+            page_size(r.page_size),
+        )?;
+        Ok(Response::new(pb::ListRolloutsResponse {
+            rollouts: views.iter().map(rollout_to).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn pause_rollout(
+        &self,
+        request: Request<pb::PauseRolloutRequest>,
+    ) -> Result<Response<pb::PauseRolloutResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let view = self.distributor.pause(&r.id, &r.reason, &actor).await?;
+        Ok(Response::new(pb::PauseRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        }))
+    }
+
+    async fn resume_rollout(
+        &self,
+        request: Request<pb::ResumeRolloutRequest>,
+    ) -> Result<Response<pb::ResumeRolloutResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let view = self.distributor.resume(&r.id, &actor).await?;
+        Ok(Response::new(pb::ResumeRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        }))
+    }
+
+    async fn abort_rollout(
+        &self,
+        request: Request<pb::AbortRolloutRequest>,
+    ) -> Result<Response<pb::AbortRolloutResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let view = self.distributor.abort(&r.id, &r.reason, &actor).await?;
+        Ok(Response::new(pb::AbortRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        }))
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        if r.profile.is_empty() {
+            return Err(Status::invalid_argument("profile is required"));
+        }
+        if r.to_version == Some(0) {
+            return Err(Status::invalid_argument(
+                "to_version 0 is not a version: leave it unset for the stable version",
+            ));
+        }
+        let views = self
+            .distributor
+            .rollback(RollbackRequest {
+                profile: r.profile,
+                to_version: r.to_version,
+                nci_name: r.nci_name,
+                actor,
+            })
+            .await?;
+        Ok(Response::new(pb::RollbackResponse {
+            rollouts: views.iter().map(rollout_to).collect(),
+        }))
+    }
+
+    type WatchRolloutStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutEvent, Status>> + Send>>;
+
+    /// A snapshot, then an event whenever the rollout's state, wave or node counts change;
+    /// the stream ends once the rollout is Completed, RolledBack or Aborted.
+    async fn watch_rollout(
+        &self,
+        request: Request<pb::WatchRolloutRequest>,
+    ) -> Result<Response<Self::WatchRolloutStream>, Status> {
+        let id = request.into_inner().id;
+        let first = self.distributor.rollout(&id)?;
+        let distributor = Arc::clone(&self.distributor);
+        let mut changes = distributor.subscribe();
+        let (tx, rx) = mpsc::channel::<Result<pb::RolloutEvent, Status>>(16);
+        tokio::spawn(async move {
+            let event = |kind: pb::RolloutEventType, v: &RolloutView, changed| pb::RolloutEvent {
+                r#type: kind as i32,
+                time: Some(timestamp(SystemTime::now())),
+                rollout: Some(rollout_to(v)),
+                changed_nodes: changed,
+            };
+            let mut cursor = WatchCursor::new(&first);
+            if tx
+                .send(Ok(event(
+                    pb::RolloutEventType::Snapshot,
+                    &first,
+                    Vec::new(),
+                )))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut done = first.record.state.is_terminal();
+            while !done {
+                // Node states also change with time (Unknown after the grace period).
+                let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+                let view = match distributor.rollout(&id) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        return;
+                    }
+                };
+                let Some((kind, changed)) = cursor.advance(&view) else {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    continue;
+                };
+                let kind = match kind {
+                    WatchEvent::StateChanged => pb::RolloutEventType::StateChanged,
+                    WatchEvent::WaveStarted => pb::RolloutEventType::WaveStarted,
+                    WatchEvent::NodesChanged => pb::RolloutEventType::NodesChanged,
+                };
+                let changed = changed.into_iter().map(node_row_to).collect();
+                done = view.record.state.is_terminal();
+                if tx.send(Ok(event(kind, &view, changed))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let r = request.into_inner();
+        let sel = selector_from(r.selector)?;
+        let sources = self.distributor.file_sources()?;
+        let limit = page_size(r.page_size);
+        let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        // One more than asked says whether there is a next page.
+        let mut views = self.distributor.nodes(&sel, after, limit + 1);
+        let next = if views.len() > limit {
+            views.truncate(limit);
+            views.last().map(|n| n.name.clone())
+        } else {
+            None
+        };
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: views.iter().map(|n| node_to(n, &sources)).collect(),
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn render_nci(
+        &self,
+        request: Request<pb::RenderNciRequest>,
+    ) -> Result<Response<pb::RenderNciResponse>, Status> {
+        let r = request.into_inner();
+        let (nci, p) = self
+            .distributor
+            .render(&RolloutRequest {
+                profile: r.profile,
+                version: (r.version != 0).then_some(r.version),
+                target: target_from(r.target)?,
+                strategy: Strategy::default(),
+                nci_name: (!r.name.is_empty()).then_some(r.name),
+                actor: String::new(),
+            })
+            .await?;
+        Ok(Response::new(pb::RenderNciResponse {
+            yaml: nci.to_yaml().map_err(Error::from)?,
+            json: nci.to_json().map_err(Error::from)?,
+            version: p.version,
+            digest: p.digest,
+        }))
+    }
+}

@@ -1,0 +1,55 @@
+//! The distributor's gRPC face, and the only module that uses tonic or builds a
+//! `tonic::Status`:
+//! - [`agent_sync`]: `seccomp.agent.v1.AgentSync`, one stream per node agent, feeding the hub;
+//! - [`distributor`]: `seccomp.distributor.v1.Distributor`, rollouts, nodes and rendering;
+//! - [`registry_client`]: the registry as the [`crate::service::ProfileSource`];
+//! - [`convert`]: proto messages to and from domain types.
+//!
+//! Handlers decode, call the service layer and encode; decisions stay in `service`.
+
+mod agent_sync;
+mod convert;
+mod distributor;
+mod registry_client;
+
+use std::sync::Arc;
+
+use seccomp_proto::agent::v1 as agent;
+use seccomp_proto::distributor::v1 as pb;
+use tonic::Status;
+
+use crate::error::Error;
+use crate::hub::Hub;
+use crate::service::Distributor;
+
+pub use agent_sync::AgentSyncGrpc;
+pub use convert::{strategy_from, target_from};
+pub use distributor::DistributorGrpc;
+pub use registry_client::RegistrySource;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(m) => Status::invalid_argument(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Unavailable(m) => Status::unavailable(m),
+            other => {
+                tracing::error!(error = %other, "internal error");
+                Status::internal(other.to_string())
+            }
+        }
+    }
+}
+
+/// The agent stream service over `hub`.
+pub fn agent_service(hub: Arc<Hub>) -> agent::agent_sync_server::AgentSyncServer<AgentSyncGrpc> {
+    agent::agent_sync_server::AgentSyncServer::new(AgentSyncGrpc::new(hub))
+}
+
+/// The rollout service over `distributor`.
+pub fn distributor_service(
+    distributor: Arc<Distributor>,
+) -> pb::distributor_server::DistributorServer<DistributorGrpc> {
+    pb::distributor_server::DistributorServer::new(DistributorGrpc::new(distributor))
+}

@@ -1,0 +1,376 @@
+//! The commands: create a rollout (fetching the version through the [`ProfileSource`](super::ProfileSource)),
+//! pause, resume, abort, roll back, and render without writing. Each takes the write lock,
+//! changes records, persists them durably, and runs the engine once so the first wave (or
+//! the rollback) starts at once.
+
+use std::sync::Arc;
+
+use seccomp_rollout::engine;
+use seccomp_rollout::nci::{self, NodeConfigItem, ProfileRef, Target};
+use seccomp_rollout::node::NodeState;
+use seccomp_rollout::record::{Content, PauseCause, RolloutRecord, RolloutState};
+use seccomp_rollout::strategy::{self, Pause, Strategy, WaveSpec};
+
+use super::{Distributor, FetchedProfile, RollbackRequest, RolloutRequest, RolloutView, now_ms};
+use crate::error::{Error, Result};
+
+impl Distributor {
+    pub(super) async fn fetch(&self, name: &str, version: Option<u64>) -> Result<FetchedProfile> {
+        let p = self.source.fetch(name, version).await?;
+        if p.deprecated {
+            return Err(Error::FailedPrecondition(format!(
+                "profile \"{name}\" version {} is deprecated and cannot be rolled out",
+                p.version
+            )));
+        }
+        Ok(p)
+    }
+
+    /// Render the NCI a rollout with these inputs would write, without writing it.
+    pub async fn render(&self, req: &RolloutRequest) -> Result<(NodeConfigItem, FetchedProfile)> {
+        let p = self.fetch(&req.profile, req.version).await?;
+        let nci = nci::render(
+            ProfileRef {
+                name: &p.name,
+                version: p.version,
+                content: &p.content,
+            },
+            &req.target,
+            req.nci_name.as_deref(),
+            None,
+        )?;
+        Ok((nci, p))
+    }
+
+    /// The newest completed rollout of `nci_name` (of `profile`, when given) created before
+    /// the rollout `before`, if any (any time when `before` is `None`).
+    pub(super) fn last_completed(
+        &self,
+        nci_name: &str,
+        profile: Option<&str>,
+        before: Option<&str>,
+    ) -> Result<Option<Arc<RolloutRecord>>> {
+        let all = self.store.all()?;
+        let limit = before
+            .and_then(|id| all.iter().position(|r| r.id == id))
+            .unwrap_or(all.len());
+        Ok(all[..limit]
+            .iter()
+            .rev()
+            .find(|r| {
+                r.nci_name == nci_name
+                    && r.state == RolloutState::Completed
+                    && profile.is_none_or(|p| r.profile == p)
+            })
+            .cloned())
+    }
+
+    /// The active rollout of `nci_name`, if any, as an error.
+    pub(super) fn refuse_if_active(&self, nci_name: &str) -> Result<()> {
+        if let Some(r) = self
+            .store
+            .current()?
+            .get(nci_name)
+            .filter(|r| r.state.is_active())
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "rollout {} of NCI \"{nci_name}\" is still {}: wait for it to finish, abort it, or roll back",
+                r.id, r.state
+            )));
+        }
+        Ok(())
+    }
+
+    /// A Pending record of `content`: the next revision of its NCI, whose stable version
+    /// is the newest completed rollout of that NCI, with `reason` as its first transition.
+    pub(super) fn new_record(
+        &self,
+        id: String,
+        content: Content,
+        strategy: Strategy,
+        actor: &str,
+        reason: String,
+    ) -> Result<RolloutRecord> {
+        let name = content.nci.metadata.name.clone();
+        let now = now_ms();
+        let mut record = RolloutRecord::new(id, content, strategy, actor, now);
+        record.revision = self
+            .store
+            .current()?
+            .get(&name)
+            .map_or(1, |r| r.revision + 1);
+        if let Some(stable) = self.last_completed(&name, None, None)? {
+            record.stable_id = Some(stable.id.clone());
+            record.stable_version = Some(stable.version);
+        }
+        record.transition(RolloutState::Pending, reason, actor, now);
+        Ok(record)
+    }
+
+    /// Create a rollout: render its NCI, persist it, and start its first wave. Refused while
+    /// another rollout of the same NCI is active.
+    pub async fn create_rollout(&self, req: RolloutRequest) -> Result<RolloutView> {
+        req.strategy.validate()?;
+        let p = self.fetch(&req.profile, req.version).await?;
+        let _w = self.write.lock().await;
+        let id = self.store.next_id()?;
+        let nci = nci::render(
+            ProfileRef {
+                name: &p.name,
+                version: p.version,
+                content: &p.content,
+            },
+            &req.target,
+            req.nci_name.as_deref(),
+            Some(&id),
+        )?;
+        self.refuse_if_active(&nci.metadata.name)?;
+        let reason = format!(
+            "created: waves {}",
+            strategy::format_waves(&req.strategy.waves)
+        );
+        let content = Content {
+            profile: p.name,
+            version: p.version,
+            digest: p.digest,
+            nci,
+        };
+        let record = self.new_record(id, content, req.strategy, &req.actor, reason)?;
+        self.check_builds(&record)?;
+        self.store.put(&record).await?;
+        tracing::info!(rollout = %record.id, profile = %record.profile, version = record.version, nci = %record.nci_name, "rollout created");
+        self.tick_locked().await?;
+        self.rollout(&record.id)
+    }
+
+    /// Pause a progressing rollout (no more nodes are targeted; targeted ones converge).
+    pub async fn pause(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+        let _w = self.write.lock().await;
+        let mut r = self.store.get(id)?;
+        let why = if reason.is_empty() {
+            format!("paused by {actor}")
+        } else {
+            format!("paused by {actor}: {reason}")
+        };
+        match (r.state, r.paused) {
+            // Already waiting for a person.
+            (RolloutState::Paused, Some(PauseCause::Requested | PauseCause::BetweenWaves)) => {}
+            // Paused by the engine for unknown nodes, or running: from now on only a resume
+            // continues it. A pending timed pause is kept (and skipped by the resume).
+            (RolloutState::Paused, _) | (RolloutState::Progressing | RolloutState::Pending, _) => {
+                r.transition(RolloutState::Paused, why, actor, now_ms());
+                r.paused = Some(PauseCause::Requested);
+                self.store.put(&r).await?;
+                self.bump();
+            }
+            s => {
+                return Err(Error::FailedPrecondition(format!(
+                    "rollout {id} is {}: only a progressing rollout can be paused",
+                    s.0
+                )));
+            }
+        }
+        self.rollout(id)
+    }
+
+    /// Resume a paused rollout. After a manual pause between waves the next wave starts;
+    /// after a pause for unknown nodes the rollout goes on without them; after a pause on
+    /// request, what is left of a timed pause between waves is skipped.
+    pub async fn resume(&self, id: &str, actor: &str) -> Result<RolloutView> {
+        let _w = self.write.lock().await;
+        let mut r = self.store.get(id)?;
+        if r.state != RolloutState::Paused {
+            return Err(Error::FailedPrecondition(format!(
+                "rollout {id} is {}: only a paused rollout can be resumed",
+                r.state
+            )));
+        }
+        let now = now_ms();
+        match r.paused {
+            Some(PauseCause::BetweenWaves) => {
+                let next = r.current_wave + 1;
+                engine::start_wave(&mut r, next, now);
+                if let Some(t) = r.history.last_mut() {
+                    t.actor = actor.to_owned();
+                    t.reason = format!("resumed by {actor}: {}", t.reason);
+                }
+            }
+            Some(PauseCause::UnknownNodes) => {
+                let unknown: Vec<String> = r
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.state == NodeState::Unknown)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                let reason = format!(
+                    "resumed by {actor}, going on without the unknown node(s) {}",
+                    unknown.join(", ")
+                );
+                r.waived.extend(unknown);
+                r.transition(RolloutState::Progressing, reason, actor, now);
+            }
+            Some(PauseCause::Requested) | None => {
+                r.transition(
+                    RolloutState::Progressing,
+                    format!("resumed by {actor}"),
+                    actor,
+                    now,
+                );
+                // Resuming means "go on now": what is left of a timed pause that was running
+                // when the rollout was paused is skipped.
+                if r.next_wave_at_ms.is_some() {
+                    r.next_wave_at_ms = Some(now);
+                }
+            }
+        }
+        r.progress_at_ms = now;
+        self.store.put(&r).await?;
+        self.tick_locked().await?;
+        self.rollout(id)
+    }
+
+    /// Abort an active rollout: nothing more is targeted; nodes keep what they have.
+    pub async fn abort(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+        let _w = self.write.lock().await;
+        let mut r = self.store.get(id)?;
+        if r.state.is_terminal() {
+            return Err(Error::FailedPrecondition(format!(
+                "rollout {id} is already {}",
+                r.state
+            )));
+        }
+        let why = if reason.is_empty() {
+            format!("aborted by {actor}")
+        } else {
+            format!("aborted by {actor}: {reason}")
+        };
+        r.transition(RolloutState::Aborted, why, actor, now_ms());
+        self.store.put(&r).await?;
+        self.refresh_fleet()?;
+        self.bump();
+        self.rollout(id)
+    }
+
+    /// Roll NCIs of a profile forward to older content as new rollouts: every matching node
+    /// at once, within `max_unavailable`. An active rollout of such an NCI is aborted first.
+    pub async fn rollback(&self, req: RollbackRequest) -> Result<Vec<RolloutView>> {
+        // The registry is asked before the lock is taken: a slow registry must not stall the
+        // engine.
+        let fetched = match req.to_version {
+            Some(v) => Some(self.fetch(&req.profile, Some(v)).await?),
+            None => None,
+        };
+        let _w = self.write.lock().await;
+        let targets: Vec<RolloutRecord> = self
+            .store
+            .current()?
+            .into_values()
+            .filter(|r| r.profile == req.profile)
+            .filter(|r| req.nci_name.as_ref().is_none_or(|n| *n == r.nci_name))
+            .map(|r| (*r).clone())
+            .collect();
+        if targets.is_empty() {
+            return Err(Error::NotFound(match &req.nci_name {
+                Some(n) => format!("NCI \"{n}\" has no rollout of profile \"{}\"", req.profile),
+                None => format!("no rollout of profile \"{}\"", req.profile),
+            }));
+        }
+        // Work out every NCI's content before changing anything.
+        let mut plans = Vec::with_capacity(targets.len());
+        for current in targets {
+            let id = self.store.next_id()?;
+            let (nci, version, digest) = match &fetched {
+                Some(p) => {
+                    let all = self.store.all()?;
+                    // The target that version had on this NCI, if it was ever rolled out here.
+                    let target = match all.iter().rev().find(|r| {
+                        r.nci_name == current.nci_name
+                            && r.profile == req.profile
+                            && r.version == p.version
+                    }) {
+                        Some(old) => Target::of(&old.nci)?,
+                        None => Target::of(&current.nci)?,
+                    };
+                    let nci = nci::render(
+                        ProfileRef {
+                            name: &p.name,
+                            version: p.version,
+                            content: &p.content,
+                        },
+                        &target,
+                        Some(&current.nci_name),
+                        Some(&id),
+                    )?;
+                    (nci, p.version, p.digest.clone())
+                }
+                None => {
+                    let before = if current.state == RolloutState::Completed {
+                        Some(current.id.as_str())
+                    } else {
+                        None
+                    };
+                    let stable = self
+                        .last_completed(&current.nci_name, Some(&req.profile), before)?
+                        .filter(|s| s.id != current.id)
+                        .ok_or_else(|| {
+                            Error::FailedPrecondition(format!(
+                                "NCI \"{}\" has no earlier completed version to return to: give a version (--to-version)",
+                                current.nci_name
+                            ))
+                        })?;
+                    (
+                        stable.nci.relabelled(&id),
+                        stable.version,
+                        stable.digest.clone(),
+                    )
+                }
+            };
+            plans.push((current, id, nci, version, digest));
+        }
+        let mut ids = Vec::with_capacity(plans.len());
+        for (mut current, id, nci, version, digest) in plans {
+            let now = now_ms();
+            if current.state.is_active() {
+                current.transition(
+                    RolloutState::Aborted,
+                    format!("superseded by rollback {id}"),
+                    &req.actor,
+                    now,
+                );
+                self.store.put(&current).await?;
+            }
+            // No waves; and a rollback that fails stops where it is rather than sending the
+            // nodes back to the version being rolled away from.
+            let strategy = Strategy {
+                waves: vec![WaveSpec::Percent(100)],
+                pause: Pause::None,
+                auto_rollback: false,
+                ..current.strategy.clone()
+            };
+            let from = current.version;
+            let content = Content {
+                profile: req.profile.clone(),
+                version,
+                digest,
+                nci,
+            };
+            let mut record = self.new_record(
+                id.clone(),
+                content,
+                strategy,
+                &req.actor,
+                format!(
+                    "rollback by {}: version {from} back to version {version}",
+                    req.actor
+                ),
+            )?;
+            record.rollback = true;
+            self.check_builds(&record)?;
+            self.store.put(&record).await?;
+            tracing::info!(rollout = %id, nci = %record.nci_name, from, to = version, "rollback created");
+            ids.push(id);
+        }
+        self.tick_locked().await?;
+        ids.iter().map(|id| self.rollout(id)).collect()
+    }
+}

@@ -1,0 +1,100 @@
+//! What is desired, from the stored rollouts: per NCI name its newest rollout and that
+//! rollout's stable one ("in force"), the NCI variants the agents get (scoped to node sets),
+//! and the records the sinks get (one content per NCI). See the module docs of `service`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use seccomp_rollout::fileset::{Fleet, Scope};
+use seccomp_rollout::nci::NodeConfigItem;
+use seccomp_rollout::record::{RolloutRecord, RolloutState};
+
+use super::{Distributor, InForce};
+use crate::error::Result;
+
+impl Distributor {
+    /// Per NCI name, its newest rollout and that rollout's stable one.
+    pub(super) fn in_force(&self) -> Result<InForce> {
+        self.store
+            .current()?
+            .into_values()
+            .map(|r| {
+                let stable = r
+                    .stable_id
+                    .as_deref()
+                    .map(|id| self.store.get_shared(id))
+                    .transpose()?;
+                Ok((r, stable))
+            })
+            .collect()
+    }
+
+    /// For each NCI name, the rollouts whose content some node may have now: the newest one
+    /// and its stable one.
+    pub(super) fn content_sources(&self) -> Result<BTreeMap<String, Vec<Arc<RolloutRecord>>>> {
+        Ok(self
+            .in_force()?
+            .into_iter()
+            .map(|(r, stable)| {
+                (
+                    r.nci_name.clone(),
+                    std::iter::once(r).chain(stable).collect(),
+                )
+            })
+            .collect())
+    }
+
+    /// The rollouts whose NCIs the sinks hold, one per NCI name: the newest when it
+    /// completed, else its stable one (see the module docs).
+    pub(super) fn sink_records(&self) -> Result<Vec<Arc<RolloutRecord>>> {
+        Ok(self
+            .in_force()?
+            .into_iter()
+            .filter_map(|(r, stable)| {
+                if r.state == RolloutState::Completed {
+                    Some(r)
+                } else {
+                    stable
+                }
+            })
+            .collect())
+    }
+
+    /// The NCIs the sinks hold: one per NCI name (see the module docs).
+    pub fn ncis(&self) -> Result<Vec<NodeConfigItem>> {
+        Ok(self.sink_records()?.iter().map(|r| r.nci.clone()).collect())
+    }
+
+    /// The NCI variants the agents get (see the module docs).
+    pub(super) fn variants(&self) -> Result<Vec<(NodeConfigItem, Scope)>> {
+        let mut out = Vec::new();
+        for (r, stable) in self.in_force()? {
+            if r.state == RolloutState::Completed {
+                out.push((r.nci.clone(), Scope::All));
+            } else if r.reverted {
+                out.extend(stable.map(|s| (s.nci.clone(), Scope::All)));
+            } else {
+                let targeted: Arc<BTreeSet<String>> = Arc::new(r.nodes.keys().cloned().collect());
+                out.push((r.nci.clone(), Scope::Only(Arc::clone(&targeted))));
+                out.extend(stable.map(|s| (s.nci.clone(), Scope::Except(targeted))));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn refresh_fleet(&self) -> Result<()> {
+        let variants = self.variants()?;
+        self.hub
+            .set_fleet(Fleet::scoped(variants.iter().map(|(n, s)| (n, s.clone())))?);
+        Ok(())
+    }
+
+    /// Check that the NCIs with `record` added still build.
+    pub(super) fn check_builds(&self, record: &RolloutRecord) -> Result<()> {
+        let mut variants = self.variants()?;
+        variants.retain(|(n, _)| n.metadata.name != record.nci_name);
+        variants.push((record.nci.clone(), Scope::All));
+        Fleet::scoped(variants.iter().map(|(n, s)| (n, s.clone())))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,222 @@
+//! What moves rollouts on: [`Distributor::tick`] runs [`engine::step`] for every active
+//! rollout (on each hub change and every 500 ms, see [`Distributor::run_engine`]), persists
+//! what changed before anything is sent, rebuilds the fleet when what nodes get changed,
+//! and then syncs the sinks outside the lock (retrying a failed sink later). After a restart
+//! it waits for the nodes seen connected before ("settling"), and it records which nodes are
+//! connected so the next restart knows whom to wait for.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use seccomp_rollout::engine::{self, Live};
+use seccomp_rollout::nci::NodeConfigItem;
+use seccomp_rollout::node::NodeState;
+use seccomp_rollout::record::RolloutRecord;
+
+use super::{Distributor, SIGHTING_EVERY, SINK_RETRY, now_ms};
+use crate::error::Result;
+
+impl Distributor {
+    /// Bring every sink in line with the NCIs in force (skipped when they did not change
+    /// since the last successful sync). A failing sink is logged and retried at the next
+    /// change; agents do not wait for sinks.
+    pub async fn sync_sinks(&self) -> Result<()> {
+        let records = self.sink_records()?;
+        let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+        if self
+            .synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            == Some(&ids)
+        {
+            return Ok(());
+        }
+        let retry_at = *self.sink_retry_at.lock().unwrap_or_else(|e| e.into_inner());
+        if retry_at.is_some_and(|at| Instant::now() < at) {
+            return Ok(());
+        }
+        let ncis: Vec<NodeConfigItem> = records.iter().map(|r| r.nci.clone()).collect();
+        let mut all_ok = true;
+        for sink in &self.sinks {
+            match sink.sync(&ncis).await {
+                Ok(()) => {
+                    tracing::info!(sink = %sink.describe(), ncis = ncis.len(), "sink in sync")
+                }
+                Err(e) => {
+                    all_ok = false;
+                    tracing::error!(sink = %sink.describe(), error = %e, "sink sync failed")
+                }
+            }
+        }
+        if all_ok {
+            *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = Some(ids);
+            *self.sink_retry_at.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        } else {
+            *self.sink_retry_at.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + SINK_RETRY);
+        }
+        Ok(())
+    }
+
+    /// Move every active rollout on (see [`engine::step`]), then bring the sinks in line
+    /// (outside the lock: a slow cluster API must not stall rollouts): called by the engine
+    /// task on every node change and on a timer.
+    pub async fn tick(&self) -> Result<()> {
+        {
+            let _w = self.write.lock().await;
+            self.tick_locked().await?;
+        }
+        self.sync_sinks().await
+    }
+
+    /// Whether the agents known before a restart had their chance to reconnect. The first
+    /// time it is true, the rollouts' deadlines restart: time the distributor was down or
+    /// settling does not count against nodes or waves.
+    async fn settle(&self) -> Result<bool> {
+        if self.settled.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let back = self.expected.iter().all(|n| self.hub.is_known(n));
+        if !(back || Instant::now() >= self.settle_until) {
+            return Ok(false);
+        }
+        let now = now_ms();
+        for shared in self.store.current()?.into_values() {
+            if !shared.state.is_active() {
+                continue;
+            }
+            let mut r = (*shared).clone();
+            r.progress_at_ms = r.progress_at_ms.max(now);
+            for n in r.nodes.values_mut() {
+                if matches!(n.state, NodeState::Applying | NodeState::Pending) {
+                    n.since_ms = n.since_ms.max(now);
+                }
+            }
+            self.store.put_lazy(&r)?;
+        }
+        self.settled.store(true, Ordering::Release);
+        if !self.expected.is_empty() {
+            tracing::info!(
+                nodes = self.expected.len(),
+                back,
+                "settled after the restart; rollouts go on"
+            );
+        }
+        Ok(true)
+    }
+
+    /// Record which nodes are connected, when a node is new and otherwise every
+    /// [`SIGHTING_EVERY`], so a restarted distributor knows whom to wait for.
+    fn remember_nodes(&self) -> Result<()> {
+        let count = self.hub.node_count();
+        let mut last = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last.1.is_none_or(|at| at.elapsed() >= SIGHTING_EVERY);
+        if count <= last.0 && !due {
+            return Ok(());
+        }
+        let names = self.hub.connected_names();
+        self.store.saw_nodes(&names, now_ms())?;
+        *last = (count, Some(Instant::now()));
+        Ok(())
+    }
+
+    pub(super) async fn tick_locked(&self) -> Result<()> {
+        self.remember_nodes()?;
+        if self.stale.load(Ordering::Acquire) {
+            self.store.flush().await?;
+            self.refresh_fleet()?;
+            self.stale.store(false, Ordering::Release);
+        }
+        let settled = self.settle().await?;
+        let mut scope = false;
+        let mut changed = false;
+        for shared in self.store.current()?.into_values() {
+            if !shared.state.is_active() {
+                continue;
+            }
+            let mut r = (*shared).clone();
+            let live = self.live(&r);
+            let live_names: HashSet<&str> = live.iter().map(|l| l.name.as_str()).collect();
+            // A targeted node whose labels no longer match leaves the rollout: it gets what
+            // its new labels select, like any other node. (Asked of the hub now, not of the
+            // snapshot above: an agent may have connected since.)
+            let selector = &r.nci.spec.nodeconfigselector;
+            let moved: Vec<String> = r
+                .nodes
+                .keys()
+                .filter(|n| {
+                    !live_names.contains(n.as_str()) && self.hub.matches(n, selector) == Some(false)
+                })
+                .cloned()
+                .collect();
+            for name in &moved {
+                tracing::info!(rollout = %r.id, node = %name, "node no longer matches the target; it leaves the rollout");
+                r.nodes.remove(name);
+            }
+            let before = r.state;
+            let step = engine::step(&mut r, &live, now_ms(), settled);
+            // Nodes leaving the rollout change what nodes get, like a step's scope change.
+            let rescoped = step.scope || !moved.is_empty();
+            if rescoped {
+                // Until the fleet is rebuilt below; if the write fails, the next tick retries.
+                self.stale.store(true, Ordering::Release);
+            }
+            if rescoped || step.durable {
+                self.store.put(&r).await?;
+            } else if step.changed {
+                self.store.put_lazy(&r)?;
+            }
+            if r.state != before {
+                let reason = r.history.last().map_or("", |t| t.reason.as_str());
+                tracing::info!(rollout = %r.id, from = %before, to = %r.state, reason, "rollout state");
+            }
+            scope |= rescoped;
+            changed |= step.changed || rescoped;
+        }
+        if scope {
+            self.refresh_fleet()?;
+            self.stale.store(false, Ordering::Release);
+        }
+        if changed {
+            self.bump();
+        }
+        Ok(())
+    }
+
+    /// Run [`Distributor::tick`] on every node change and at least every 500 ms until `stop`
+    /// resolves.
+    pub async fn run_engine(&self, stop: impl Future<Output = ()>) {
+        let mut nodes = self.hub.subscribe();
+        tokio::pin!(stop);
+        loop {
+            if let Err(e) = self.tick().await {
+                tracing::error!(error = %e, "rollout engine");
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                _ = nodes.changed() => {}
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// The matching nodes of `r` as the engine sees them.
+    pub(super) fn live(&self, r: &RolloutRecord) -> Vec<Live> {
+        self.hub
+            .nodes(&r.nci.spec.nodeconfigselector)
+            .iter()
+            .map(|n| {
+                let (state, message) = n.state_for_nci(&r.nci_name);
+                Live {
+                    name: n.name.clone(),
+                    labels: n.labels.clone(),
+                    state,
+                    message,
+                }
+            })
+            .collect()
+    }
+}

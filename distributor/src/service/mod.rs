@@ -1,0 +1,196 @@
+//! The distributor's operations, transport-free: create staged rollouts (fetching the version
+//! from the registry through a [`ProfileSource`]), drive them ([`Distributor::tick`], run by
+//! the engine task on every node change and on a timer), pause, resume, abort and roll back,
+//! report rollouts and nodes, render NCIs.
+//!
+//! What each node gets, per NCI name, follows from the newest rollout of that name:
+//! Completed: its content everywhere it matches; reverted (rolling or rolled back): the
+//! stable content (the last completed rollout's) everywhere; otherwise (in progress, paused,
+//! aborted): its content on the nodes its waves targeted, the stable content elsewhere. The
+//! sinks (YAML directory, cluster) hold one content per NCI, so they get the stable content
+//! until a rollout completes.
+//!
+//! Every change of a rollout record is written to the store (and flushed) before the nodes are sent anything
+//! it implies, so a distributor killed at any point resumes with the same targeted nodes.
+
+//!
+//! Layout, by what each part does:
+//! - [`desired`]: what is desired: the NCIs in force, the variants the agents get, the
+//!   records the sinks get;
+//! - [`commands`]: the commands: create, pause, resume, abort, roll back, render;
+//! - [`driver`]: what moves rollouts on: the engine tick, settling after a restart, node
+//!   sightings, sink syncs and their retries;
+//! - [`views`]: what callers see: rollouts with node counts, waves and conflicts, pages,
+//!   watch events, which rollout a node's file came from.
+
+mod commands;
+mod desired;
+mod driver;
+mod views;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use seccomp_rollout::nci::Target;
+use seccomp_rollout::record::RolloutRecord;
+use seccomp_rollout::strategy::Strategy;
+
+use crate::BoxFuture;
+use crate::error::Result;
+use crate::hub::Hub;
+use crate::sinks::NciSink;
+use crate::store::RolloutStore;
+
+pub use views::{ConflictView, Counts, FileSources, NodeRow, RolloutView, WatchCursor, WatchEvent};
+
+/// A profile version fetched from the registry.
+#[derive(Debug, Clone)]
+pub struct FetchedProfile {
+    /// Name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// Exact bytes.
+    pub content: Vec<u8>,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    /// Deprecated versions may not be rolled out.
+    pub deprecated: bool,
+}
+
+/// Where profile versions come from (the registry over gRPC, or a test double).
+pub trait ProfileSource: Send + Sync + 'static {
+    /// Fetch `name` at `version`, or its latest version when `None`.
+    fn fetch<'a>(
+        &'a self,
+        name: &'a str,
+        version: Option<u64>,
+    ) -> BoxFuture<'a, Result<FetchedProfile>>;
+}
+
+/// What a rollout asks for.
+#[derive(Debug, Clone)]
+pub struct RolloutRequest {
+    /// Profile name.
+    pub profile: String,
+    /// Version; `None` for the latest.
+    pub version: Option<u64>,
+    /// Where and how.
+    pub target: Target,
+    /// How it proceeds.
+    pub strategy: Strategy,
+    /// NCI name; `None` for `seccomp-<profile>`.
+    pub nci_name: Option<String>,
+    /// Who asks.
+    pub actor: String,
+}
+
+/// What a rollback asks for.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    /// Profile whose NCIs go back.
+    pub profile: String,
+    /// Version to return to; `None` for each NCI's stable version.
+    pub to_version: Option<u64>,
+    /// Only this NCI.
+    pub nci_name: Option<String>,
+    /// Who asks.
+    pub actor: String,
+}
+
+/// What the nodes and the sinks should have, from the stored rollouts.
+/// Per NCI name: its newest rollout, and that rollout's stable one when it has one.
+type InForce = Vec<(Arc<RolloutRecord>, Option<Arc<RolloutRecord>>)>;
+
+/// The distributor.
+pub struct Distributor {
+    store: RolloutStore,
+    hub: Arc<Hub>,
+    source: Arc<dyn ProfileSource>,
+    sinks: Vec<Arc<dyn NciSink>>,
+    /// Every change of rollout records goes through this lock, so NCI revisions are
+    /// sequential and the engine never races a caller.
+    write: tokio::sync::Mutex<()>,
+    /// Bumped whenever a rollout record changed, for watchers.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// After a restart the agents need a moment to reconnect. Until every node known before
+    /// the restart is back, or this time has passed, rollouts only record what nodes report:
+    /// no node is Unknown for being absent, no wave starts or ends.
+    settle_until: Instant,
+    /// Set once settled (see `settle_until`).
+    settled: AtomicBool,
+    /// The nodes connected shortly before this process started (persisted), waited for.
+    expected: BTreeSet<String>,
+    /// How many nodes the hub knew at the last record of connected nodes, and when that was.
+    sightings: std::sync::Mutex<(usize, Option<Instant>)>,
+    /// A record changed what nodes get but the fleet was not rebuilt (its write failed):
+    /// flush and rebuild at the next tick.
+    stale: AtomicBool,
+    /// Ids of the rollouts whose NCIs the sinks last got.
+    synced: std::sync::Mutex<Option<Vec<String>>>,
+    /// After a failed sink sync, no new attempt before this.
+    sink_retry_at: std::sync::Mutex<Option<Instant>>,
+}
+
+/// How often the connected nodes are recorded.
+const SIGHTING_EVERY: Duration = Duration::from_secs(30);
+
+/// After a restart, the distributor waits for the nodes seen connected within this much of
+/// the last sighting before it stopped.
+const RECENT: Duration = Duration::from_secs(5 * 60);
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// How long to wait before syncing a sink again after it failed.
+const SINK_RETRY: Duration = Duration::from_secs(10);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Distributor {
+    /// A distributor over `store`, serving agents through `hub` and writing NCIs to `sinks`.
+    /// Loads the NCIs in force. Targeted nodes that have not reconnected within `settle` count
+    /// as Unknown.
+    pub fn new(
+        store: RolloutStore,
+        hub: Arc<Hub>,
+        source: Arc<dyn ProfileSource>,
+        sinks: Vec<Arc<dyn NciSink>>,
+        settle: Duration,
+    ) -> Result<Self> {
+        let expected = store.recent_nodes(millis(RECENT))?;
+        let d = Distributor {
+            store,
+            hub,
+            source,
+            sinks,
+            write: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::watch::Sender::new(0),
+            settle_until: Instant::now() + settle,
+            settled: AtomicBool::new(false),
+            sightings: std::sync::Mutex::new((0, None)),
+            expected,
+            stale: AtomicBool::new(false),
+            synced: std::sync::Mutex::new(None),
+            sink_retry_at: std::sync::Mutex::new(None),
+        };
+        d.refresh_fleet()?;
+        Ok(d)
+    }
+
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes whenever a rollout may have changed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}

@@ -1,0 +1,158 @@
+//! The distributor's persistent state: rollout records and node sightings, behind a small
+//! [`Backend`] trait, so a restarted distributor serves the same NCIs and resumes staged
+//! rollouts where they stopped. [`RolloutStore`] keeps every record in memory too (read at
+//! open, updated on every write), so the engine's frequent reads never parse records again;
+//! a backend only has to keep bytes safe.
+//!
+//! Rollouts are numbered (`r<number>`), and iteration is in creation order; the NCIs in force
+//! derive from the newest rollout of each NCI name (see `service`). A record holds all the
+//! engine needs to go on after a restart (see [`seccomp_rollout::record`]).
+//!
+//! Backends: [`sled`] (embedded, the default). Another (etcd, for several replicas) is an
+//! implementation of [`Backend`].
+
+pub mod sled;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use seccomp_rollout::record::RolloutRecord;
+
+use crate::BoxFuture;
+use crate::error::{Error, Result};
+
+pub use self::sled::SledBackend;
+
+/// Where the distributor's state is kept. Writes may be buffered until [`Backend::flush`]
+/// completes; a write that returned is visible to later reads of the same process.
+pub trait Backend: Send + Sync + 'static {
+    /// Every stored rollout record with its number, in any order.
+    fn load_rollouts(&self) -> Result<Vec<(u64, RolloutRecord)>>;
+    /// Store the record of rollout `number` (replacing an older one), without waiting for
+    /// durability.
+    fn write_rollout(&self, number: u64, record: &RolloutRecord) -> Result<()>;
+    /// A rollout number never handed out before (also across restarts).
+    fn next_number(&self) -> Result<u64>;
+    /// Every node ever seen connected, with when it last was (ms since the epoch).
+    fn load_sightings(&self) -> Result<Vec<(String, u64)>>;
+    /// Record that `names` were connected at `at_ms`, without waiting for durability.
+    fn write_sightings(&self, names: &[String], at_ms: u64) -> Result<()>;
+    /// Wait until everything written so far is durable.
+    fn flush(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// The rollout records and node sightings, cached in memory over a [`Backend`].
+#[derive(Clone)]
+pub struct RolloutStore {
+    backend: Arc<dyn Backend>,
+    cache: Arc<RwLock<BTreeMap<u64, Arc<RolloutRecord>>>>,
+}
+
+fn id_number(id: &str) -> Option<u64> {
+    id.strip_prefix('r')?.parse().ok()
+}
+
+impl RolloutStore {
+    /// The store over `backend`, with every record read into memory.
+    pub fn new(backend: impl Backend) -> Result<Self> {
+        let cache = backend
+            .load_rollouts()?
+            .into_iter()
+            .map(|(n, r)| (n, Arc::new(r)))
+            .collect();
+        Ok(RolloutStore {
+            backend: Arc::new(backend),
+            cache: Arc::new(RwLock::new(cache)),
+        })
+    }
+
+    /// Open (or create) the embedded sled database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::new(SledBackend::open(dir)?)
+    }
+
+    /// A fresh rollout id, never reused.
+    pub fn next_id(&self) -> Result<String> {
+        Ok(format!("r{}", self.backend.next_number()?))
+    }
+
+    /// The nodes that were connected during the last `recent_ms` before this distributor
+    /// last stopped (measured from the newest sighting): the ones to wait for after a
+    /// restart. A node decommissioned long before is not among them.
+    pub fn recent_nodes(&self, recent_ms: u64) -> Result<BTreeSet<String>> {
+        let seen = self.backend.load_sightings()?;
+        let newest = seen.iter().map(|(_, at)| *at).max().unwrap_or(0);
+        Ok(seen
+            .into_iter()
+            .filter(|(_, at)| *at >= newest.saturating_sub(recent_ms))
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Record that these nodes are connected at `at_ms` (written with the next flush).
+    pub fn saw_nodes(&self, names: &[String], at_ms: u64) -> Result<()> {
+        self.backend.write_sightings(names, at_ms)
+    }
+
+    /// Wait until everything written so far is durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.backend.flush().await
+    }
+
+    /// Store a rollout and wait until it is durable.
+    pub async fn put(&self, r: &RolloutRecord) -> Result<()> {
+        self.put_lazy(r)?;
+        self.flush().await
+    }
+
+    /// Store a rollout without waiting for durability (the engine's per-node bookkeeping;
+    /// the next durable `put`, or the backend's own periodic flush, writes it).
+    pub fn put_lazy(&self, r: &RolloutRecord) -> Result<()> {
+        let n =
+            id_number(&r.id).ok_or_else(|| Error::invalid(format!("bad rollout id {:?}", r.id)))?;
+        self.backend.write_rollout(n, r)?;
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(n, Arc::new(r.clone()));
+        Ok(())
+    }
+
+    /// One rollout, to change.
+    pub fn get(&self, id: &str) -> Result<RolloutRecord> {
+        Ok((*self.get_shared(id)?).clone())
+    }
+
+    /// One rollout, to read.
+    pub fn get_shared(&self, id: &str) -> Result<Arc<RolloutRecord>> {
+        let missing = || Error::NotFound(format!("rollout \"{id}\" not found"));
+        let n = id_number(id).ok_or_else(missing)?;
+        self.cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&n)
+            .cloned()
+            .ok_or_else(missing)
+    }
+
+    /// Every rollout, oldest first.
+    pub fn all(&self) -> Result<Vec<Arc<RolloutRecord>>> {
+        Ok(self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    /// The newest rollout of every NCI name.
+    pub fn current(&self) -> Result<BTreeMap<String, Arc<RolloutRecord>>> {
+        let mut out = BTreeMap::new();
+        for r in self.all()? {
+            out.insert(r.nci_name.clone(), r);
+        }
+        Ok(out)
+    }
+}
