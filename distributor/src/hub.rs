@@ -1,12 +1,13 @@
 //! The agents' side of the distributor: one session per connected node agent, each node's
 //! desired set (from the [`Fleet`]) and what its agent reports, and the decision of when to
-//! send a node its set. Transport-free: the `grpc` module feeds it events and forwards the
-//! [`DesiredMsg`]s it queues on a session's channel.
+//! send a node its set. Transport-free: the `grpc` module feeds it events and forwards what
+//! it queues on a session's channel ([`Outbound`]).
 //!
 //! Protocol rules kept here (agent.proto): a `Desired` is sent after `Hello` only when the
 //! agent's revision or observed files differ from the desired set, and later whenever the
 //! set changes; an `Ack`/`Nack` whose nonce is not the last one sent on that session is
-//! stale and ignored; a second session for a node replaces the first.
+//! stale and ignored; a second session for a node replaces the first, which is told so
+//! ([`Outbound::Replaced`]: the stream ends with ABORTED).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +28,16 @@ pub struct DesiredMsg {
     pub nonce: String,
     /// The set.
     pub set: Arc<EffectiveSet>,
+}
+
+/// What a session's channel carries to its stream.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// Send the agent this set.
+    Desired(DesiredMsg),
+    /// A newer session for the same node took over: end this stream (ABORTED). Nothing
+    /// follows on the channel.
+    Replaced,
 }
 
 /// The first message of a session.
@@ -51,7 +62,7 @@ pub struct SessionId(u64);
 #[derive(Debug)]
 struct Session {
     id: u64,
-    tx: mpsc::UnboundedSender<DesiredMsg>,
+    tx: mpsc::UnboundedSender<Outbound>,
     /// Nonce of the last Desired sent on this session.
     nonce: Option<String>,
 }
@@ -106,7 +117,7 @@ impl State {
             nonce: nonce.clone(),
             set: Arc::clone(&node.desired),
         };
-        if session.tx.send(msg).is_ok() {
+        if session.tx.send(Outbound::Desired(msg)).is_ok() {
             session.nonce = Some(nonce);
             node.in_flight = true;
             node.errors.clear();
@@ -178,8 +189,9 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Open a session. Returns its id; Desired messages for the node go to `tx`.
-    pub fn hello(&self, hello: Hello, tx: mpsc::UnboundedSender<DesiredMsg>) -> SessionId {
+    /// Open a session. Returns its id; what the node's stream should send goes to `tx`. A
+    /// session the node already has is told it was replaced.
+    pub fn hello(&self, hello: Hello, tx: mpsc::UnboundedSender<Outbound>) -> SessionId {
         let mut st = self.lock();
         let id = st.next_session;
         st.next_session += 1;
@@ -203,8 +215,15 @@ impl Hub {
             drift_reports: 0,
             desired,
         };
-        // Replacing the entry drops the old session's sender, which ends that stream.
-        st.nodes.insert(hello.node.clone(), node);
+        // Replacing the entry drops the old session's sender after telling it why, so the old
+        // stream ends with a reason rather than silently.
+        if let Some(session) = st
+            .nodes
+            .insert(hello.node.clone(), node)
+            .and_then(|old| old.session)
+        {
+            let _ = session.tx.send(Outbound::Replaced);
+        }
         if !up_to_date {
             st.send(&hello.node);
         }

@@ -286,3 +286,23 @@ async fn a_stream_must_start_with_hello() {
     assert!(err.message().contains("Hello"));
     dist.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_stream_for_a_node_ends_the_first_with_aborted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = distributor(tmp.path(), "http://127.0.0.1:9").await;
+    let mut first = Agent::connect(&dist.url, "n1", &[("os", "linux")], "", vec![]).await;
+    // A fresh agent is sent its (empty) set first.
+    assert!(first.desired().await.files.is_empty());
+    let _second = Agent::connect(&dist.url, "n1", &[("os", "linux")], "", vec![]).await;
+    let end = tokio::time::timeout(Duration::from_secs(10), first.rx.next())
+        .await
+        .expect("the first stream ends in time");
+    let status = match end {
+        Some(Err(status)) => status,
+        other => panic!("expected ABORTED, got {other:?}"),
+    };
+    assert_eq!(status.code(), tonic::Code::Aborted);
+    assert!(status.message().contains("\"n1\""), "{}", status.message());
+    dist.stop().await;
+}

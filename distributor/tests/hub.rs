@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use seccomp_distributor::hub::{DesiredMsg, Hello, Hub};
+use seccomp_distributor::hub::{DesiredMsg, Hello, Hub, Outbound};
 use seccomp_rollout::fileset::{EffectiveSet, Fleet};
 use seccomp_rollout::nci::{self, FileType, NodeConfigItem, ProfileRef, Target};
 use seccomp_rollout::node::{FileError, NodeState, ObservedFile, ObservedKind};
@@ -60,6 +60,14 @@ fn observe(set: &EffectiveSet) -> Vec<ObservedFile> {
         .collect()
 }
 
+/// The next message of a session, which must be a Desired.
+fn desired(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> DesiredMsg {
+    match rx.try_recv() {
+        Ok(Outbound::Desired(d)) => d,
+        other => panic!("expected a Desired, got {other:?}"),
+    }
+}
+
 fn state(hub: &Hub, node: &str) -> NodeState {
     hub.nodes(&Selector::new())
         .into_iter()
@@ -74,11 +82,9 @@ fn sends_on_hello_applies_on_ack_and_resends_on_change() {
         Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
         Duration::from_secs(30),
     );
-    let (tx, mut rx) = mpsc::unbounded_channel::<DesiredMsg>();
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
-    let d = rx
-        .try_recv()
-        .expect("a Desired after Hello from a fresh agent");
+    let d = desired(&mut rx);
     assert_eq!(d.set.files.len(), 2);
     assert_eq!(state(&hub, "n1"), NodeState::Applying);
 
@@ -92,7 +98,7 @@ fn sends_on_hello_applies_on_ack_and_resends_on_change() {
     let mut wrong = observe(&d.set);
     wrong[1].mode = 0o600;
     hub.set_fleet(Fleet::new(&[nci("a", "{\"v\":2}", "os=linux")]).unwrap());
-    let d2 = rx.try_recv().expect("a Desired after the set changed");
+    let d2 = desired(&mut rx);
     assert_ne!(d2.revision, d.revision);
     hub.ack("n1", s, &d2.revision, &d2.nonce, wrong);
     assert_eq!(state(&hub, "n1"), NodeState::Failed);
@@ -116,7 +122,7 @@ fn reconnect_with_the_same_revision_sends_nothing() {
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
-    let d = rx.try_recv().unwrap();
+    let d = desired(&mut rx);
     hub.ack("n1", s, &d.revision, &d.nonce, observe(&d.set));
     hub.disconnect("n1", s);
 
@@ -133,7 +139,7 @@ fn reconnect_with_the_same_revision_sends_nothing() {
     let mut changed = observe(&d.set);
     changed[1].sha256 = "00".into();
     hub.hello(hello("n1", "os=linux", &d.revision, changed), tx3);
-    assert!(rx3.try_recv().is_ok());
+    assert!(matches!(rx3.try_recv(), Ok(Outbound::Desired(_))));
 }
 
 #[test]
@@ -144,10 +150,14 @@ fn a_new_session_replaces_the_old_one() {
     );
     let (tx1, mut rx1) = mpsc::unbounded_channel();
     let s1 = hub.hello(hello("n1", "os=linux", "", vec![]), tx1);
-    let d1 = rx1.try_recv().unwrap();
+    let d1 = desired(&mut rx1);
     let (tx2, mut rx2) = mpsc::unbounded_channel();
     let s2 = hub.hello(hello("n1", "os=linux", "", vec![]), tx2);
-    let d2 = rx2.try_recv().unwrap();
+    let d2 = desired(&mut rx2);
+    assert!(
+        matches!(rx1.try_recv(), Ok(Outbound::Replaced)),
+        "the old session is told it was replaced"
+    );
     assert!(rx1.try_recv().is_err());
     assert!(rx1.is_closed(), "the old session's stream ends");
     // Answers on the old session are ignored.
@@ -165,7 +175,7 @@ fn nack_drift_and_unknown() {
     );
     let (tx, mut rx) = mpsc::unbounded_channel();
     let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
-    let d = rx.try_recv().unwrap();
+    let d = desired(&mut rx);
     let err = FileError {
         path: "/var/lib/kubelet/seccomp/web.json".into(),
         code: "unknown-owner".into(),
@@ -177,7 +187,7 @@ fn nack_drift_and_unknown() {
     assert_eq!(view.file_state(&view.desired.files[1]), NodeState::Failed);
 
     hub.set_fleet(Fleet::new(&[nci("a", "{\"v\":1}", "os=linux")]).unwrap());
-    let d = rx.try_recv().unwrap();
+    let d = desired(&mut rx);
     hub.ack("n1", s, &d.revision, &d.nonce, observe(&d.set));
     assert_eq!(state(&hub, "n1"), NodeState::Applied);
     let mut edited = observe(&d.set);

@@ -204,11 +204,11 @@ mod tests {
             name: name.into(),
             files: vec![pb::FileStatus {
                 path: "/var/lib/kubelet/seccomp/p.json".into(),
-                desired: Some(pb::DesiredFileState {
+                desired: Some(pb::DesiredFile {
                     sha256: desired.into(),
                     ..Default::default()
                 }),
-                observed: observed.map(|sha| pb::ObservedFileState {
+                observed: observed.map(|sha| pb::ObservedFile {
                     exists: true,
                     sha256: sha.into(),
                     ..Default::default()

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{desired_to_proto, errors_from, observed_from};
 use crate::error::Error;
-use crate::hub::{DesiredMsg, Hello, Hub};
+use crate::hub::{Hello, Hub, Outbound};
 
 /// `seccomp.agent.v1.AgentSync`.
 pub struct AgentSyncGrpc {
@@ -61,7 +61,7 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
             selector::check_label_value(v).map_err(Error::from)?;
         }
         let node = h.node_name.clone();
-        let (tx, rx) = mpsc::unbounded_channel::<DesiredMsg>();
+        let (tx, rx) = mpsc::unbounded_channel::<Outbound>();
         let session = self.hub.hello(
             Hello {
                 node: node.clone(),
@@ -73,6 +73,7 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
             tx,
         );
         tracing::info!(node = %node, "agent connected");
+        let replaced = node.clone();
         let hub = Arc::clone(&self.hub);
         tokio::spawn(async move {
             loop {
@@ -123,7 +124,12 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
             hub.disconnect(&node, session);
             tracing::info!(node = %node, "agent disconnected");
         });
-        let out = UnboundedReceiverStream::new(rx).map(|m| Ok(desired_to_proto(&m)));
+        let out = UnboundedReceiverStream::new(rx).map(move |m| match m {
+            Outbound::Desired(d) => Ok(desired_to_proto(&d)),
+            Outbound::Replaced => Err(Status::aborted(format!(
+                "a newer stream for node \"{replaced}\" replaced this one"
+            ))),
+        });
         Ok(Response::new(Box::pin(out)))
     }
 }

@@ -311,7 +311,7 @@ pub(super) fn node_to(n: &NodeView, sources: &FileSources) -> pb::Node {
                 version: rollout
                     .filter(|_| f.kind == FileType::File)
                     .map_or(0, |r| r.version),
-                desired: Some(pb::DesiredFileState {
+                desired: Some(pb::DesiredFile {
                     r#type: match f.kind {
                         FileType::File => pb::FileType::File,
                         FileType::Directory => pb::FileType::Directory,
@@ -322,7 +322,7 @@ pub(super) fn node_to(n: &NodeView, sources: &FileSources) -> pb::Node {
                     owner: f.owner.clone(),
                     group: f.group.clone(),
                 }),
-                observed: observed.map(|o| pb::ObservedFileState {
+                observed: observed.map(|o| pb::ObservedFile {
                     exists: o.exists,
                     r#type: match o.kind {
                         ObservedKind::File => pb::FileType::File,
