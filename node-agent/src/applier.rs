@@ -24,7 +24,7 @@ use crate::model::{
     ObservedFile, ObservedKind, Rejected,
 };
 use crate::paths::{self, node_path};
-use crate::record::{Entry, Origin, Record, Store};
+use crate::record::{Entry, Origin, Record, StateDir};
 
 /// Where the agent works.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ const IMPLICIT_DIR_MODE: u32 = 0o755;
 pub struct Applier {
     config: Config,
     allowed: Vec<String>,
-    store: Store,
+    state: StateDir,
     record: Record,
     hook: Option<WriteHook>,
 }
@@ -175,11 +175,11 @@ impl Applier {
     pub fn open(config: Config) -> Result<Self> {
         let allowed =
             paths::allowed_root_components(&config.allowed_root).map_err(Error::Config)?;
-        let (store, record) = Store::open(&config.state_dir)?;
+        let (state, record) = StateDir::open(&config.state_dir)?;
         Ok(Self {
             config,
             allowed,
-            store,
+            state,
             record,
             hook: None,
         })
@@ -267,7 +267,7 @@ impl Applier {
         // what is about to be written, then write.
         for entry in &checked {
             if let (Some(content), DesiredKind::File) = (entry.content, entry.desired.kind)
-                && let Err(e) = self.store.put_content(&entry.sha256, content)
+                && let Err(e) = self.state.put_content(&entry.sha256, content)
             {
                 return Err(self.reject_all(desired, &e.to_string()));
             }
@@ -396,7 +396,7 @@ impl Applier {
             .iter()
             .map(|d| d.sha256.as_str())
             .collect();
-        if let Err(e) = self.store.retain_content(&keep) {
+        if let Err(e) = self.state.retain_content(&keep) {
             tracing::warn!("cannot prune stored contents: {e}");
         }
 
@@ -784,7 +784,7 @@ impl Applier {
                     Some(content) => content,
                     None => {
                         stored = self
-                            .store
+                            .state
                             .content(&entry.sha256)
                             .map_err(|e| self.io_error(entry, &e))?;
                         &stored
@@ -945,7 +945,7 @@ impl Applier {
 
     fn save(&mut self, next: Record) -> Result<()> {
         if next != self.record {
-            self.store.save(&next)?;
+            self.state.save(&next)?;
             self.record = next;
         }
         Ok(())

@@ -70,17 +70,18 @@ pub(crate) struct Record {
     pub(crate) desired: Vec<DesiredFile>,
 }
 
-/// The state directory, open and locked for this process.
+/// The agent's state directory, open and locked for this process: the record, the content
+/// store and the lock.
 #[derive(Debug)]
-pub(crate) struct Store {
+pub(crate) struct StateDir {
     path: PathBuf,
     dir: OwnedFd,
     content: OwnedFd,
-    /// Held for the life of the store; the kernel releases it when the process dies.
+    /// Held for the life of the state directory; the kernel releases it when the process dies.
     _lock: OwnedFd,
 }
 
-impl Store {
+impl StateDir {
     /// Creates (0700) and locks the state directory, removes temp files of an interrupted save,
     /// and reads the record (empty on first start).
     pub(crate) fn open(path: &Path) -> Result<(Self, Record)> {
