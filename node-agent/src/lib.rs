@@ -26,7 +26,8 @@
 //! - `record`: the agent's persistent, atomically replaced record of what it placed, and
 //!   `StateDir`, the locked state directory that holds it beside a content store, so drift
 //!   can be repaired after a restart without the distributor;
-//! - `applier`: [`Applier`], which ties these together;
+//! - `applier`: [`Applier`], which ties these together, one submodule per step of an apply
+//!   (`check`, `write`, `finish`, with `remove`) and `observe` and `drift` beside them;
 //! - [`hook`]: pause points inside a write, so crash tests can kill the agent exactly there;
 //! - [`watch`]: when to scan for drift;
 //! - [`node`]: the node's name and labels (flags, a Downward API labels file, the hostname);
