@@ -6,16 +6,13 @@
 //! So a symlink planted anywhere on the path, even between the check and the write, makes the
 //! call fail instead of redirecting it.
 
-use std::collections::hash_map::RandomState;
 use std::fs::File;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{
-    AtFlags, CWD, Dir, FileType, Gid, Mode, OFlags, RenameFlags, Stat, Uid, fchmod, fchown, fstat,
+    AtFlags, CWD, FileType, Gid, Mode, OFlags, RenameFlags, Stat, Uid, fchmod, fchown, fstat,
     fsync, mkdirat, openat, renameat, renameat_with, statat, unlinkat,
 };
 use rustix::io::Errno;
@@ -27,6 +24,7 @@ use crate::paths::node_path;
 /// Every temporary name the agent creates starts with this, so leftovers from a crash can be
 /// recognised and removed, and nothing else ever is.
 pub(crate) const TEMP_PREFIX: &str = ".seccomp-agent.";
+/// What follows the final name in a temporary name ([`seccomp_server::atomic::temp_name`]).
 const TEMP_INFIX: &str = ".tmp.";
 
 pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
@@ -169,24 +167,7 @@ fn classify(dir: &OwnedFd, name: &str, at: String, err: io::Error) -> WalkError 
 /// A fresh temporary name for `final_name` in the same directory:
 /// `.seccomp-agent.<name>.tmp.<random>`, at most 255 bytes.
 pub(crate) fn temp_name(final_name: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    if let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
-        hasher.write_u128(now.as_nanos());
-    }
-    let random = format!("{:016x}", hasher.finish());
-    let budget = 255 - TEMP_PREFIX.len() - TEMP_INFIX.len() - random.len();
-    let mut name = final_name;
-    while name.len() > budget {
-        let mut cut = budget.min(name.len() - 1);
-        while !name.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        name = &name[..cut];
-    }
-    format!("{TEMP_PREFIX}{name}{TEMP_INFIX}{random}")
+    seccomp_server::atomic::temp_name(TEMP_PREFIX, final_name)
 }
 
 fn is_temp_name(name: &str) -> bool {
@@ -196,39 +177,7 @@ fn is_temp_name(name: &str) -> bool {
 /// Removes the agent's own leftovers (temp files and empty temp directories from an
 /// interrupted write) from `dir`; never anything else. Returns how many were removed.
 pub(crate) fn clean_temps(dir: &OwnedFd) -> io::Result<usize> {
-    let mut names = Vec::new();
-    for entry in Dir::read_from(dir)? {
-        let entry = entry?;
-        if let Ok(name) = entry.file_name().to_str()
-            && is_temp_name(name)
-        {
-            names.push(name.to_owned());
-        }
-    }
-    let mut removed = 0;
-    for name in names {
-        let flags = match statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-                AtFlags::empty()
-            }
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                AtFlags::REMOVEDIR
-            }
-            _ => continue,
-        };
-        match unlinkat(dir, name.as_str(), flags) {
-            Ok(()) => {
-                removed += 1;
-                tracing::info!(temp = %name, "removed leftover temporary entry");
-            }
-            Err(Errno::NOENT | Errno::NOTEMPTY) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if removed > 0 {
-        fsync(dir)?;
-    }
-    Ok(removed)
+    seccomp_server::atomic::remove_temps(dir, is_temp_name)
 }
 
 /// The mode a directory is created with: the requested bits plus the search bit wherever the

@@ -23,9 +23,11 @@
 //! - `fsops`: the only code that touches node files: an `openat` walk with `O_NOFOLLOW`,
 //!   the atomic write (temp file, fchown, fchmod, fsync, rename, directory fsync), atomic
 //!   directory creation, observation, removal, cleanup of the agent's own temp files;
-//! - `record`: the agent's persistent, atomically replaced record of what it placed, and a
-//!   content store so drift can be repaired after a restart without the distributor;
-//! - `applier`: [`Applier`], which ties these together;
+//! - `record`: the agent's persistent, atomically replaced record of what it placed, and
+//!   `StateDir`, the locked state directory that holds it beside a content store, so drift
+//!   can be repaired after a restart without the distributor;
+//! - `applier`: [`Applier`], which ties these together, one submodule per step of an apply
+//!   (`check`, `write`, `finish`, with `remove`) and `observe` and `drift` beside them;
 //! - [`hook`]: pause points inside a write, so crash tests can kill the agent exactly there;
 //! - [`watch`]: when to scan for drift;
 //! - [`node`]: the node's name and labels (flags, a Downward API labels file, the hostname);

@@ -3,8 +3,8 @@
 //! revision applied completely, and the last desired set (so drift can be repaired after a
 //! restart without the distributor).
 //!
-//! The record is one JSON file replaced atomically (temp file, fsync, rename, fsync of the
-//! directory), and the directory is locked with `flock` so that two agents never share it.
+//! The record is one JSON file replaced atomically ([`seccomp_server::atomic`]: temp file,
+//! fsync, rename, fsync of the directory), and the directory is locked with `flock` so that two agents never share it.
 //! Before writing any node file the agent saves the paths it is about to write as `pending`
 //! (write-ahead), so a crash midway never leaves a file it wrote unrecorded.
 //!
@@ -14,19 +14,19 @@
 //! profile's bytes in memory: it reads back only what a repair rewrites.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{
-    AtFlags, CWD, Dir, FlockOperation, Mode, OFlags, flock, fsync, mkdirat, openat, renameat,
-    statat, unlinkat,
+    AtFlags, CWD, Dir, FlockOperation, Mode, OFlags, flock, mkdirat, openat, statat, unlinkat,
 };
 use rustix::io::Errno;
+use seccomp_server::atomic;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fsops::{DIR_FLAGS, clean_temps, sha256_hex, temp_name};
+use crate::fsops::{DIR_FLAGS, sha256_hex};
 use crate::model::{DesiredFile, DesiredKind};
 
 const RECORD_FILE: &str = "record.json";
@@ -70,17 +70,18 @@ pub(crate) struct Record {
     pub(crate) desired: Vec<DesiredFile>,
 }
 
-/// The state directory, open and locked for this process.
+/// The agent's state directory, open and locked for this process: the record, the content
+/// store and the lock.
 #[derive(Debug)]
-pub(crate) struct Store {
+pub(crate) struct StateDir {
     path: PathBuf,
     dir: OwnedFd,
     content: OwnedFd,
-    /// Held for the life of the store; the kernel releases it when the process dies.
+    /// Held for the life of the state directory; the kernel releases it when the process dies.
     _lock: OwnedFd,
 }
 
-impl Store {
+impl StateDir {
     /// Creates (0700) and locks the state directory, removes temp files of an interrupted save,
     /// and reads the record (empty on first start).
     pub(crate) fn open(path: &Path) -> Result<(Self, Record)> {
@@ -108,14 +109,14 @@ impl Store {
             Err(Errno::WOULDBLOCK) => return Err(Error::Locked(path.to_owned())),
             Err(e) => return Err(state(e.into())),
         }
-        clean_temps(&dir).map_err(state)?;
+        atomic::remove_temps(&dir, atomic::is_temp_name).map_err(state)?;
         match mkdirat(&dir, CONTENT_DIR, Mode::from_raw_mode(0o700)) {
             Ok(()) | Err(Errno::EXIST) => {}
             Err(e) => return Err(state(e.into())),
         }
         let content =
             openat(&dir, CONTENT_DIR, DIR_FLAGS, Mode::empty()).map_err(|e| state(e.into()))?;
-        clean_temps(&content).map_err(state)?;
+        atomic::remove_temps(&content, atomic::is_temp_name).map_err(state)?;
         let record_path = path.join(RECORD_FILE);
         let record = match openat(
             &dir,
@@ -161,11 +162,13 @@ impl Store {
     /// Replaces the record atomically and durably.
     pub(crate) fn save(&self, record: &Record) -> Result<()> {
         let text = serde_json::to_vec(record).map_err(std::io::Error::from);
-        text.and_then(|text| replace(&self.dir, RECORD_FILE, &text))
-            .map_err(|source| Error::State {
-                path: self.path.join(RECORD_FILE),
-                source,
-            })
+        text.and_then(|text| {
+            atomic::write_at(&self.dir, RECORD_FILE, &text, 0o600).map_err(std::io::Error::from)
+        })
+        .map_err(|source| Error::State {
+            path: self.path.join(RECORD_FILE),
+            source,
+        })
     }
 
     /// Keeps `bytes` (whose hex SHA-256 is `sha256`) in the content store, durably; a no-op
@@ -174,9 +177,9 @@ impl Store {
         match statat(&self.content, sha256, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(_) => Ok(()),
             Err(Errno::NOENT) => {
-                replace(&self.content, sha256, bytes).map_err(|source| Error::State {
+                atomic::write_at(&self.content, sha256, bytes, 0o600).map_err(|e| Error::State {
                     path: self.path.join(CONTENT_DIR).join(sha256),
-                    source,
+                    source: e.into(),
                 })
             }
             Err(e) => Err(Error::State {
@@ -230,27 +233,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Replaces `dir/name` with `bytes`: temp file, fsync, rename, fsync of the directory.
-fn replace(dir: &OwnedFd, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = temp_name(name);
-    let fd = openat(
-        dir,
-        tmp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )?;
-    let written = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::from(fd);
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        renameat(dir, tmp.as_str(), dir, name)?;
-        fsync(dir)?;
-        Ok(())
-    })();
-    if written.is_err() {
-        let _ = unlinkat(dir, tmp.as_str(), AtFlags::empty());
-    }
-    written
 }

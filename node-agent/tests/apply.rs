@@ -599,6 +599,31 @@ fn leftover_temp_files_are_cleaned_and_nothing_else() {
 }
 
 #[test]
+fn leftover_temp_files_in_the_state_directory_are_cleaned_on_open() {
+    let node = Node::new();
+    let content = node.state.join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    // Names written before and after the state directory shared the services' atomic write.
+    let leftovers = [
+        node.state
+            .join(".seccomp-agent.record.json.tmp.0123456789abcdef"),
+        node.state.join(".record.json.tmp.0123456789abcdef"),
+        content.join(".0123.tmp.fedcba9876543210"),
+    ];
+    for leftover in &leftovers {
+        std::fs::write(leftover, "half a record").unwrap();
+    }
+    let mut applier = node.applier();
+    for leftover in &leftovers {
+        assert!(!leftover.exists(), "{leftover:?} is left");
+    }
+    applied(applier.apply("r1", &[profile("a.json", WEB)]));
+    drop(applier);
+    assert_eq!(node.applier().revision(), "r1");
+    assert_eq!(node.temp_leftovers(), Vec::<std::path::PathBuf>::new());
+}
+
+#[test]
 fn the_state_directory_is_locked() {
     let node = Node::new();
     let _first = node.applier();

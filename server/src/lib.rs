@@ -12,8 +12,11 @@
 //!   [`seccomp_proto::FILE_DESCRIPTOR_SET`]) to a tonic router, and maps tonic's
 //!   "message too large" to `RESOURCE_EXHAUSTED` as other gRPC implementations report it;
 //! - [`metrics`]: a tower layer counting gRPC requests by method and status, with a latency
-//!   histogram, served in the Prometheus text format on a separate HTTP port.
+//!   histogram, served in the Prometheus text format on a separate HTTP port;
+//! - [`atomic`]: writing a service's own files atomically and durably (temporary file with a
+//!   fresh name, fsync, rename, directory fsync), in an open directory or at a path.
 
+pub mod atomic;
 pub mod grpc;
 pub mod metrics;
 pub mod shutdown;

@@ -73,14 +73,15 @@ impl Node {
         out
     }
 
-    /// The agent's temp files left anywhere under the host root or state dir.
+    /// The agent's temp files left anywhere under the host root or state dir (node files and
+    /// the state directory's files are named alike but for the prefix).
     pub fn temp_leftovers(&self) -> Vec<PathBuf> {
         self.snapshot()
             .into_keys()
             .filter(|p| {
                 p.file_name()
                     .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(".seccomp-agent."))
+                    .is_some_and(seccomp_server::atomic::is_temp_name)
             })
             .collect()
     }
