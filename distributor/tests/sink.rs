@@ -107,3 +107,25 @@ fn refuses_duplicates_and_bad_names() {
         "nothing written on bad input"
     );
 }
+
+#[test]
+fn a_temporary_file_left_by_a_killed_distributor_neither_blocks_nor_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gitops");
+    std::fs::create_dir(&out).unwrap();
+    // What a write interrupted by SIGKILL leaves: a temporary name of the shared writer,
+    // and one of the old `.{name}.tmp-{pid}` form with PID 1, which a restarted container
+    // gets again (that one blocked the NCI forever).
+    let stale = out.join(".a.yaml.tmp.0123456789abcdef");
+    std::fs::write(&stale, "half").unwrap();
+    std::fs::write(out.join(".a.yaml.tmp-1"), "half").unwrap();
+    let r = DirSink::new(&out).sync(&[nci("a", "{}")]).unwrap();
+    assert_eq!(r.written, ["a"]);
+    assert!(!stale.exists(), "the stale temporary files are removed");
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.yaml"]);
+}

@@ -1,15 +1,16 @@
 //! The GitOps sink: one YAML file per NCI (`<name>.yaml`) in a directory that Argo CD or
-//! Flux watches. Files are written atomically (temporary file in the same directory, fsync,
-//! rename, fsync of the directory), unchanged files are not rewritten, files of ours that are
+//! Flux watches. Files are written atomically with `seccomp_server::atomic` (temporary file
+//! in the same directory, fsync, rename, fsync of the directory), unchanged files are not rewritten, files of ours that are
 //! no longer desired are removed, and files that are not ours are never touched.
 
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
 use seccomp_rollout::nci::{self, NodeConfigItem};
+use seccomp_server::atomic;
+
+use crate::error::{Error, Result};
 
 /// What a sync did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -28,38 +29,20 @@ pub struct DirSink {
     dir: PathBuf,
 }
 
-/// Write `bytes` to `path` atomically: a reader sees the old file or the new one, never a
-/// part, also if the process dies at any point.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-        fs::rename(&tmp, path)
-            .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// A temporary file of ours: the shared writer's, or of the form earlier versions used
+/// (`.{name}.yaml.tmp-{pid}`).
+fn is_temp(name: &str) -> bool {
+    let old_style = name.starts_with('.')
+        && name
+            .rsplit_once(".yaml.tmp-")
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+    atomic::is_temp_name(name) || old_style
 }
 
 /// True when the file parses as an NCI carrying our managed-by label.
@@ -89,6 +72,11 @@ impl DirSink {
     pub fn sync(&self, ncis: &[NodeConfigItem]) -> Result<SyncReport> {
         fs::create_dir_all(&self.dir)
             .map_err(|e| Error::io(format!("creating {}", self.dir.display()), e))?;
+        // Temporary files of writes a crash interrupted: this sink is the directory's only
+        // writer, so any left is ours and stale.
+        File::open(&self.dir)
+            .and_then(|d| atomic::remove_temps(&d, is_temp))
+            .map_err(|e| Error::io(format!("cleaning up {}", self.dir.display()), e))?;
         let mut report = SyncReport::default();
         let mut desired = BTreeSet::new();
         for n in ncis {
@@ -121,7 +109,8 @@ impl DirSink {
                 }
                 _ => {}
             }
-            write_atomic(&path, yaml.as_bytes())?;
+            atomic::write(&path, yaml.as_bytes(), 0o644)
+                .map_err(|e| Error::io(e.context(), e.source))?;
             report.written.push(name.clone());
         }
         let entries = fs::read_dir(&self.dir)
