@@ -136,7 +136,7 @@ fn diff_change(c: &seccomp_profile::SyscallChange) -> pb::SyscallChange {
 
 /// The profile name for span fields: bounded, so garbage input cannot bloat logs.
 fn span_name(name: &str) -> &str {
-    let mut end = name.len().min(crate::name::MAX_NAME_LEN);
+    let mut end = name.len().min(seccomp_profile::name::MAX_SUBDOMAIN_LEN);
     while !name.is_char_boundary(end) {
         end -= 1;
     }

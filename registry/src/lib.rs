@@ -3,7 +3,6 @@
 //! `proto/proto/seccomp/registry/v1/registry.proto`).
 //!
 //! Layout:
-//! - [`name`]: profile name rules (DNS-1123 subdomain);
 //! - [`store`]: the sled key layout and the records, one journalled commit per mutation;
 //! - [`journal`]: the commit journal that makes a mutation atomic and durable with one insert
 //!   and one flush;
@@ -16,13 +15,12 @@
 //! - [`run`]: serve on an already-bound listener until a shutdown future completes, used by
 //!   the thin `main.rs` and by the tests (which pass `127.0.0.1:0` and a oneshot).
 //!
-//! Validation itself lives in `seccomp-profile`; server plumbing (logging, signals, health,
-//! reflection, metrics) in `seccomp-server`.
+//! Validation and the name rules live in `seccomp-profile`; server plumbing (logging,
+//! signals, health, reflection, metrics) in `seccomp-server`.
 
 pub mod error;
 pub mod grpc;
 pub mod journal;
-pub mod name;
 pub mod service;
 pub mod store;
 pub mod usage;

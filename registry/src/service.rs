@@ -13,13 +13,13 @@
 
 use std::sync::Arc;
 
+use seccomp_profile::name;
 use seccomp_profile::{Options, Profile, ProfileDiff};
 use tokio::sync::Mutex;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info};
 
 use crate::error::{Error, Result};
-use crate::name;
 use crate::store::{
     AuditEntry, Deprecation, Finding, NewVersion, Page, ProfileRecord, ProfileSummary, Store,
     UnixNanos, VersionMeta,
@@ -171,15 +171,26 @@ pub struct Registry {
     inner: Arc<Inner>,
 }
 
+/// The rule for a name a publish creates: it must fit a file name on every node.
+fn check_new_name(name: &str) -> Result<()> {
+    name::check_profile_name(name).map_err(|reason| invalid_name(name, reason))
+}
+
+/// The rule for naming a profile that may exist: a DNS-1123 subdomain, so that a profile
+/// stored under a name too long for nodes, before that rule, can still be read and deleted.
 fn check_name(name: &str) -> Result<()> {
-    name::check(name).map_err(|reason| Error::InvalidName {
+    name::check_dns_subdomain(name).map_err(|reason| invalid_name(name, reason))
+}
+
+fn invalid_name(name: &str, reason: name::NameError) -> Error {
+    Error::InvalidName {
         name: name::display(name),
-        reason,
-    })
+        reason: reason.to_string(),
+    }
 }
 
 fn target(name: &str, version: Option<u64>) -> String {
-    let name = if name.len() > name::MAX_NAME_LEN {
+    let name = if name.len() > name::MAX_SUBDOMAIN_LEN {
         name::display(name)
     } else {
         name.to_owned()
@@ -305,7 +316,7 @@ impl Registry {
     }
 
     async fn publish_inner(&self, actor: &Actor, request: Publish) -> Result<Published> {
-        check_name(&request.name)?;
+        check_new_name(&request.name)?;
         let report = self.check_content(&request.name, &request.content)?;
         let warnings: Vec<Finding> = report.warnings().map(Finding::from).collect();
         let this = self.clone();
@@ -432,7 +443,7 @@ impl Registry {
         );
         let mut diagnostics = Vec::new();
         if let Some(name) = name
-            && let Err(reason) = name::check(name)
+            && let Err(reason) = name::check_profile_name(name)
         {
             diagnostics.push(Finding {
                 severity: seccomp_profile::Severity::Error,
