@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use service::{Limits, NoUsageTracking, Registry, UsageCheck};
-pub use store::Store;
+pub use store::ProfileStore;
 
 /// Default size limit of a profile: 1 MiB.
 pub const DEFAULT_MAX_PROFILE_BYTES: usize = seccomp_profile::DEFAULT_MAX_BYTES;
@@ -116,7 +116,7 @@ pub async fn run(
     })?;
     // Opening may wait for the lock of a database being let go of, and replays the journal.
     let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+    let store = tokio::task::spawn_blocking(move || ProfileStore::open(&dir))
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
     let usage: Arc<dyn UsageCheck> = match &config.distributor {

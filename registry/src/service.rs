@@ -3,13 +3,14 @@
 //!
 //! Concurrency: reads go straight to sled. Mutations take one writer lock around "read the
 //! state, decide, commit", so two publishers can never both see version N as latest and both
-//! win. A commit ([`Store::insert_version`] and its siblings) returns once the mutation is
-//! on disk and applied, so the lock also orders flushes: concurrent publishes each wait for
+//! win. A commit ([`ProfileStore::insert_version`] and its siblings) returns once the mutation
+//! is on disk and applied, so the lock also orders flushes: concurrent publishes each wait for
 //! one flush of their own, one after the other, instead of sharing flushes as they did with
 //! sled transactions. Each flush is cheaper and the validation of one publish overlaps the
 //! flush of another, so four concurrent publishers still went from about 1,900-2,500 to
-//! 2,600-3,100 publishes a second (BENCHMARKS.md). The locked part runs in a tracked task, so a client that disconnects
-//! cannot cancel a publish halfway, and shutdown waits for it ([`Registry::drain`]).
+//! 2,600-3,100 publishes a second (BENCHMARKS.md). The locked part runs in a tracked task, so a
+//! client that disconnects cannot cancel a publish halfway, and shutdown waits for it
+//! ([`Registry::drain`]).
 
 use std::sync::Arc;
 
@@ -21,8 +22,8 @@ use tracing::{debug, error, info};
 
 use crate::error::{Error, Result};
 use crate::store::{
-    AuditEntry, Deprecation, Finding, NewVersion, Page, ProfileRecord, ProfileSummary, Store,
-    UnixNanos, VersionMeta,
+    AuditEntry, Deprecation, Finding, NewVersion, Page, ProfileRecord, ProfileStore,
+    ProfileSummary, UnixNanos, VersionMeta,
 };
 
 /// Who makes a call, as the transport established it.
@@ -158,7 +159,7 @@ impl VersionDiff {
 }
 
 struct Inner {
-    store: Store,
+    store: ProfileStore,
     limits: Limits,
     usage: Arc<dyn UsageCheck>,
     writer: Mutex<()>,
@@ -228,7 +229,7 @@ fn check_version(version: u64) -> Result<()> {
 
 impl Registry {
     /// A registry over `store`.
-    pub fn new(store: Store, limits: Limits, usage: Arc<dyn UsageCheck>) -> Self {
+    pub fn new(store: ProfileStore, limits: Limits, usage: Arc<dyn UsageCheck>) -> Self {
         Registry {
             inner: Arc::new(Inner {
                 store,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tracing::{error, info};
 
-use super::Store;
+use super::ProfileStore;
 use crate::error::{Error, Result};
 use crate::journal::{self, TreeId, Write};
 
@@ -39,7 +39,7 @@ pub(super) struct Commits {
     broken: AtomicBool,
 }
 
-impl Store {
+impl ProfileStore {
     /// Apply every journalled commit, oldest first, make the result durable and empty the
     /// journal. Commits that were already applied are applied again, which changes nothing:
     /// every later mutation is later in the journal.

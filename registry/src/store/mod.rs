@@ -24,10 +24,10 @@
 //! which can never start with `0x01`, and is returned as it is.
 //!
 //! Writers are serialized by the service. A mutation (publish, deprecate, delete) goes
-//! through the commit journal ([`crate::journal`]): when [`Store::insert_version`] and its
-//! siblings return, the mutation is on disk, whole, and visible to readers; a crash at any
+//! through the commit journal ([`crate::journal`]): when [`ProfileStore::insert_version`] and
+//! its siblings return, the mutation is on disk, whole, and visible to readers; a crash at any
 //! point leaves either all of it or none of it. Lone audit entries are plain inserts made
-//! durable by [`Store::flush`].
+//! durable by [`ProfileStore::flush`].
 //!
 //! Layout: `records` (what is stored), `keys` (the key layout), `codec` (JSON and compressed
 //! content), `commit` (the journalled commit, replay and flush), `read` (the lookups and
@@ -56,12 +56,12 @@ pub use records::{
 use crate::error::Result;
 use commit::Commits;
 
-/// How long [`Store::open`] waits for a database file locked by another handle.
+/// How long [`ProfileStore::open`] waits for a database file locked by another handle.
 pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// The registry's sled database.
 #[derive(Clone)]
-pub struct Store {
+pub struct ProfileStore {
     db: sled::Db,
     profiles: sled::Tree,
     versions: sled::Tree,
@@ -72,7 +72,7 @@ pub struct Store {
     commits: Arc<Commits>,
 }
 
-impl Store {
+impl ProfileStore {
     /// Open (or create) the database in `dir`, first applying what the commit journal holds
     /// from before a crash.
     ///
@@ -80,7 +80,7 @@ impl Store {
     /// sled's I/O threads are done with it, a moment later, and a restarting registry may
     /// find its predecessor still exiting; so a taken lock is retried for up to
     /// [`LOCK_WAIT`] before the error is returned. Blocks meanwhile.
-    pub fn open(dir: &Path) -> Result<Store> {
+    pub fn open(dir: &Path) -> Result<ProfileStore> {
         let deadline = Instant::now() + LOCK_WAIT;
         let db = loop {
             match sled::Config::new().path(dir).open() {
@@ -93,7 +93,7 @@ impl Store {
                 other => break other?,
             }
         };
-        let store = Store {
+        let store = ProfileStore {
             profiles: db.open_tree("profiles")?,
             versions: db.open_tree("versions")?,
             content: db.open_tree("content")?,

@@ -5,7 +5,9 @@ use std::ops::Bound;
 
 use super::codec::{decode, unpack};
 use super::keys::{be_u64, digest_prefix, version_key, version_prefix};
-use super::{AuditEntry, Page, ProfileRecord, ProfileSummary, Store, UnixNanos, VersionMeta};
+use super::{
+    AuditEntry, Page, ProfileRecord, ProfileStore, ProfileSummary, UnixNanos, VersionMeta,
+};
 use crate::error::{Error, Result};
 
 /// Clamp a requested page size: 0 means 100, at most 1000.
@@ -20,7 +22,7 @@ fn bad_token() -> Error {
     Error::InvalidArgument("invalid page_token (pass next_page_token of a previous reply)".into())
 }
 
-impl Store {
+impl ProfileStore {
     /// The record of a profile.
     pub fn profile(&self, name: &str) -> Result<Option<ProfileRecord>> {
         self.profiles

@@ -46,7 +46,7 @@ fn content(version: u64) -> Vec<u8> {
     format!("{{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"v\": {version}}}").into_bytes()
 }
 
-async fn publish(store: &Store, version: u64) {
+async fn publish(store: &ProfileStore, version: u64) {
     let bytes = content(version);
     store
         .insert_version(NewVersion {
@@ -59,7 +59,7 @@ async fn publish(store: &Store, version: u64) {
         .unwrap();
 }
 
-fn journalled(store: &Store) -> usize {
+fn journalled(store: &ProfileStore) -> usize {
     store
         .journal
         .get(JOURNAL_KEY)
@@ -70,7 +70,7 @@ fn journalled(store: &Store) -> usize {
 #[tokio::test]
 async fn a_commit_is_visible_when_it_returns_and_after_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     publish(&store, 1).await;
     assert_eq!(store.content("p", 1).unwrap().unwrap(), content(1));
     assert_eq!(store.profile("p").unwrap().unwrap(), record(1));
@@ -85,7 +85,7 @@ async fn a_commit_is_visible_when_it_returns_and_after_reopening() {
     assert_eq!(stored[0], PACKED_LZ4);
     assert_eq!(journalled(&store), 1);
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     assert_eq!(store.content("p", 1).unwrap().unwrap(), content(1));
     assert_eq!(
         journalled(&store),
@@ -97,7 +97,7 @@ async fn a_commit_is_visible_when_it_returns_and_after_reopening() {
 #[tokio::test]
 async fn a_commit_journalled_but_not_applied_is_applied_at_the_next_open() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     publish(&store, 1).await;
     // A crash between the flush and the apply: the journal holds version 2, the trees
     // do not.
@@ -127,7 +127,7 @@ async fn a_commit_journalled_but_not_applied_is_applied_at_the_next_open() {
     assert_eq!(store.content("p", 2).unwrap(), None);
     drop(store);
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     assert_eq!(store.content("p", 2).unwrap().unwrap(), bytes);
     assert_eq!(store.version("p", 2).unwrap().unwrap().version, 2);
     assert_eq!(store.profile("p").unwrap().unwrap(), record(2));
@@ -138,7 +138,7 @@ async fn a_commit_journalled_but_not_applied_is_applied_at_the_next_open() {
 #[tokio::test]
 async fn replay_keeps_the_order_of_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     publish(&store, 1).await;
     let mut m = meta("p", 1, &content(1));
     m.deprecation = Some(Deprecation {
@@ -159,7 +159,7 @@ async fn replay_keeps_the_order_of_commits() {
     // replaying them in order must end deprecated, not live again.
     assert_eq!(journalled(&store), 2);
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     assert!(
         store
             .version("p", 1)
@@ -174,7 +174,7 @@ async fn replay_keeps_the_order_of_commits() {
 #[tokio::test]
 async fn the_journal_keeps_only_commits_not_known_to_be_on_disk() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     for v in 1..=5 {
         publish(&store, v).await;
         // This commit, and the previous one (applied after the last flush started).
@@ -191,7 +191,7 @@ async fn the_journal_keeps_only_commits_not_known_to_be_on_disk() {
 #[tokio::test]
 async fn delete_removes_everything_but_the_record() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     publish(&store, 1).await;
     let m = meta("p", 1, &content(1));
     let rec = ProfileRecord {
@@ -204,7 +204,7 @@ async fn delete_removes_everything_but_the_record() {
         .await
         .unwrap();
     drop(store);
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     assert_eq!(store.content("p", 1).unwrap(), None);
     assert_eq!(store.version("p", 1).unwrap(), None);
     assert!(
@@ -220,7 +220,7 @@ async fn delete_removes_everything_but_the_record() {
 #[test]
 fn content_stored_before_compression_is_returned_as_it_is() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     let raw = b"\n {\"defaultAction\": \"SCMP_ACT_ERRNO\"}".to_vec();
     store
         .content
@@ -232,7 +232,7 @@ fn content_stored_before_compression_is_returned_as_it_is() {
 #[test]
 fn corrupt_content_and_journal_are_errors_that_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
     let mut packed = pack(&content(1));
     packed.truncate(packed.len() - 3);
     for bad in [
@@ -252,7 +252,7 @@ fn corrupt_content_and_journal_are_errors_that_name_the_key() {
         .unwrap();
     store.db.flush().unwrap();
     drop(store);
-    match Store::open(dir.path()) {
+    match ProfileStore::open(dir.path()) {
         Err(Error::Corrupt { key, reason }) => {
             assert_eq!(key, "journal/commits");
             assert!(reason.contains("truncated"), "{reason}");

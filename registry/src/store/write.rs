@@ -1,14 +1,14 @@
 //! Mutations: what each one writes, in what order. A publish, deprecate or delete is one
 //! journalled commit (see `commit`); a lone audit entry is a plain insert made
-//! durable by [`Store::flush`].
+//! durable by [`ProfileStore::flush`].
 
 use super::codec::{encode, pack};
 use super::keys::{self, digest_key, version_key};
-use super::{AuditEntry, NewVersion, ProfileRecord, Store, VersionMeta};
+use super::{AuditEntry, NewVersion, ProfileRecord, ProfileStore, VersionMeta};
 use crate::error::Result;
 use crate::journal::{TreeId, Write};
 
-impl Store {
+impl ProfileStore {
     fn audit_key(&self, entry: &AuditEntry) -> Result<Vec<u8>> {
         Ok(keys::audit_key(entry.time.0, self.db.generate_id()?))
     }
