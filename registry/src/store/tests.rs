@@ -42,6 +42,16 @@ fn record(version: u64) -> ProfileRecord {
     }
 }
 
+/// The record of `p` once its only version, 1, is no longer live (`stored` is 1 when it was
+/// deprecated, 0 when deleted).
+fn no_live_version(stored: u64) -> ProfileRecord {
+    ProfileRecord {
+        next_version: 2,
+        latest_live: 0,
+        stored,
+    }
+}
+
 fn content(version: u64) -> Vec<u8> {
     format!("{{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"v\": {version}}}").into_bytes()
 }
@@ -146,11 +156,7 @@ async fn replay_keeps_the_order_of_commits() {
         at: UnixNanos(9),
         by: "test".into(),
     });
-    let rec = ProfileRecord {
-        next_version: 2,
-        latest_live: 0,
-        stored: 1,
-    };
+    let rec = no_live_version(1);
     store
         .update_version(&rec, &m, &audit("Deprecate", 1))
         .await
@@ -194,11 +200,7 @@ async fn delete_removes_everything_but_the_record() {
     let store = ProfileStore::open(dir.path()).unwrap();
     publish(&store, 1).await;
     let m = meta("p", 1, &content(1));
-    let rec = ProfileRecord {
-        next_version: 2,
-        latest_live: 0,
-        stored: 0,
-    };
+    let rec = no_live_version(0);
     store
         .delete_version(&rec, &m, &audit("DeleteVersion", 1))
         .await
