@@ -7,6 +7,8 @@
 //!
 //! Layout:
 //! - [`json`]: a strict JSON tree that keeps duplicate keys (so they can be reported);
+//! - [`name`]: DNS-1123 subdomains and the profile-name rule, shared by every crate that
+//!   checks a name;
 //! - [`tables`]: actions, architectures, operators, flags, and per-architecture syscall names
 //!   (from the `syscalls` crate);
 //! - [`diag`]: diagnostics with stable codes and JSON pointers;
@@ -18,6 +20,7 @@ pub mod diag;
 pub mod diff;
 pub mod json;
 pub mod model;
+pub mod name;
 pub mod tables;
 pub mod validate;
 

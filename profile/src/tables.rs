@@ -133,17 +133,30 @@ pub fn arch_info(name: &str) -> Option<&'static ArchInfo> {
     ARCHES.iter().find(|a| a.name == name)
 }
 
-/// Names libseccomp resolves on 32-bit ARM beyond the kernel's generic table: the private
-/// `__ARM_NR_*` calls, and `sync_file_range2`, its name for `arm_sync_file_range`. Docker's
-/// default profile names several of them.
-const ARM_EXTRA: [&str; 6] = [
+/// Names of 32-bit ARM calls that the kernel's syscall table (and so the `syscalls` crate)
+/// lacks. Docker's default profile names several of them.
+///
+/// - `breakpoint`, `cacheflush`, `usr26`, `usr32`, `set_tls`, `get_tls`: the ARM-private
+///   calls `__ARM_NR_BASE + 1..=6` of the kernel's `arch/arm/include/uapi/asm/unistd.h`, which
+///   libseccomp's `src/syscalls.csv` names (numbers `0xf0001..=0xf0006`);
+/// - `sync_file_range2`: the alias that header defines for `arm_sync_file_range` (341).
+///   libseccomp knows the name from PowerPC's table, so this only keeps it from being
+///   reported as absent on ARM.
+const ARM_EXTRA: [&str; 7] = [
     "breakpoint",
     "cacheflush",
-    "set_tls",
     "usr26",
     "usr32",
+    "set_tls",
+    "get_tls",
     "sync_file_range2",
 ];
+
+/// A name as the `syscalls` crate spells it, without the `r#` of a raw identifier: x86's
+/// `break` is a Rust keyword, so the crate names it `r#break`.
+fn unraw(name: &'static str) -> &'static str {
+    name.strip_prefix("r#").unwrap_or(name)
+}
 
 /// A syscall name known to at least one architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +186,7 @@ fn index() -> &'static FxHashMap<&'static str, Syscall> {
         macro_rules! table {
             ($module:ident, $t:expr) => {
                 for s in syscalls::$module::Sysno::iter() {
-                    add(s.name(), $t);
+                    add(unraw(s.name()), $t);
                 }
             };
         }
@@ -244,11 +257,15 @@ mod tests {
         assert!(syscall_arches("mseal").is_some());
         assert!(syscall_arches("set_tls").is_some());
         assert!(syscall_arches("not_a_syscall").is_none());
+        assert!(syscall_arches("r#break").is_none());
         let arm = arch_info("SCMP_ARCH_ARM").unwrap().tables;
         let x86_64 = arch_info("SCMP_ARCH_X86_64").unwrap().tables;
         assert!(syscall_arches("_llseek").unwrap().intersects(arm));
         assert!(!syscall_arches("_llseek").unwrap().intersects(x86_64));
         assert!(syscall_arches("arch_prctl").unwrap().intersects(x86_64));
+        let x86 = arch_info("SCMP_ARCH_X86").unwrap().tables;
+        assert!(syscall_arches("break").unwrap().intersects(x86));
+        assert!(syscall_arches("get_tls").unwrap().intersects(arm));
     }
 
     #[test]

@@ -137,7 +137,7 @@ async fn main() {
         .await
         .unwrap();
 
-    let store = seccomp_registry::Store::open(&dir.path().join("store")).unwrap();
+    let store = seccomp_registry::ProfileStore::open(&dir.path().join("store")).unwrap();
     let mut publish_samples = Vec::with_capacity(iterations);
     let mut bare_samples = Vec::with_capacity(iterations);
     let mut validate_samples = Vec::with_capacity(iterations);

@@ -136,7 +136,7 @@ fn diff_change(c: &seccomp_profile::SyscallChange) -> pb::SyscallChange {
 
 /// The profile name for span fields: bounded, so garbage input cannot bloat logs.
 fn span_name(name: &str) -> &str {
-    let mut end = name.len().min(crate::name::MAX_NAME_LEN);
+    let mut end = name.len().min(seccomp_profile::name::MAX_SUBDOMAIN_LEN);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
@@ -169,8 +169,10 @@ fn actor<T>(request: &Request<T>) -> Actor {
 
 /// The tonic service: the registry behind the identifying interceptor, with a message size
 /// limit just above the profile size limit.
-pub type Service =
-    InterceptedService<RegistryServer<Grpc>, fn(Request<()>) -> Result<Request<()>, Status>>;
+pub type Service = InterceptedService<
+    RegistryServer<RegistryGrpc>,
+    fn(Request<()>) -> Result<Request<()>, Status>,
+>;
 
 /// Build the tonic service for `registry`.
 pub fn service(registry: Registry) -> Service {
@@ -178,17 +180,17 @@ pub fn service(registry: Registry) -> Service {
         .limits()
         .max_profile_bytes
         .saturating_add(MESSAGE_OVERHEAD);
-    let server = RegistryServer::new(Grpc { registry }).max_decoding_message_size(limit);
+    let server = RegistryServer::new(RegistryGrpc { registry }).max_decoding_message_size(limit);
     InterceptedService::new(server, identify as fn(_) -> _)
 }
 
 /// Implements the generated `Registry` trait.
-pub struct Grpc {
+pub struct RegistryGrpc {
     registry: Registry,
 }
 
 #[tonic::async_trait]
-impl registry_server::Registry for Grpc {
+impl registry_server::Registry for RegistryGrpc {
     #[instrument(skip_all, fields(profile = span_name(&request.get_ref().name), version))]
     async fn publish(
         &self,

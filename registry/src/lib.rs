@@ -3,7 +3,6 @@
 //! `proto/proto/seccomp/registry/v1/registry.proto`).
 //!
 //! Layout:
-//! - [`name`]: profile name rules (DNS-1123 subdomain);
 //! - [`store`]: the sled key layout and the records, one journalled commit per mutation;
 //! - [`journal`]: the commit journal that makes a mutation atomic and durable with one insert
 //!   and one flush;
@@ -16,13 +15,12 @@
 //! - [`run`]: serve on an already-bound listener until a shutdown future completes, used by
 //!   the thin `main.rs` and by the tests (which pass `127.0.0.1:0` and a oneshot).
 //!
-//! Validation itself lives in `seccomp-profile`; server plumbing (logging, signals, health,
-//! reflection, metrics) in `seccomp-server`.
+//! Validation and the name rules live in `seccomp-profile`; server plumbing (logging,
+//! signals, health, reflection, metrics) in `seccomp-server`.
 
 pub mod error;
 pub mod grpc;
 pub mod journal;
-pub mod name;
 pub mod service;
 pub mod store;
 pub mod usage;
@@ -40,7 +38,7 @@ use tracing::{info, warn};
 
 pub use error::{Error, Result};
 pub use service::{Limits, NoUsageTracking, Registry, UsageCheck};
-pub use store::Store;
+pub use store::ProfileStore;
 
 /// Default size limit of a profile: 1 MiB.
 pub const DEFAULT_MAX_PROFILE_BYTES: usize = seccomp_profile::DEFAULT_MAX_BYTES;
@@ -118,7 +116,7 @@ pub async fn run(
     })?;
     // Opening may wait for the lock of a database being let go of, and replays the journal.
     let dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+    let store = tokio::task::spawn_blocking(move || ProfileStore::open(&dir))
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
     let usage: Arc<dyn UsageCheck> = match &config.distributor {

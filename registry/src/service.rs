@@ -3,26 +3,27 @@
 //!
 //! Concurrency: reads go straight to sled. Mutations take one writer lock around "read the
 //! state, decide, commit", so two publishers can never both see version N as latest and both
-//! win. A commit ([`Store::insert_version`] and its siblings) returns once the mutation is
-//! on disk and applied, so the lock also orders flushes: concurrent publishes each wait for
+//! win. A commit ([`ProfileStore::insert_version`] and its siblings) returns once the mutation
+//! is on disk and applied, so the lock also orders flushes: concurrent publishes each wait for
 //! one flush of their own, one after the other, instead of sharing flushes as they did with
 //! sled transactions. Each flush is cheaper and the validation of one publish overlaps the
 //! flush of another, so four concurrent publishers still went from about 1,900-2,500 to
-//! 2,600-3,100 publishes a second (BENCHMARKS.md). The locked part runs in a tracked task, so a client that disconnects
-//! cannot cancel a publish halfway, and shutdown waits for it ([`Registry::drain`]).
+//! 2,600-3,100 publishes a second (BENCHMARKS.md). The locked part runs in a tracked task, so a
+//! client that disconnects cannot cancel a publish halfway, and shutdown waits for it
+//! ([`Registry::drain`]).
 
 use std::sync::Arc;
 
+use seccomp_profile::name;
 use seccomp_profile::{Options, Profile, ProfileDiff};
 use tokio::sync::Mutex;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info};
 
 use crate::error::{Error, Result};
-use crate::name;
 use crate::store::{
-    AuditEntry, Deprecation, Finding, NewVersion, Page, ProfileRecord, ProfileSummary, Store,
-    UnixNanos, VersionMeta,
+    AuditEntry, Deprecation, Finding, NewVersion, Page, ProfileRecord, ProfileStore,
+    ProfileSummary, UnixNanos, VersionMeta,
 };
 
 /// Who makes a call, as the transport established it.
@@ -158,7 +159,7 @@ impl VersionDiff {
 }
 
 struct Inner {
-    store: Store,
+    store: ProfileStore,
     limits: Limits,
     usage: Arc<dyn UsageCheck>,
     writer: Mutex<()>,
@@ -171,15 +172,26 @@ pub struct Registry {
     inner: Arc<Inner>,
 }
 
+/// The rule for a name a publish creates: it must fit a file name on every node.
+fn check_new_name(name: &str) -> Result<()> {
+    name::check_profile_name(name).map_err(|reason| invalid_name(name, reason))
+}
+
+/// The rule for naming a profile that may exist: a DNS-1123 subdomain, so that a profile
+/// stored under a name too long for nodes, before that rule, can still be read and deleted.
 fn check_name(name: &str) -> Result<()> {
-    name::check(name).map_err(|reason| Error::InvalidName {
+    name::check_dns_subdomain(name).map_err(|reason| invalid_name(name, reason))
+}
+
+fn invalid_name(name: &str, reason: name::NameError) -> Error {
+    Error::InvalidName {
         name: name::display(name),
-        reason,
-    })
+        reason: reason.to_string(),
+    }
 }
 
 fn target(name: &str, version: Option<u64>) -> String {
-    let name = if name.len() > name::MAX_NAME_LEN {
+    let name = if name.len() > name::MAX_SUBDOMAIN_LEN {
         name::display(name)
     } else {
         name.to_owned()
@@ -217,7 +229,7 @@ fn check_version(version: u64) -> Result<()> {
 
 impl Registry {
     /// A registry over `store`.
-    pub fn new(store: Store, limits: Limits, usage: Arc<dyn UsageCheck>) -> Self {
+    pub fn new(store: ProfileStore, limits: Limits, usage: Arc<dyn UsageCheck>) -> Self {
         Registry {
             inner: Arc::new(Inner {
                 store,
@@ -305,7 +317,7 @@ impl Registry {
     }
 
     async fn publish_inner(&self, actor: &Actor, request: Publish) -> Result<Published> {
-        check_name(&request.name)?;
+        check_new_name(&request.name)?;
         let report = self.check_content(&request.name, &request.content)?;
         let warnings: Vec<Finding> = report.warnings().map(Finding::from).collect();
         let this = self.clone();
@@ -432,7 +444,7 @@ impl Registry {
         );
         let mut diagnostics = Vec::new();
         if let Some(name) = name
-            && let Err(reason) = name::check(name)
+            && let Err(reason) = name::check_profile_name(name)
         {
             diagnostics.push(Finding {
                 severity: seccomp_profile::Severity::Error,

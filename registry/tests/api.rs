@@ -550,6 +550,41 @@ async fn deletes_are_refused_while_the_distributor_cannot_be_asked() {
     );
 }
 
+/// A valid DNS-1123 subdomain of `len` bytes (labels of at most 63).
+fn subdomain_of_len(len: usize) -> String {
+    let mut name = String::new();
+    while name.len() + 63 < len {
+        name.push_str(&"n".repeat(63));
+        name.push('.');
+    }
+    name.push_str(&"n".repeat(len - name.len()));
+    name
+}
+
+#[tokio::test]
+async fn a_name_too_long_for_a_node_file_is_refused_and_says_why() {
+    let server = Server::start().await;
+    let mut c = server.client().await;
+    let good = profile(&["read"]);
+
+    let longest = subdomain_of_len(250);
+    assert!(publish(&mut c, &longest, &good).await.created);
+    for len in 251..=253 {
+        let name = subdomain_of_len(len);
+        assert_status(
+            c.publish(publish_req(&name, &good)).await,
+            Code::InvalidArgument,
+            &[
+                "invalid profile name",
+                &format!("the name is {len} bytes long, over the limit of 250"),
+                "\"<name>.json\" must fit in 255 bytes",
+            ],
+        );
+        // Still a DNS-1123 subdomain, so asking for it is a plain miss.
+        assert_status(get(&mut c, &name, Latest(true)).await, Code::NotFound, &[]);
+    }
+}
+
 #[tokio::test]
 async fn every_rejection_has_its_code_and_names_the_thing() {
     let server = Server::start_with(|c| c.max_profile_bytes = 4096).await;
@@ -581,7 +616,7 @@ async fn every_rejection_has_its_code_and_names_the_thing() {
     assert_status(
         c.publish(publish_req(&long, &good)).await,
         Code::InvalidArgument,
-        &["over the limit of 253"],
+        &["over the limit of 250"],
     );
 
     // A bad profile: every diagnostic in the details.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use seccomp_registry::service::{Actor, Publish, Selector};
-use seccomp_registry::{Error, Limits, NoUsageTracking, Registry, Store};
+use seccomp_registry::{Error, Limits, NoUsageTracking, ProfileStore, Registry};
 
 fn profile(syscall: &str) -> Vec<u8> {
     format!(
@@ -40,8 +40,8 @@ async fn poll_once_and_drop<F: std::future::Future>(future: F) -> bool {
 const ATTEMPTS: usize = 20;
 
 fn open(dir: &std::path::Path) -> Registry {
-    // Store::open waits for the lock a dropped handle's I/O threads still hold.
-    let store = Store::open(dir).unwrap();
+    // ProfileStore::open waits for the lock a dropped handle's I/O threads still hold.
+    let store = ProfileStore::open(dir).unwrap();
     Registry::new(
         store,
         Limits {
