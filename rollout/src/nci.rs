@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use seccomp_profile::name;
+
 use crate::error::{Error, Result};
 use crate::selector::{self, Selector};
 
@@ -192,21 +194,6 @@ pub struct ProfileRef<'a> {
     pub content: &'a [u8],
 }
 
-/// DNS-1123 subdomain: lowercase alphanumerics, `-` and `.`, at most 253 characters, each
-/// dot-separated part starting and ending alphanumeric.
-pub fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-}
-
 /// Parse a mode given as octal text: `644`, `0644`, `0o644`. Refuses bits beyond `0o7777`.
 pub fn parse_mode(text: &str) -> Result<u32> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
@@ -277,20 +264,18 @@ fn label_value(name: &str) -> String {
     format!("{prefix}-{}", &hash[..12])
 }
 
-/// The default NCI name of a profile: `seccomp-<profile>`, shortened with a hash when the
-/// result would not be a valid name.
+/// The default NCI name of a profile: `seccomp-<profile>`; when that is not a valid name
+/// (the first label over 63 characters, or the whole over 253), `seccomp-<start of the first
+/// label>-<hash>`, the hash keeping names of different profiles apart.
 pub fn default_nci_name(profile: &str) -> String {
     let name = format!("seccomp-{profile}");
-    if name.len() <= 253 {
-        name
-    } else {
-        let hash = hex::encode(Sha256::digest(profile.as_bytes()));
-        format!(
-            "seccomp-{}-{}",
-            profile[..200].trim_end_matches(['.', '-']),
-            &hash[..12]
-        )
+    if name::is_dns_subdomain(&name) {
+        return name;
     }
+    let hash = hex::encode(Sha256::digest(profile.as_bytes()));
+    let first = profile.split('.').next().unwrap_or(profile);
+    let start = first[..first.len().min(40)].trim_end_matches('-');
+    format!("seccomp-{start}-{}", &hash[..12])
 }
 
 /// Render the NCI that puts `profile` on the nodes `target` selects.
@@ -300,18 +285,19 @@ pub fn render(
     nci_name: Option<&str>,
     rollout_id: Option<&str>,
 ) -> Result<NodeConfigItem> {
-    if !is_dns_subdomain(profile.name) {
-        return Err(Error::invalid(format!(
-            "profile name \"{}\" is not a DNS-1123 subdomain",
-            profile.name
-        )));
-    }
-    let name = nci_name.map_or_else(|| default_nci_name(profile.name), str::to_owned);
-    if !is_dns_subdomain(&name) {
-        return Err(Error::invalid(format!(
-            "NCI name \"{name}\" is not a DNS-1123 subdomain (lowercase a-z, 0-9, '-', '.')"
-        )));
-    }
+    name::check_profile_name(profile.name).map_err(|e| {
+        Error::invalid(format!(
+            "profile name {} is not valid: {e}",
+            name::display(profile.name)
+        ))
+    })?;
+    let object_name = nci_name.map_or_else(|| default_nci_name(profile.name), str::to_owned);
+    name::check_dns_subdomain(&object_name).map_err(|e| {
+        Error::invalid(format!(
+            "NCI name {} is not valid: {e}",
+            name::display(&object_name)
+        ))
+    })?;
     for (k, v) in &target.selector {
         selector::check_label_key(k)?;
         selector::check_label_value(v)?;
@@ -378,7 +364,7 @@ pub fn render(
         api_version: API_VERSION.to_owned(),
         kind: KIND.to_owned(),
         metadata: Metadata {
-            name,
+            name: object_name,
             labels,
             annotations,
         },
@@ -430,11 +416,6 @@ mod tests {
 
     #[test]
     fn names_and_paths() {
-        assert!(is_dns_subdomain("myprofile"));
-        assert!(is_dns_subdomain("a.b-c.d"));
-        for bad in ["", "My", "a..b", "-a", "a-", "a/b", "a_b", &"a".repeat(254)] {
-            assert!(!is_dns_subdomain(bad), "{bad}");
-        }
         assert!(check_file_path("/var/lib/kubelet/seccomp/a.json").is_ok());
         for bad in ["rel.json", "/a/../b", "/a/./b", "/a//b", "/a/", "/a\0b"] {
             assert!(check_file_path(bad).is_err(), "{bad:?}");
@@ -453,8 +434,19 @@ mod tests {
         assert!(v.len() <= 63);
         assert!(crate::selector::check_label_value(&v).is_ok());
         assert_ne!(label_value(&format!("{long}x")), v);
-        let name = default_nci_name(&"q".repeat(253));
-        assert!(is_dns_subdomain(&name), "{name}");
+        // Profile names at the limits: a 63-character label, 250 characters in all.
+        let label = "q".repeat(63);
+        let full = ["a", "b", "c"].map(|c| c.repeat(63)).join(".") + "." + &"d".repeat(58);
+        assert_eq!(full.len(), name::MAX_PROFILE_NAME_LEN);
+        let names: Vec<String> = [label.as_str(), full.as_str(), "web"]
+            .iter()
+            .map(|p| default_nci_name(p))
+            .collect();
+        for n in &names {
+            assert!(name::is_dns_subdomain(n), "{n}");
+        }
+        assert_eq!(names[2], "seccomp-web");
+        assert_ne!(names[0], names[1]);
     }
 
     #[test]

@@ -74,7 +74,7 @@ fn check_name(part: &str, what: &str, whole: &str) -> Result<()> {
 pub fn check_label_key(key: &str) -> Result<()> {
     let name = match key.split_once('/') {
         Some((prefix, name)) => {
-            if !crate::nci::is_dns_subdomain(prefix) {
+            if !seccomp_profile::name::is_dns_subdomain(prefix) {
                 return Err(Error::invalid(format!(
                     "label key \"{key}\" has an invalid prefix (a DNS subdomain is expected before '/')"
                 )));

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use seccomp_profile::name;
 use seccomp_proto::agent::v1 as agent;
-use seccomp_rollout::{nci, selector};
+use seccomp_rollout::selector;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -49,10 +50,10 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
                 "the first message of a stream must be Hello",
             ));
         };
-        if !nci::is_dns_subdomain(&h.node_name) {
+        if let Err(e) = name::check_dns_subdomain(&h.node_name) {
             return Err(Status::invalid_argument(format!(
-                "node name \"{}\" is not a DNS-1123 subdomain",
-                h.node_name
+                "node name {} is not valid: {e}",
+                name::display(&h.node_name)
             )));
         }
         let labels: BTreeMap<String, String> = h.labels.into_iter().collect();

@@ -81,11 +81,12 @@ impl DirSink {
         let mut desired = BTreeSet::new();
         for n in ncis {
             let name = &n.metadata.name;
-            if !nci::is_dns_subdomain(name) {
-                return Err(Error::invalid(format!(
-                    "NCI name \"{name}\" is not a DNS-1123 subdomain"
-                )));
-            }
+            seccomp_profile::name::check_dns_subdomain(name).map_err(|e| {
+                Error::invalid(format!(
+                    "NCI name {} is not valid: {e}",
+                    seccomp_profile::name::display(name)
+                ))
+            })?;
             if !desired.insert(format!("{name}.yaml")) {
                 return Err(Error::invalid(format!("NCI \"{name}\" is given twice")));
             }
