@@ -13,11 +13,20 @@
 //!   "message too large" to `RESOURCE_EXHAUSTED` as other gRPC implementations report it;
 //! - [`metrics`]: a tower layer counting gRPC requests by method and status, with a latency
 //!   histogram, served in the Prometheus text format on a separate HTTP port;
+//! - [`auth`]: the one layer that authenticates (bearer tokens, client certificates) and
+//!   authorizes (one table of every RPC's rule) each request, handing handlers a verified
+//!   [`auth::Principal`];
+//! - [`tls`]: rustls for servers (certificates reloaded when their files change, client
+//!   certificates passed to requests as [`tls::PeerInfo`]) and clients (`https://` URLs);
+//! - [`pki`]: a throwaway CA with `rcgen` (`seccompctl dev`, tests);
 //! - [`atomic`]: writing a service's own files atomically and durably (temporary file with a
 //!   fresh name, fsync, rename, directory fsync), in an open directory or at a path.
 
 pub mod atomic;
+pub mod auth;
 pub mod grpc;
 pub mod metrics;
+pub mod pki;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
