@@ -31,6 +31,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use seccomp_server::client::Credentials;
+use seccomp_server::security::Security;
 use tokio::net::TcpListener;
 
 pub use error::{Error, Result};
@@ -60,6 +62,10 @@ pub struct Config {
     pub yaml_dir: Option<PathBuf>,
     /// Also apply the NCIs to the cluster of the kubeconfig (server-side apply, prune).
     pub apply_to_cluster: bool,
+    /// How the distributor identifies itself to the registry.
+    pub registry_credentials: Credentials,
+    /// TLS and who may call (both APIs).
+    pub security: Security,
 }
 
 impl Config {
@@ -72,6 +78,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             yaml_dir: None,
             apply_to_cluster: false,
+            registry_credentials: Credentials::default(),
+            security: Security::none(),
         }
     }
 }
@@ -90,6 +98,12 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// The security settings cannot be used (or would expose the service).
+    #[error(transparent)]
+    Security(#[from] seccomp_server::security::SecurityError),
+    /// The listener has no address.
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
     /// Reflection could not be built.
     #[error(transparent)]
     Reflection(#[from] seccomp_server::grpc::ReflectionError),
@@ -115,7 +129,14 @@ pub async fn run(
         seccomp_rollout::fileset::Fleet::new(&[]).map_err(Error::from)?,
         config.unknown_after,
     ));
-    let source = Arc::new(grpc::RegistrySource::new(&config.registry)?);
+    let addr = listener.local_addr().map_err(RunError::Listener)?;
+    let security = config
+        .security
+        .prepare(addr, Arc::new(seccomp_server::auth::LogOnly))?;
+    let source = Arc::new(grpc::RegistrySource::new(
+        &config.registry,
+        &config.registry_credentials,
+    )?);
     let mut sinks: Vec<Arc<dyn sinks::NciSink>> = Vec::new();
     if let Some(dir) = &config.yaml_dir {
         sinks.push(Arc::new(sinks::DirSink::new(dir)));
@@ -144,13 +165,12 @@ pub async fn run(
     };
 
     let router = tonic::transport::Server::builder()
+        .layer(security.layer)
         .add_service(grpc::agent_service(Arc::clone(&hub)))
         .add_service(grpc::distributor_service(Arc::clone(&distributor)));
     let (router, health) =
         seccomp_server::grpc::add_health_and_reflection(router, &SERVICES).await?;
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, data_dir = %config.data_dir.display(), registry = %config.registry, "distributor serving");
-    }
+    tracing::info!(%addr, tls = security.tls.is_some(), data_dir = %config.data_dir.display(), registry = %config.registry, "distributor serving");
     // Agent streams never end on their own: close them so connections can drain.
     let streams = Arc::clone(&hub);
     seccomp_server::grpc::serve(
@@ -158,6 +178,7 @@ pub async fn run(
         &health,
         &SERVICES,
         listener,
+        security.tls,
         shutdown,
         config.shutdown_grace,
         move || streams.close_all(),

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use seccomp_server::client::{Credentials, Token};
+use seccomp_server::security::SecurityArgs;
 use seccomp_server::telemetry::LogArgs;
+use seccomp_server::tls::ClientTls;
 
 /// The seccomp distributor: turns rollouts into NodeConfigItems and streams each node agent
 /// its effective file set.
@@ -58,6 +61,40 @@ struct Args {
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_APPLY_TO_CLUSTER")]
     apply_to_cluster: bool,
 
+    /// CA of the registry's TLS certificate (an https:// --registry).
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_REGISTRY_CA", value_name = "FILE")]
+    registry_ca: Option<PathBuf>,
+
+    /// Client certificate for the registry (with --registry-key), an identity its auth file
+    /// gives the viewer role.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_REGISTRY_CERT",
+        value_name = "FILE",
+        requires = "registry_key"
+    )]
+    registry_cert: Option<PathBuf>,
+
+    /// Private key of --registry-cert.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_REGISTRY_KEY",
+        value_name = "FILE",
+        requires = "registry_cert"
+    )]
+    registry_key: Option<PathBuf>,
+
+    /// File holding the bearer token the distributor sends the registry (a viewer's).
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_REGISTRY_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    registry_token_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    security: SecurityArgs,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -76,6 +113,20 @@ async fn main() -> anyhow::Result<()> {
     config.unknown_after = Duration::from_secs(args.unknown_after_secs);
     config.yaml_dir = args.yaml_dir;
     config.apply_to_cluster = args.apply_to_cluster;
+    config.security = args.security.security()?;
+    config.registry_credentials = Credentials {
+        tls: ClientTls {
+            ca: args.registry_ca,
+            cert: args.registry_cert,
+            key: args.registry_key,
+        },
+        token: args
+            .registry_token_file
+            .as_deref()
+            .map(Token::from_file)
+            .transpose()?,
+        claimed: None,
+    };
     seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use seccomp_node_agent::{Config, WriteHook, node, sync};
 use seccomp_server::telemetry::LogArgs;
+use seccomp_server::tls::ClientTls;
 
 /// The seccomp node agent: keeps this node's seccomp profiles in line with the distributor.
 ///
@@ -22,13 +23,37 @@ use seccomp_server::telemetry::LogArgs;
 #[derive(Debug, Parser)]
 #[command(name = "seccomp-node-agent", version, about, long_about)]
 struct Args {
-    /// The distributor's gRPC URL.
+    /// The distributor's gRPC URL; `https://` for TLS (then --ca, and --cert/--key naming
+    /// this node).
     #[arg(
         long,
         env = "SECCOMP_DISTRIBUTOR",
         default_value = "http://127.0.0.1:50052"
     )]
     distributor: String,
+
+    /// CA of the distributor's TLS certificate.
+    #[arg(long, env = "SECCOMP_AGENT_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// This node's client certificate: URI SAN `spiffe://<trust-domain>/node/<node-name>`
+    /// or CN `system:node:<node-name>`. Read again at every reconnection.
+    #[arg(
+        long,
+        env = "SECCOMP_AGENT_CERT",
+        value_name = "FILE",
+        requires = "key"
+    )]
+    cert: Option<PathBuf>,
+
+    /// Private key of --cert.
+    #[arg(
+        long,
+        env = "SECCOMP_AGENT_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    key: Option<PathBuf>,
 
     /// This node's name, as Kubernetes knows it. Default: the hostname, from
     /// /proc/sys/kernel/hostname or /etc/hostname. In a DaemonSet, set NODE_NAME from
@@ -113,6 +138,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut config = sync::Config::new(args.distributor, node_name, files);
     config.labels = labels;
+    config.tls = ClientTls {
+        ca: args.ca,
+        cert: args.cert,
+        key: args.key,
+    };
     config.heartbeat = args.heartbeat;
     config.scan_interval = args.scan_interval;
     if let Some(hook) = WriteHook::stdio_pause_from_env() {

@@ -29,6 +29,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use seccomp_proto::agent::v1 as pb;
 use seccomp_proto::agent::v1::agent_message::Message as Up;
 use seccomp_proto::agent::v1::distributor_message::Message as Down;
+use seccomp_server::tls::ClientTls;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_stream::wrappers::ReceiverStream;
@@ -100,8 +101,12 @@ impl Backoff {
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The distributor's URL, for example `http://127.0.0.1:50052`.
+    /// The distributor's URL, for example `http://127.0.0.1:50052`; `https://` for TLS.
     pub distributor: String,
+    /// CA of the distributor's certificate, and this node's client certificate and key
+    /// (which name the node; the distributor accepts no other). Read again at every
+    /// reconnection, so renewed files are used without a restart.
+    pub tls: ClientTls,
     /// This node's name (a DNS-1123 subdomain).
     pub node_name: String,
     /// This node's labels, matched against NCI selectors.
@@ -129,6 +134,7 @@ impl Config {
     ) -> Self {
         Self {
             distributor: distributor.into(),
+            tls: ClientTls::default(),
             node_name: node_name.into(),
             labels: BTreeMap::new(),
             files,
@@ -138,6 +144,19 @@ impl Config {
             hook: None,
         }
     }
+}
+
+/// The endpoint of the distributor, with the TLS files as they are now.
+fn endpoint(config: &Config) -> std::result::Result<Endpoint, String> {
+    Ok(
+        seccomp_server::tls::endpoint(&config.distributor, &config.tls)
+            .map_err(|e| format!("distributor {:?}: {e}", config.distributor))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true),
+    )
 }
 
 /// Runs the agent until `shutdown` completes: keeps the node's files in line with what the
@@ -157,19 +176,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             )));
         }
     }
-    let endpoint = Endpoint::from_shared(config.distributor.clone())
-        .map_err(|e| {
-            Error::Config(format!(
-                "distributor URL {:?}: {}",
-                config.distributor,
-                chain(&e)
-            ))
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
+    // A bad URL or unusable TLS files at start are a configuration error; later (files
+    // being renewed) they are retried.
+    endpoint(&config).map_err(Error::Config)?;
 
     let files = config.files.clone();
     let hook = config.hook.clone();
@@ -214,7 +223,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let drift = tokio::spawn(drift.run().in_current_span());
     let mut sessions = Sessions {
         config,
-        endpoint,
         applier,
         drift: drift_rx,
         applied,
@@ -293,6 +301,8 @@ enum Ended {
 enum SessionError {
     #[error("cannot connect to the distributor: {}", chain(.0))]
     Connect(tonic::transport::Error),
+    #[error("cannot set up TLS to the distributor: {0}")]
+    Tls(String),
     #[error("the distributor refused the stream: {0}")]
     Refused(tonic::Status),
     #[error("the stream to the distributor failed: {0}")]
@@ -314,7 +324,6 @@ enum Event {
 /// One stream at a time, reconnecting with backoff.
 struct Sessions {
     config: Config,
-    endpoint: Endpoint,
     applier: Shared,
     drift: mpsc::Receiver<DriftReport>,
     applied: Arc<Notify>,
@@ -370,9 +379,10 @@ impl Sessions {
             .await
             .map_err(|_| SessionError::Gone)?;
 
+        let endpoint = endpoint(&self.config).map_err(SessionError::Tls)?;
         let channel = tokio::select! {
             () = self.stop.cancelled() => return Ok(Ended::Shutdown),
-            channel = self.endpoint.connect() => channel.map_err(SessionError::Connect)?,
+            channel = endpoint.connect() => channel.map_err(SessionError::Connect)?,
         };
         let mut client = pb::agent_sync_client::AgentSyncClient::new(channel);
         let mut inbound = tokio::select! {

@@ -2,25 +2,23 @@
 //! [`service::Registry`](crate::service::Registry), converts between proto and domain types,
 //! and is the only place that builds a `tonic::Status`.
 //!
-//! Identity: authentication is not implemented yet (DESIGN section 8's `--token` arrives
-//! with the auth issue). Until then every caller is `anonymous`; a client may name itself
-//! in the `x-seccomp-actor` metadata (`seccompctl` sends the local user name), which the
-//! audit log and version authors record as `unverified:<name>` so nobody mistakes it for an
-//! authenticated identity. An `authorization` header is ignored.
+//! Identity: `seccomp_server::auth`'s layer, in front of this service, verifies every
+//! caller and allows the call by its one table of rules; handlers take the verified
+//! principal from the request ([`auth::principal`]) as the actor of versions and audit
+//! entries. With authentication off (loopback development) that is `anonymous`, or
+//! `unverified:<name>` for a client that names itself in `x-seccomp-actor`.
 
 use prost::Message as _;
 use seccomp_proto::registry::v1 as pb;
 use seccomp_proto::registry::v1::registry_server::{self, RegistryServer};
-use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Response, Status};
 use tracing::{Span, error, instrument};
+
+use seccomp_server::auth::{self, Refusals};
 
 use crate::error::{Category, Error};
 use crate::service::{Actor, Publish, Registry, Selector};
 use crate::store::{AuditEntry, Finding, UnixNanos, VersionMeta};
-
-/// Request metadata a client may use to name itself (unverified).
-pub const ACTOR_HEADER: &str = "x-seccomp-actor";
 
 /// Room for the other fields of a publish request on top of the profile size limit.
 const MESSAGE_OVERHEAD: usize = 64 * 1024;
@@ -143,36 +141,13 @@ fn span_name(name: &str) -> &str {
     &name[..end]
 }
 
-/// Put the caller's [`Actor`] into the request extensions (see the module docs).
-pub fn identify(mut request: Request<()>) -> Result<Request<()>, Status> {
-    let claimed = request
-        .metadata()
-        .get(ACTOR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| {
-            !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
-        })
-        .map(|s| Actor(format!("unverified:{s}")));
-    let actor = claimed.unwrap_or_else(Actor::anonymous);
-    request.extensions_mut().insert(actor);
-    Ok(request)
-}
-
 fn actor<T>(request: &Request<T>) -> Actor {
-    request
-        .extensions()
-        .get::<Actor>()
-        .cloned()
-        .unwrap_or_else(Actor::anonymous)
+    Actor(auth::principal(request).actor())
 }
 
-/// The tonic service: the registry behind the identifying interceptor, with a message size
-/// limit just above the profile size limit.
-pub type Service = InterceptedService<
-    RegistryServer<RegistryGrpc>,
-    fn(Request<()>) -> Result<Request<()>, Status>,
->;
+/// The tonic service: the registry with a message size limit just above the profile size
+/// limit.
+pub type Service = RegistryServer<RegistryGrpc>;
 
 /// Build the tonic service for `registry`.
 pub fn service(registry: Registry) -> Service {
@@ -180,8 +155,7 @@ pub fn service(registry: Registry) -> Service {
         .limits()
         .max_profile_bytes
         .saturating_add(MESSAGE_OVERHEAD);
-    let server = RegistryServer::new(RegistryGrpc { registry }).max_decoding_message_size(limit);
-    InterceptedService::new(server, identify as fn(_) -> _)
+    RegistryServer::new(RegistryGrpc { registry }).max_decoding_message_size(limit)
 }
 
 /// Implements the generated `Registry` trait.
@@ -387,5 +361,17 @@ impl registry_server::Registry for RegistryGrpc {
             entries: page.items.into_iter().map(audit_entry).collect(),
             next_page_token: page.next.unwrap_or_default(),
         }))
+    }
+}
+
+/// Records the calls the auth layer refused in the registry's audit log.
+pub struct AuditRefusals(pub Registry);
+
+impl Refusals for AuditRefusals {
+    fn refused(&self, path: &str, actor: &str, code: &str, reason: &str) {
+        let method = path
+            .strip_prefix(concat!("/", "seccomp.registry.v1.Registry", "/"))
+            .unwrap_or(path);
+        self.0.record_refusal(actor, method, code, reason);
     }
 }

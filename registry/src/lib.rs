@@ -31,7 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use seccomp_proto::registry::v1::registry_server::SERVICE_NAME;
+use seccomp_server::client::Credentials;
 use seccomp_server::metrics::GrpcMetrics;
+use seccomp_server::security::Security;
 use tokio::net::TcpListener;
 use tower::util::MapResponseLayer;
 use tracing::{info, warn};
@@ -57,6 +59,10 @@ pub struct Config {
     /// The distributor asked before a hard delete whether the version is in use
     /// (`http://host:port`); without one, deletes are not checked.
     pub distributor: Option<String>,
+    /// How the registry identifies itself to the distributor.
+    pub distributor_credentials: Credentials,
+    /// TLS and who may call.
+    pub security: Security,
 }
 
 impl Config {
@@ -68,6 +74,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             metrics: None,
             distributor: None,
+            distributor_credentials: Credentials::default(),
+            security: Security::none(),
         }
     }
 }
@@ -94,6 +102,12 @@ pub enum RunError {
         /// Why it is refused.
         reason: String,
     },
+    /// The security settings cannot be used (or would expose the service).
+    #[error(transparent)]
+    Security(#[from] seccomp_server::security::SecurityError),
+    /// The listener has no address.
+    #[error("listener: {0}")]
+    Listener(std::io::Error),
     /// The standard services could not be built.
     #[error(transparent)]
     Reflection(#[from] seccomp_server::grpc::ReflectionError),
@@ -120,14 +134,14 @@ pub async fn run(
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
     let usage: Arc<dyn UsageCheck> = match &config.distributor {
-        Some(url) => {
-            Arc::new(
-                usage::DistributorUsage::new(url).map_err(|e| RunError::Distributor {
+        Some(url) => Arc::new(
+            usage::DistributorUsage::new(url, &config.distributor_credentials).map_err(|e| {
+                RunError::Distributor {
                     url: url.clone(),
                     reason: e.to_string(),
-                })?,
-            )
-        }
+                }
+            })?,
+        ),
         None => {
             warn!(
                 "no --distributor: hard deletes are not checked against rollouts and nodes that use the version"
@@ -143,23 +157,27 @@ pub async fn run(
         usage,
     );
 
+    let addr = listener.local_addr().map_err(RunError::Listener)?;
+    let security = config
+        .security
+        .prepare(addr, Arc::new(grpc::AuditRefusals(registry.clone())))?;
     let router = tonic::transport::Server::builder()
         .layer(MapResponseLayer::new(
             seccomp_server::grpc::oversize_as_resource_exhausted,
         ))
         .layer(tower::util::option_layer(config.metrics.clone()))
+        .layer(security.layer)
         .add_service(grpc::service(registry.clone()));
     let (router, health) =
         seccomp_server::grpc::add_health_and_reflection(router, &[SERVICE_NAME]).await?;
 
-    if let Ok(addr) = listener.local_addr() {
-        info!(%addr, data_dir = %config.data_dir.display(), "registry serving");
-    }
+    info!(%addr, tls = security.tls.is_some(), data_dir = %config.data_dir.display(), "registry serving");
     seccomp_server::grpc::serve(
         router,
         &health,
         &[SERVICE_NAME],
         listener,
+        security.tls,
         shutdown,
         config.shutdown_grace,
         || {},

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use seccomp_server::client::{Credentials, Token};
+use seccomp_server::security::SecurityArgs;
 use seccomp_server::telemetry::LogArgs;
+use seccomp_server::tls::ClientTls;
 
 /// mimalloc instead of glibc's allocator: validation and gRPC allocate per request, and on the
 /// publish benchmark it took a fifth off the server's CPU time per call (BENCHMARKS.md).
@@ -55,9 +58,43 @@ struct Args {
     #[arg(long, env = "SECCOMP_REGISTRY_DISTRIBUTOR", value_name = "URL")]
     distributor: Option<String>,
 
+    /// CA of the distributor's TLS certificate (an https:// --distributor).
+    #[arg(long, env = "SECCOMP_REGISTRY_DISTRIBUTOR_CA", value_name = "FILE")]
+    distributor_ca: Option<PathBuf>,
+
+    /// Client certificate for the distributor (with --distributor-key), an identity its
+    /// auth file gives the viewer role.
+    #[arg(
+        long,
+        env = "SECCOMP_REGISTRY_DISTRIBUTOR_CERT",
+        value_name = "FILE",
+        requires = "distributor_key"
+    )]
+    distributor_cert: Option<PathBuf>,
+
+    /// Private key of --distributor-cert.
+    #[arg(
+        long,
+        env = "SECCOMP_REGISTRY_DISTRIBUTOR_KEY",
+        value_name = "FILE",
+        requires = "distributor_cert"
+    )]
+    distributor_key: Option<PathBuf>,
+
+    /// File holding the bearer token the registry sends the distributor (a viewer's).
+    #[arg(
+        long,
+        env = "SECCOMP_REGISTRY_DISTRIBUTOR_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    distributor_token_file: Option<PathBuf>,
+
     /// Address for Prometheus metrics (`GET /metrics`); off when not given.
     #[arg(long, env = "SECCOMP_REGISTRY_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+
+    #[command(flatten)]
+    security: SecurityArgs,
 
     #[command(flatten)]
     log: LogArgs,
@@ -74,6 +111,20 @@ async fn main() -> anyhow::Result<()> {
     config.max_profile_bytes = args.max_profile_bytes;
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     config.distributor = args.distributor;
+    config.security = args.security.security()?;
+    config.distributor_credentials = Credentials {
+        tls: ClientTls {
+            ca: args.distributor_ca,
+            cert: args.distributor_cert,
+            key: args.distributor_key,
+        },
+        token: args
+            .distributor_token_file
+            .as_deref()
+            .map(Token::from_file)
+            .transpose()?,
+        claimed: None,
+    };
 
     let mut metrics_task = None;
     if let Some(addr) = args.metrics_listen {

@@ -253,6 +253,23 @@ impl Registry {
         self.inner.store.flush().await
     }
 
+    /// Record a call the auth layer refused. Written without waiting for the disk (sled
+    /// flushes it within half a second, or the next commit does): refusals cost anyone who
+    /// can reach the port nothing, so they must not cost a flush each.
+    pub fn record_refusal(&self, actor: &str, method: &str, code: &str, reason: &str) {
+        let entry = AuditEntry {
+            time: UnixNanos::now(),
+            actor: actor.to_owned(),
+            method: method.to_owned(),
+            target: String::new(),
+            result: code.to_owned(),
+            message: reason.to_owned(),
+        };
+        if let Err(e) = self.inner.store.append_audit(&entry) {
+            error!(error = %e, "cannot record audit entry");
+        }
+    }
+
     /// Record a failed mutating call; a failure to record is logged, not returned, so the
     /// caller sees the original error.
     async fn audit_failure(&self, actor: &Actor, method: &str, target: String, error: &Error) {

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use seccomp_proto::distributor::v1 as pb;
 use seccomp_proto::distributor::v1::distributor_client::DistributorClient;
-use tonic::transport::{Channel, Endpoint};
+use seccomp_server::client::{Bearer, Credentials};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use crate::service::{BoxFuture, UsageCheck};
 
@@ -26,20 +28,25 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks a distributor over gRPC.
 pub struct DistributorUsage {
-    client: DistributorClient<Channel>,
+    client: DistributorClient<InterceptedService<Channel, Bearer>>,
     url: String,
 }
 
 impl DistributorUsage {
-    /// A check against the distributor at `url` (`http://host:port`). Connects lazily, so
-    /// the distributor need not be up yet.
-    pub fn new(url: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(url.to_owned())?
+    /// A check against the distributor at `url` (`http://host:port`, or `https://` with
+    /// `credentials.tls`), as the caller `credentials` names (it needs the viewer role).
+    /// Connects lazily, so the distributor need not be up yet.
+    pub fn new(
+        url: &str,
+        credentials: &Credentials,
+    ) -> Result<Self, seccomp_server::tls::TlsError> {
+        let channel = credentials
+            .endpoint(url)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(ASK_TIMEOUT)
             .connect_lazy();
         Ok(DistributorUsage {
-            client: DistributorClient::new(channel),
+            client: DistributorClient::with_interceptor(channel, credentials.bearer()),
             url: url.to_owned(),
         })
     }

@@ -541,10 +541,17 @@ impl Authenticator {
         peer: Option<&PeerInfo>,
     ) -> Result<Principal, Status> {
         if !self.is_enabled() {
+            // Printable and short: it ends up in logs and the audit log.
             let claimed = headers
                 .get(CLAIMED_ACTOR)
                 .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(64).collect());
+                .map(str::trim)
+                .filter(|s| {
+                    !s.is_empty()
+                        && s.len() <= 128
+                        && s.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                })
+                .map(str::to_owned);
             return Ok(Principal::Anonymous { claimed });
         }
         if let Some(token) = bearer(headers)? {
@@ -628,18 +635,29 @@ impl Authenticator {
     }
 }
 
-/// Told about every refused request (a service records them in its audit log).
+/// Told about every refused request (a service records them in its audit log). Called on
+/// the request path: it must not block.
 pub trait Refusals: Send + Sync + 'static {
-    /// `actor` (as far as known) was refused `method` with `status`.
-    fn refused(&self, method: &str, actor: &str, status: &Status);
+    /// `actor` (as far as known) was refused the RPC at `path` with `code`
+    /// (`UNAUTHENTICATED` or `PERMISSION_DENIED`) for `reason`.
+    fn refused(&self, path: &str, actor: &str, code: &str, reason: &str);
 }
 
-/// Logs refusals only.
+/// Refusals are only logged (the layer always logs them).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogOnly;
 
 impl Refusals for LogOnly {
-    fn refused(&self, _method: &str, _actor: &str, _status: &Status) {}
+    fn refused(&self, _path: &str, _actor: &str, _code: &str, _reason: &str) {}
+}
+
+/// The canonical name of a refusal's code.
+fn code_name(code: tonic::Code) -> &'static str {
+    match code {
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        _ => "REFUSED",
+    }
 }
 
 /// The tower layer: authenticate, authorize, put the [`Principal`] into the request.
@@ -705,7 +723,12 @@ where
                     .authenticate(req.headers(), req.extensions().get::<PeerInfo>())
                     .map_or_else(|_| "unauthenticated".to_owned(), |p| p.actor());
                 tracing::warn!(method = %path, %actor, code = ?status.code(), reason = status.message(), "request refused");
-                self.layer.refusals.refused(&path, &actor, &status);
+                self.layer.refusals.refused(
+                    &path,
+                    &actor,
+                    code_name(status.code()),
+                    status.message(),
+                );
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }

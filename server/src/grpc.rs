@@ -73,18 +73,18 @@ pub fn oversize_as_resource_exhausted<B>(mut response: http::Response<B>) -> htt
     response
 }
 
-/// Serve `router` on `listener` until `shutdown` completes, then drain: report `""` and every
-/// name in `services` NOT_SERVING through `health`, call `on_shutdown` (a server with
-/// long-lived streams ends them there, or they would hold the drain open), stop accepting,
-/// and give in-flight calls `grace` before returning. Accepted sockets get `TCP_NODELAY`:
-/// without it Nagle's algorithm holds a reply's trailers back until the client's delayed
-/// ACK, about 40 ms on every call.
+/// Serve `router` on `listener` (with `tls` when given, see [`crate::tls::incoming`]) until
+/// `shutdown` completes, then drain: report `""` and every name in `services` NOT_SERVING
+/// through `health`, call `on_shutdown` (a server with long-lived streams ends them there,
+/// or they would hold the drain open), stop accepting, and give in-flight calls `grace`
+/// before returning.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<L, ResBody>(
     router: Router<L>,
     health: &HealthReporter,
     services: &[&str],
     listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<crate::tls::ReloadingTls>>,
     shutdown: impl std::future::Future<Output = ()>,
     grace: std::time::Duration,
     on_shutdown: impl FnOnce(),
@@ -102,7 +102,7 @@ where
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let stop = tokio_util::sync::CancellationToken::new();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::tls::incoming(listener, tls);
     let server = router.serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned());
     tokio::pin!(server);
     tokio::select! {

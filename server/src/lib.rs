@@ -16,6 +16,9 @@
 //! - [`auth`]: the one layer that authenticates (bearer tokens, client certificates) and
 //!   authorizes (one table of every RPC's rule) each request, handing handlers a verified
 //!   [`auth::Principal`];
+//! - [`security`]: the servers' security flags, and the refusal to serve a non-loopback
+//!   address without TLS and authentication unless `--insecure`;
+//! - [`client`]: what clients send: TLS for `https://` URLs and a bearer token;
 //! - [`tls`]: rustls for servers (certificates reloaded when their files change, client
 //!   certificates passed to requests as [`tls::PeerInfo`]) and clients (`https://` URLs);
 //! - [`pki`]: a throwaway CA with `rcgen` (`seccompctl dev`, tests);
@@ -24,9 +27,11 @@
 
 pub mod atomic;
 pub mod auth;
+pub mod client;
 pub mod grpc;
 pub mod metrics;
 pub mod pki;
+pub mod security;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use seccomp_profile::name;
 use seccomp_proto::agent::v1 as agent;
 use seccomp_rollout::selector;
+use seccomp_server::auth::{self, Principal};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -40,6 +41,7 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
         &self,
         request: Request<Streaming<agent::AgentMessage>>,
     ) -> Result<Response<OutStream>, Status> {
+        let principal = auth::principal(&request);
         let mut incoming = request.into_inner();
         let first = incoming
             .message()
@@ -55,6 +57,18 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
                 "node name {} is not valid: {e}",
                 name::display(&h.node_name)
             )));
+        }
+        // An agent speaks for its own node only (with authentication off, for any).
+        match &principal {
+            Principal::Node { node } if *node == h.node_name => {}
+            Principal::Anonymous { .. } => {}
+            other => {
+                tracing::warn!(claimed = %h.node_name, principal = %other, "agent refused: Hello names another node");
+                return Err(Status::permission_denied(format!(
+                    "{other} may not open the stream of node {}",
+                    name::display(&h.node_name)
+                )));
+            }
         }
         let labels: BTreeMap<String, String> = h.labels.into_iter().collect();
         for (k, v) in &labels {

@@ -27,11 +27,9 @@ fn page_size(asked: u32) -> usize {
     }
 }
 
+/// The verified caller (see `seccomp_server::auth`), as recorded in history.
 fn actor<T>(req: &Request<T>) -> String {
-    req.metadata()
-        .get("x-seccomp-actor")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(|| "anonymous".to_owned(), str::to_owned)
+    seccomp_server::auth::principal(req).actor()
 }
 
 /// `seccomp.distributor.v1.Distributor`.

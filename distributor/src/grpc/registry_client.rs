@@ -4,6 +4,9 @@
 use std::time::Duration;
 
 use seccomp_proto::registry::v1 as reg;
+use seccomp_server::client::{Bearer, Credentials};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
 use crate::BoxFuture;
 use crate::error::Error;
@@ -11,20 +14,25 @@ use crate::service::{FetchedProfile, ProfileSource};
 
 /// Fetches profile versions from the registry over gRPC (one lazily connected channel).
 pub struct RegistrySource {
-    client: reg::registry_client::RegistryClient<tonic::transport::Channel>,
+    client: reg::registry_client::RegistryClient<InterceptedService<Channel, Bearer>>,
     url: String,
 }
 
 impl RegistrySource {
-    /// A source for the registry at `url` (connects on first use, reconnects as needed).
-    pub fn new(url: &str) -> Result<Self, Error> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| Error::invalid(format!("invalid registry URL {url:?}: {e}")))?
+    /// A source for the registry at `url`, as the caller `credentials` names (a viewer is
+    /// enough); connects on first use, reconnects as needed.
+    pub fn new(url: &str, credentials: &Credentials) -> Result<Self, Error> {
+        let endpoint = credentials
+            .endpoint(url)
+            .map_err(|e| Error::invalid(format!("registry {url}: {e}")))?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30));
+        let client = reg::registry_client::RegistryClient::with_interceptor(
+            endpoint.connect_lazy(),
+            credentials.bearer(),
+        );
         Ok(RegistrySource {
-            client: reg::registry_client::RegistryClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(64 << 20),
+            client: client.max_decoding_message_size(64 << 20),
             url: url.to_owned(),
         })
     }

@@ -28,6 +28,12 @@ impl Server {
     }
 }
 
+/// The URL of a server on `listener`: `https://` with TLS.
+fn url_of(listener: &tokio::net::TcpListener, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", listener.local_addr().unwrap())
+}
+
 pub async fn registry(dir: &std::path::Path) -> Server {
     registry_with(dir, |_| {}).await
 }
@@ -38,10 +44,10 @@ pub async fn registry_with(
     tune: impl FnOnce(&mut seccomp_registry::Config),
 ) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
     let mut config = seccomp_registry::Config::new(dir);
     tune(&mut config);
+    let url = url_of(&listener, config.security.tls.is_some());
     let task = tokio::spawn(async move {
         seccomp_registry::run(config, listener, async {
             let _ = rx.await;
@@ -77,12 +83,12 @@ pub async fn distributor_on(
     registry: &str,
     tune: impl FnOnce(&mut seccomp_distributor::Config),
 ) -> Server {
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = oneshot::channel::<()>();
     let mut config = seccomp_distributor::Config::new(dir, registry);
     config.shutdown_grace = Duration::from_millis(200);
     config.yaml_dir = Some(dir.join("gitops"));
     tune(&mut config);
+    let url = url_of(&listener, config.security.tls.is_some());
     let task = tokio::spawn(async move {
         seccomp_distributor::run(config, listener, async {
             let _ = rx.await;

@@ -1,0 +1,184 @@
+//! A server's security settings, shared by the services: the flags (`--tls-cert`,
+//! `--tls-key`, `--client-ca`, `--auth-tokens`, `--trust-domain`, `--insecure`), what they
+//! become ([`Security`]), and the rule that keeps the secure path the default: a server on
+//! an address other than loopback without both TLS and authentication refuses to start
+//! unless `--insecure` says so, and then warns at every start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::auth::{AuthFileError, AuthLayer, Authenticator, Identities, Refusals};
+use crate::tls::{ClientCerts, ReloadingTls, ServerTls, TlsError};
+
+/// The security flags of a server.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct SecurityArgs {
+    /// PEM certificate chain for TLS (with --tls-key). Read again when the file changes, so a
+    /// renewed certificate is served without a restart.
+    #[arg(
+        long,
+        env = "SECCOMP_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "SECCOMP_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA bundle for client certificates (mTLS). Clients may then authenticate with a
+    /// certificate; node agents must. Required of every client when --auth-tokens is not
+    /// given.
+    #[arg(
+        long,
+        env = "SECCOMP_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub client_ca: Option<PathBuf>,
+
+    /// YAML list of the callers allowed in, each `{name, token | token_sha256 | certificate,
+    /// role}` with role viewer, publisher, operator or admin; `certificate` matches a client
+    /// certificate's CN or a URI SAN. Tokens are sent as `authorization: Bearer <token>`.
+    #[arg(long, env = "SECCOMP_AUTH_TOKENS", value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+
+    /// Only client certificates with URI SAN `spiffe://<DOMAIN>/node/<name>` (or CN
+    /// `system:node:<name>`) are node agents; any trust domain when not given.
+    #[arg(long, env = "SECCOMP_TRUST_DOMAIN", value_name = "DOMAIN")]
+    pub trust_domain: Option<String>,
+
+    /// Serve on an address other than loopback without TLS or without authentication.
+    /// Anyone who can reach the port can then do anything the missing piece would stop.
+    #[arg(long, env = "SECCOMP_INSECURE")]
+    pub insecure: bool,
+}
+
+/// A server's security, ready to serve with.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// TLS files, when TLS is on.
+    pub tls: Option<ServerTls>,
+    /// Who may call.
+    pub auth: Authenticator,
+    /// Allowed to serve a non-loopback address without TLS or authentication.
+    pub insecure: bool,
+}
+
+/// Why the security settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// The auth file is unusable.
+    #[error(transparent)]
+    AuthFile(#[from] AuthFileError),
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Serving like this would expose the service.
+    #[error(
+        "refusing to serve {addr} without {missing}: anyone who reaches it could do anything; give {hint}, or --insecure to do it anyway"
+    )]
+    Exposed {
+        /// The address.
+        addr: SocketAddr,
+        /// What is missing.
+        missing: &'static str,
+        /// The flags that fix it.
+        hint: &'static str,
+    },
+}
+
+impl SecurityArgs {
+    /// What the flags ask for (the auth file is read now).
+    pub fn security(&self) -> Result<Security, SecurityError> {
+        let mut identities = match &self.auth_tokens {
+            Some(path) => Identities::load(path)?,
+            None => Identities::default(),
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let mut tls = ServerTls::new(cert, key);
+                tls.client_ca = self.client_ca.clone();
+                tls.client_certs = if self.auth_tokens.is_some() {
+                    ClientCerts::Optional
+                } else {
+                    ClientCerts::Required
+                };
+                Some(tls)
+            }
+            _ => None,
+        };
+        if self.client_ca.is_some() {
+            identities = identities.with_nodes(self.trust_domain.clone());
+        }
+        Ok(Security {
+            tls,
+            auth: Authenticator::new(identities),
+            insecure: self.insecure,
+        })
+    }
+}
+
+/// What [`Security::prepare`] made: the TLS acceptor's configuration and the auth layer.
+pub struct Prepared {
+    /// TLS, when on.
+    pub tls: Option<Arc<ReloadingTls>>,
+    /// The layer that authenticates and authorizes every request.
+    pub layer: AuthLayer,
+}
+
+impl Security {
+    /// No TLS, no authentication (tests and loopback development).
+    pub fn none() -> Self {
+        Security::default()
+    }
+
+    /// Load the TLS files and check that serving `addr` this way is allowed; tell
+    /// `refusals` about refused requests. Says in the log what is off.
+    pub fn prepare(
+        &self,
+        addr: SocketAddr,
+        refusals: Arc<dyn Refusals>,
+    ) -> Result<Prepared, SecurityError> {
+        let missing = match (self.tls.is_some(), self.auth.is_enabled()) {
+            (true, true) => None,
+            (false, true) => Some(("TLS", "--tls-cert and --tls-key")),
+            (true, false) => Some(("authentication", "--auth-tokens FILE or --client-ca FILE")),
+            (false, false) => Some((
+                "TLS and authentication",
+                "--tls-cert, --tls-key and --auth-tokens (or --client-ca)",
+            )),
+        };
+        if let Some((missing, hint)) = missing {
+            if !addr.ip().is_loopback() {
+                if !self.insecure {
+                    return Err(SecurityError::Exposed {
+                        addr,
+                        missing,
+                        hint,
+                    });
+                }
+                tracing::warn!(%addr, "INSECURE: serving without {missing} (--insecure): anyone who can reach this address can use it");
+            } else {
+                tracing::warn!(%addr, "serving without {missing}: only for development on this machine");
+            }
+        }
+        let tls = self
+            .tls
+            .clone()
+            .map(ReloadingTls::load)
+            .transpose()?
+            .map(Arc::new);
+        Ok(Prepared {
+            tls,
+            layer: AuthLayer::new(self.auth.clone(), refusals),
+        })
+    }
+}
