@@ -50,6 +50,19 @@ impl From<sled::Error> for Error {
 }
 
 impl Error {
+    /// The gRPC status code name a caller sees for this error (also in the audit log).
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "INVALID_ARGUMENT",
+            Error::NotFound(_) => "NOT_FOUND",
+            Error::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            Error::Unavailable(_) => "UNAVAILABLE",
+            Error::Io { .. } | Error::Encoding(_) | Error::Kube(_) | Error::Storage(_) => {
+                "INTERNAL"
+            }
+        }
+    }
+
     /// A bad-input error.
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::Invalid(message.into())

@@ -120,6 +120,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let addr = listener.local_addr().map_err(RunError::Listener)?;
+    config.security.check(addr)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -129,10 +131,6 @@ pub async fn run(
         seccomp_rollout::fileset::Fleet::new(&[]).map_err(Error::from)?,
         config.unknown_after,
     ));
-    let addr = listener.local_addr().map_err(RunError::Listener)?;
-    let security = config
-        .security
-        .prepare(addr, Arc::new(seccomp_server::auth::LogOnly))?;
     let source = Arc::new(grpc::RegistrySource::new(
         &config.registry,
         &config.registry_credentials,
@@ -164,6 +162,10 @@ pub async fn run(
         })
     };
 
+    let security = config.security.prepare(
+        addr,
+        Arc::new(grpc::AuditRefusals(Arc::clone(&distributor))),
+    )?;
     let router = tonic::transport::Server::builder()
         .layer(security.layer)
         .add_service(grpc::agent_service(Arc::clone(&hub)))

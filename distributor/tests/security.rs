@@ -422,6 +422,42 @@ async fn the_recorded_actors_are_the_verified_callers() {
         .rollout
         .unwrap();
     assert_eq!(rollout.created_by, "otto");
+    // The distributor's audit log names him too, and a refused anonymous pause.
+    let mut nobody = pb::distributor_client::DistributorClient::new(
+        s.channel(&s.distributor.url, &s.caller(None)).await,
+    );
+    let err = nobody
+        .pause_rollout(pb::PauseRolloutRequest {
+            id: rollout.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let vic = s.caller(Some("vic"));
+    let mut viewer = pb::distributor_client::DistributorClient::with_interceptor(
+        s.channel(&s.distributor.url, &vic).await,
+        vic.bearer(),
+    );
+    let entries = viewer
+        .list_audit(pb::ListAuditRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert!(
+        entries.iter().any(|e| e.actor == "otto"
+            && e.method == "CreateRollout"
+            && e.target == rollout.id
+            && e.result == "OK"),
+        "{entries:?}"
+    );
+    assert!(
+        entries.iter().any(|e| e.actor == "unauthenticated"
+            && e.method == "PauseRollout"
+            && e.result == "UNAUTHENTICATED"),
+        "{entries:?}"
+    );
 
     // The registry's audit log names the publisher, and the refusal of an anonymous call.
     let anonymous = s.caller(None);

@@ -124,6 +124,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let addr = listener.local_addr().map_err(RunError::Listener)?;
+    config.security.check(addr)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -157,7 +159,6 @@ pub async fn run(
         usage,
     );
 
-    let addr = listener.local_addr().map_err(RunError::Listener)?;
     let security = config
         .security
         .prepare(addr, Arc::new(grpc::AuditRefusals(registry.clone())))?;

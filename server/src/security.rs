@@ -140,14 +140,9 @@ impl Security {
         Security::default()
     }
 
-    /// Load the TLS files and check that serving `addr` this way is allowed; tell
-    /// `refusals` about refused requests. Says in the log what is off.
-    pub fn prepare(
-        &self,
-        addr: SocketAddr,
-        refusals: Arc<dyn Refusals>,
-    ) -> Result<Prepared, SecurityError> {
-        let missing = match (self.tls.is_some(), self.auth.is_enabled()) {
+    /// What is off, and the flags that would turn it on.
+    fn missing(&self) -> Option<(&'static str, &'static str)> {
+        match (self.tls.is_some(), self.auth.is_enabled()) {
             (true, true) => None,
             (false, true) => Some(("TLS", "--tls-cert and --tls-key")),
             (true, false) => Some(("authentication", "--auth-tokens FILE or --client-ca FILE")),
@@ -155,16 +150,34 @@ impl Security {
                 "TLS and authentication",
                 "--tls-cert, --tls-key and --auth-tokens (or --client-ca)",
             )),
-        };
-        if let Some((missing, hint)) = missing {
+        }
+    }
+
+    /// Whether serving `addr` this way is allowed: on loopback, with TLS and authentication,
+    /// or with `--insecure`. A server checks before it opens anything.
+    pub fn check(&self, addr: SocketAddr) -> Result<(), SecurityError> {
+        match self.missing() {
+            Some((missing, hint)) if !addr.ip().is_loopback() && !self.insecure => {
+                Err(SecurityError::Exposed {
+                    addr,
+                    missing,
+                    hint,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Check `addr` (see [`Security::check`]), load the TLS files, and make the auth layer,
+    /// which tells `refusals` about refused requests. Says in the log what is off.
+    pub fn prepare(
+        &self,
+        addr: SocketAddr,
+        refusals: Arc<dyn Refusals>,
+    ) -> Result<Prepared, SecurityError> {
+        self.check(addr)?;
+        if let Some((missing, _)) = self.missing() {
             if !addr.ip().is_loopback() {
-                if !self.insecure {
-                    return Err(SecurityError::Exposed {
-                        addr,
-                        missing,
-                        hint,
-                    });
-                }
                 tracing::warn!(%addr, "INSECURE: serving without {missing} (--insecure): anyone who can reach this address can use it");
             } else {
                 tracing::warn!(%addr, "serving without {missing}: only for development on this machine");
@@ -180,5 +193,48 @@ impl Security {
             tls,
             layer: AuthLayer::new(self.auth.clone(), refusals),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::auth::LogOnly;
+
+    fn prepare(security: &Security, addr: &str) -> Result<Prepared, SecurityError> {
+        security.prepare(addr.parse().unwrap(), Arc::new(LogOnly))
+    }
+
+    #[test]
+    fn only_loopback_or_insecure_serves_without_tls_and_authentication() {
+        let open = Security::none();
+        assert!(prepare(&open, "127.0.0.1:50051").is_ok());
+        assert!(prepare(&open, "[::1]:50051").is_ok());
+        for addr in ["0.0.0.0:50051", "[::]:50051", "10.1.2.3:50051"] {
+            let err = prepare(&open, addr).err().unwrap();
+            let text = err.to_string();
+            assert!(text.contains("without TLS and authentication"), "{text}");
+            assert!(text.contains("--insecure"), "{text}");
+        }
+        // Authentication without TLS would send tokens in the clear.
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("auth.yaml");
+        std::fs::write(&tokens, "- {name: a, token: 0123456789abcdef, role: admin}").unwrap();
+        let tokens_only = SecurityArgs {
+            auth_tokens: Some(tokens),
+            ..SecurityArgs::default()
+        }
+        .security()
+        .unwrap();
+        let err = prepare(&tokens_only, "0.0.0.0:50051").err().unwrap();
+        assert!(err.to_string().contains("without TLS:"), "{err}");
+
+        let insecure = Security {
+            insecure: true,
+            ..Security::none()
+        };
+        assert!(prepare(&insecure, "0.0.0.0:50051").is_ok());
     }
 }

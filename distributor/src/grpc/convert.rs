@@ -370,3 +370,14 @@ pub(super) fn selector_from(
     }
     Ok(sel)
 }
+
+pub(super) fn audit_to(e: &crate::store::AuditEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        time: Some(timestamp(UNIX_EPOCH + Duration::from_nanos(e.time_ns))),
+        actor: e.actor.clone(),
+        method: e.method.clone(),
+        target: e.target.clone(),
+        result: e.result.clone(),
+        message: e.message.clone(),
+    }
+}

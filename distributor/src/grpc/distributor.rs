@@ -12,7 +12,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    node_row_to, node_to, rollout_to, selector_from, strategy_from, target_from, timestamp,
+    audit_to, node_row_to, node_to, rollout_to, selector_from, strategy_from, target_from,
+    timestamp,
 };
 use crate::error::Error;
 use crate::service::{
@@ -240,6 +241,31 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         )))
     }
 
+    async fn list_audit(
+        &self,
+        request: Request<pb::ListAuditRequest>,
+    ) -> Result<Response<pb::ListAuditResponse>, Status> {
+        let r = request.into_inner();
+        let since_ns = match r.since {
+            Some(t) if t.seconds < 0 || t.nanos < 0 => {
+                return Err(Status::invalid_argument("since is before 1970"));
+            }
+            Some(t) => u64::try_from(t.seconds)
+                .unwrap_or(0)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::try_from(t.nanos).unwrap_or(0)),
+            None => 0,
+        };
+        let token = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
+        let page = self
+            .distributor
+            .audit_page(since_ns, token, r.page_size as usize)?;
+        Ok(Response::new(pb::ListAuditResponse {
+            entries: page.entries.iter().map(audit_to).collect(),
+            next_page_token: page.next.unwrap_or_default(),
+        }))
+    }
+
     async fn list_nodes(
         &self,
         request: Request<pb::ListNodesRequest>,
@@ -285,5 +311,15 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
             version: p.version,
             digest: p.digest,
         }))
+    }
+}
+
+/// Records the calls the auth layer refused in the distributor's audit log.
+pub struct AuditRefusals(pub Arc<Distributor>);
+
+impl seccomp_server::auth::Refusals for AuditRefusals {
+    fn refused(&self, path: &str, actor: &str, code: &str, reason: &str) {
+        let method = path.rsplit('/').next().unwrap_or(path);
+        self.0.audit_refusal(actor, method, code, reason);
     }
 }

@@ -24,7 +24,7 @@ use crate::service::Distributor;
 
 pub use agent_sync::AgentSyncGrpc;
 pub use convert::{strategy_from, target_from};
-pub use distributor::DistributorGrpc;
+pub use distributor::{AuditRefusals, DistributorGrpc};
 pub use registry_client::RegistrySource;
 
 impl From<Error> for Status {

@@ -109,7 +109,7 @@ impl Distributor {
 
     /// Create a rollout: render its NCI, persist it, and start its first wave. Refused while
     /// another rollout of the same NCI is active.
-    pub async fn create_rollout(&self, req: RolloutRequest) -> Result<RolloutView> {
+    async fn create_rollout_unaudited(&self, req: RolloutRequest) -> Result<RolloutView> {
         req.strategy.validate()?;
         let p = self.fetch(&req.profile, req.version).await?;
         let _w = self.write.lock().await;
@@ -144,7 +144,7 @@ impl Distributor {
     }
 
     /// Pause a progressing rollout (no more nodes are targeted; targeted ones converge).
-    pub async fn pause(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+    async fn pause_unaudited(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
         let _w = self.write.lock().await;
         let mut r = self.store.get(id)?;
         let why = if reason.is_empty() {
@@ -176,7 +176,7 @@ impl Distributor {
     /// Resume a paused rollout. After a manual pause between waves the next wave starts;
     /// after a pause for unknown nodes the rollout goes on without them; after a pause on
     /// request, what is left of a timed pause between waves is skipped.
-    pub async fn resume(&self, id: &str, actor: &str) -> Result<RolloutView> {
+    async fn resume_unaudited(&self, id: &str, actor: &str) -> Result<RolloutView> {
         let _w = self.write.lock().await;
         let mut r = self.store.get(id)?;
         if r.state != RolloutState::Paused {
@@ -230,7 +230,7 @@ impl Distributor {
     }
 
     /// Abort an active rollout: nothing more is targeted; nodes keep what they have.
-    pub async fn abort(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+    async fn abort_unaudited(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
         let _w = self.write.lock().await;
         let mut r = self.store.get(id)?;
         if r.state.is_terminal() {
@@ -253,7 +253,7 @@ impl Distributor {
 
     /// Roll NCIs of a profile forward to older content as new rollouts: every matching node
     /// at once, within `max_unavailable`. An active rollout of such an NCI is aborted first.
-    pub async fn rollback(&self, req: RollbackRequest) -> Result<Vec<RolloutView>> {
+    async fn rollback_unaudited(&self, req: RollbackRequest) -> Result<Vec<RolloutView>> {
         // The registry is asked before the lock is taken: a slow registry must not stall the
         // engine.
         let fetched = match req.to_version {
@@ -373,4 +373,95 @@ impl Distributor {
         self.tick_locked().await?;
         ids.iter().map(|id| self.rollout(id)).collect()
     }
+}
+
+/// The commands as callers make them: each recorded in the audit log with its outcome.
+impl Distributor {
+    /// Create a rollout: render its NCI, persist it, and start its first wave. Refused while
+    /// another rollout of the same NCI is active.
+    pub async fn create_rollout(&self, req: RolloutRequest) -> Result<RolloutView> {
+        let (actor, profile) = (req.actor.clone(), req.profile.clone());
+        let result = self.create_rollout_unaudited(req).await;
+        let target = result.as_ref().map_or(profile, |v| v.record.id.clone());
+        self.audit(
+            &actor,
+            "CreateRollout",
+            &target,
+            summary(&result, |v| {
+                format!(
+                    "{}@{} to NCI {}",
+                    v.record.profile, v.record.version, v.record.nci_name
+                )
+            }),
+        );
+        result
+    }
+
+    /// Pause a progressing rollout (no more nodes are targeted; targeted ones converge).
+    pub async fn pause(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+        let result = self.pause_unaudited(id, reason, actor).await;
+        self.audit(
+            actor,
+            "PauseRollout",
+            id,
+            summary(&result, |v| v.record.state.to_string()),
+        );
+        result
+    }
+
+    /// Resume a paused rollout. After a manual pause between waves the next wave starts;
+    /// after a pause for unknown nodes the rollout goes on without them; after a pause on
+    /// request, what is left of a timed pause between waves is skipped.
+    pub async fn resume(&self, id: &str, actor: &str) -> Result<RolloutView> {
+        let result = self.resume_unaudited(id, actor).await;
+        self.audit(
+            actor,
+            "ResumeRollout",
+            id,
+            summary(&result, |v| v.record.state.to_string()),
+        );
+        result
+    }
+
+    /// Abort an active rollout: nothing more is targeted; nodes keep what they have.
+    pub async fn abort(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+        let result = self.abort_unaudited(id, reason, actor).await;
+        self.audit(
+            actor,
+            "AbortRollout",
+            id,
+            summary(&result, |v| v.record.state.to_string()),
+        );
+        result
+    }
+
+    /// Roll NCIs of a profile forward to older content as new rollouts: every matching node
+    /// at once, within `max_unavailable`. An active rollout of such an NCI is aborted first.
+    pub async fn rollback(&self, req: RollbackRequest) -> Result<Vec<RolloutView>> {
+        let (actor, profile) = (req.actor.clone(), req.profile.clone());
+        let result = self.rollback_unaudited(req).await;
+        self.audit(
+            &actor,
+            "Rollback",
+            &profile,
+            summary(&result, |views| {
+                views
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "{} ({} back to version {})",
+                            v.record.id, v.record.nci_name, v.record.version
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+        );
+        result
+    }
+}
+
+/// A command's outcome for the audit log.
+fn summary<T>(result: &Result<T>, ok: impl FnOnce(&T) -> String) -> Result<String, &Error> {
+    result.as_ref().map(ok)
 }

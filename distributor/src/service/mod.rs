@@ -20,9 +20,11 @@
 //! - [`commands`]: the commands: create, pause, resume, abort, roll back, render;
 //! - [`driver`]: what moves rollouts on: the engine tick, settling after a restart, node
 //!   sightings, sink syncs and their retries;
+//! - [`audit`]: the audit log of commands and refused calls;
 //! - [`views`]: what callers see: rollouts with node counts, waves and conflicts, pages,
 //!   watch events, which rollout a node's file came from.
 
+mod audit;
 mod commands;
 mod desired;
 mod driver;
@@ -43,6 +45,7 @@ use crate::hub::Hub;
 use crate::sinks::NciSink;
 use crate::store::RolloutStore;
 
+pub use audit::AuditPage;
 pub use views::{ConflictView, Counts, FileSources, NodeRow, RolloutView, WatchCursor, WatchEvent};
 
 /// A profile version fetched from the registry.

@@ -38,8 +38,42 @@ pub trait Backend: Send + Sync + 'static {
     fn load_sightings(&self) -> Result<Vec<(String, u64)>>;
     /// Record that `names` were connected at `at_ms`, without waiting for durability.
     fn write_sightings(&self, names: &[String], at_ms: u64) -> Result<()>;
+    /// Append an audit entry, without waiting for durability.
+    fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
+    /// Audit entries at or after `since_ns` (after the entry `after` when given, see
+    /// [`AuditEntry::key`]), oldest first, at most `limit`.
+    fn audit(&self, since_ns: u64, after: Option<&[u8]>, limit: usize) -> Result<Vec<AuditEntry>>;
     /// Wait until everything written so far is durable.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// One recorded command or refusal.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    /// When it happened (ns since the epoch).
+    pub time_ns: u64,
+    /// Tells apart entries of the same nanosecond.
+    pub seq: u64,
+    /// The verified caller, or `unauthenticated`.
+    pub actor: String,
+    /// The rpc name.
+    pub method: String,
+    /// A rollout id, a profile, or empty.
+    pub target: String,
+    /// `OK` or the status code name.
+    pub result: String,
+    /// A summary or the error message.
+    pub message: String,
+}
+
+impl AuditEntry {
+    /// The entry's key: time, then sequence, big-endian, so keys sort by time.
+    pub fn key(&self) -> [u8; 16] {
+        let mut key = [0; 16];
+        key[..8].copy_from_slice(&self.time_ns.to_be_bytes());
+        key[8..].copy_from_slice(&self.seq.to_be_bytes());
+        key
+    }
 }
 
 /// The rollout records and node sightings, cached in memory over a [`Backend`].
@@ -93,6 +127,21 @@ impl RolloutStore {
     /// Record that these nodes are connected at `at_ms` (written with the next flush).
     pub fn saw_nodes(&self, names: &[String], at_ms: u64) -> Result<()> {
         self.backend.write_sightings(names, at_ms)
+    }
+
+    /// Append an audit entry (durable with the next flush).
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        self.backend.append_audit(entry)
+    }
+
+    /// A page of audit entries (see [`Backend::audit`]).
+    pub fn audit(
+        &self,
+        since_ns: u64,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>> {
+        self.backend.audit(since_ns, after, limit)
     }
 
     /// Wait until everything written so far is durable.

@@ -1,13 +1,14 @@
 //! The embedded backend: sled in `--data-dir`. Tree `rollouts`: the rollout number
 //! (u64 big-endian, so iteration is in creation order) → the record as JSON. Tree `nodes`:
-//! node name → when it was last seen connected (ms since the epoch, u64 big-endian).
+//! node name → when it was last seen connected (ms since the epoch, u64 big-endian). Tree
+//! `audit`: [`AuditEntry::key`] (time, sequence) → the entry as JSON.
 //! Numbers come from sled's monotonic id generator, which never repeats across restarts.
 
 use std::path::Path;
 
 use seccomp_rollout::record::RolloutRecord;
 
-use super::Backend;
+use super::{AuditEntry, Backend};
 use crate::BoxFuture;
 use crate::error::{Error, Result};
 
@@ -17,6 +18,7 @@ pub struct SledBackend {
     db: sled::Db,
     rollouts: sled::Tree,
     nodes: sled::Tree,
+    audit: sled::Tree,
 }
 
 impl SledBackend {
@@ -25,10 +27,12 @@ impl SledBackend {
         let db = sled::open(dir)?;
         let rollouts = db.open_tree("rollouts")?;
         let nodes = db.open_tree("nodes")?;
+        let audit = db.open_tree("audit")?;
         Ok(SledBackend {
             db,
             rollouts,
             nodes,
+            audit,
         })
     }
 }
@@ -74,6 +78,32 @@ impl Backend for SledBackend {
             self.nodes.insert(name.as_bytes(), &at)?;
         }
         Ok(())
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let bytes = serde_json::to_vec(entry).map_err(|e| Error::Storage(e.to_string()))?;
+        self.audit.insert(entry.key(), bytes)?;
+        Ok(())
+    }
+
+    fn audit(&self, since_ns: u64, after: Option<&[u8]>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let start = since_ns.to_be_bytes().to_vec();
+        let range = match after {
+            Some(key) if key >= start.as_slice() => self
+                .audit
+                .range::<&[u8], _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
+            _ => self.audit.range(start..),
+        };
+        let mut out = Vec::new();
+        for entry in range.take(limit) {
+            let (key, value) = entry?;
+            out.push(
+                serde_json::from_slice(&value).map_err(|e| {
+                    Error::Storage(format!("audit entry {}: {e}", hex::encode(&key)))
+                })?,
+            );
+        }
+        Ok(out)
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
