@@ -55,6 +55,12 @@ struct Args {
     )]
     key: Option<PathBuf>,
 
+    /// A file holding a bearer token to send instead of a client certificate: in a cluster,
+    /// a projected ServiceAccount token with audience `seccomp-distributor` (read again at
+    /// every reconnection, as the kubelet renews it).
+    #[arg(long, env = "SECCOMP_AGENT_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
     /// This node's name, as Kubernetes knows it. Default: the hostname, from
     /// /proc/sys/kernel/hostname or /etc/hostname. In a DaemonSet, set NODE_NAME from
     /// `spec.nodeName`.
@@ -143,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         cert: args.cert,
         key: args.key,
     };
+    config.token_file = args.token_file;
     config.heartbeat = args.heartbeat;
     config.scan_interval = args.scan_interval;
     if let Some(hook) = WriteHook::stdio_pause_from_env() {

@@ -29,6 +29,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use seccomp_proto::agent::v1 as pb;
 use seccomp_proto::agent::v1::agent_message::Message as Up;
 use seccomp_proto::agent::v1::distributor_message::Message as Down;
+use seccomp_server::client::{Credentials, Token};
 use seccomp_server::tls::ClientTls;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -107,6 +108,10 @@ pub struct Config {
     /// (which name the node; the distributor accepts no other). Read again at every
     /// reconnection, so renewed files are used without a restart.
     pub tls: ClientTls,
+    /// A file holding a bearer token (a projected ServiceAccount token, in a cluster whose
+    /// distributor checks them with TokenReview); read again at every reconnection, as the
+    /// kubelet renews it.
+    pub token_file: Option<std::path::PathBuf>,
     /// This node's name (a DNS-1123 subdomain).
     pub node_name: String,
     /// This node's labels, matched against NCI selectors.
@@ -135,6 +140,7 @@ impl Config {
         Self {
             distributor: distributor.into(),
             tls: ClientTls::default(),
+            token_file: None,
             node_name: node_name.into(),
             labels: BTreeMap::new(),
             files,
@@ -301,7 +307,7 @@ enum Ended {
 enum SessionError {
     #[error("cannot connect to the distributor: {}", chain(.0))]
     Connect(tonic::transport::Error),
-    #[error("cannot set up TLS to the distributor: {0}")]
+    #[error("cannot set up the connection's credentials: {0}")]
     Tls(String),
     #[error("the distributor refused the stream: {0}")]
     Refused(tonic::Status),
@@ -384,7 +390,19 @@ impl Sessions {
             () = self.stop.cancelled() => return Ok(Ended::Shutdown),
             channel = endpoint.connect() => channel.map_err(SessionError::Connect)?,
         };
-        let mut client = pb::agent_sync_client::AgentSyncClient::new(channel);
+        let credentials = Credentials {
+            tls: self.config.tls.clone(),
+            token: self
+                .config
+                .token_file
+                .as_deref()
+                .map(Token::from_file)
+                .transpose()
+                .map_err(|e| SessionError::Tls(e.to_string()))?,
+            claimed: None,
+        };
+        let mut client =
+            pb::agent_sync_client::AgentSyncClient::with_interceptor(channel, credentials.bearer());
         let mut inbound = tokio::select! {
             () = self.stop.cancelled() => return Ok(Ended::Shutdown),
             stream = client.sync(ReceiverStream::new(outgoing)) => {

@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     config.distributor = args.distributor;
     config.security = args.security.security()?;
+    config.security.connect_kubernetes().await?;
     config.distributor_credentials = Credentials {
         tls: ClientTls {
             ca: args.distributor_ca,

@@ -16,13 +16,14 @@
 //! lets everything through as [`Principal::Anonymous`] (for loopback development; a server
 //! refuses to run that way on another address unless told `--insecure`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::CertificateDer;
 use serde::Deserialize;
@@ -262,6 +263,9 @@ struct Entry {
     token_sha256: Option<String>,
     #[serde(default)]
     certificate: Option<String>,
+    /// A Kubernetes user (`system:serviceaccount:<ns>:<name>`) or group, from TokenReview.
+    #[serde(default)]
+    kubernetes: Option<String>,
     role: Role,
 }
 
@@ -272,6 +276,8 @@ enum Credential {
     Token([u8; 32]),
     /// A client certificate's CN or URI SAN.
     Certificate(String),
+    /// A Kubernetes user or group (`--auth-kubernetes`).
+    Kubernetes(String),
 }
 
 #[derive(Clone)]
@@ -289,6 +295,9 @@ pub struct Identities {
     nodes: bool,
     /// Only `spiffe://<this>/node/<name>` names a node (any trust domain when `None`).
     trust_domain: Option<String>,
+    /// The Kubernetes user of the node agents (their DaemonSet's service account): its
+    /// tokens, bound to a pod, name the node.
+    kubernetes_agents: Option<String>,
 }
 
 impl fmt::Debug for Identities {
@@ -305,6 +314,7 @@ impl fmt::Debug for Identities {
             )
             .field("nodes", &self.nodes)
             .field("trust_domain", &self.trust_domain)
+            .field("kubernetes_agents", &self.kubernetes_agents)
             .finish()
     }
 }
@@ -314,7 +324,8 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 impl Identities {
-    /// Read the auth file: a YAML list of `{name, token | token_sha256 | certificate, role}`.
+    /// Read the auth file: a YAML list of `{name, token | token_sha256 | certificate |
+    /// kubernetes, role}`.
     pub fn load(path: &Path) -> Result<Self, AuthFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| AuthFileError::Read {
             path: path.to_owned(),
@@ -332,11 +343,11 @@ impl Identities {
         // where, not what.
         let entries: Vec<Entry> = serde_yaml_ng::from_str(text).map_err(|e| match e.location() {
             Some(at) => format!(
-                "not a list of {{name, token | token_sha256 | certificate, role}} (line {}, column {})",
+                "not a list of {{name, token | token_sha256 | certificate | kubernetes, role}} (line {}, column {})",
                 at.line(),
                 at.column()
             ),
-            None => "not a list of {name, token | token_sha256 | certificate, role}".to_owned(),
+            None => "not a list of {name, token | token_sha256 | certificate | kubernetes, role}".to_owned(),
         })?;
         let mut names = BTreeSet::new();
         let mut callers = Vec::with_capacity(entries.len());
@@ -348,14 +359,17 @@ impl Identities {
             if !names.insert(e.name.clone()) {
                 return Err(format!("{at}: the name is given twice"));
             }
-            let credential = match (e.token, e.token_sha256, e.certificate) {
-                (Some(token), None, None) => {
+            let credential = match (e.token, e.token_sha256, e.certificate, e.kubernetes) {
+                (None, None, None, Some(subject)) if !subject.is_empty() => {
+                    Credential::Kubernetes(subject)
+                }
+                (Some(token), None, None, None) => {
                     if token.len() < 16 {
                         return Err(format!("{at}: the token is shorter than 16 characters"));
                     }
                     Credential::Token(sha256(token.as_bytes()))
                 }
-                (None, Some(hex_digest), None) => {
+                (None, Some(hex_digest), None, None) => {
                     let digest = hex::decode(hex_digest.trim())
                         .ok()
                         .and_then(|d| <[u8; 32]>::try_from(d).ok())
@@ -364,7 +378,7 @@ impl Identities {
                         })?;
                     Credential::Token(digest)
                 }
-                (None, None, Some(subject)) if !subject.is_empty() => {
+                (None, None, Some(subject), None) if !subject.is_empty() => {
                     if node_of(&subject, None).is_some() {
                         return Err(format!(
                             "{at}: certificate {subject:?} is a node identity, which cannot be a caller"
@@ -374,7 +388,7 @@ impl Identities {
                 }
                 _ => {
                     return Err(format!(
-                        "{at}: give exactly one of token, token_sha256 and certificate"
+                        "{at}: give exactly one of token, token_sha256, certificate and kubernetes"
                     ));
                 }
             };
@@ -395,6 +409,13 @@ impl Identities {
     pub fn with_nodes(mut self, trust_domain: Option<String>) -> Self {
         self.nodes = true;
         self.trust_domain = trust_domain;
+        self
+    }
+
+    /// Also accept node agents by the Kubernetes tokens of `user` (`--auth-kubernetes`): a
+    /// TokenReview that names that user and a node is that node.
+    pub fn with_kubernetes_agents(mut self, user: String) -> Self {
+        self.kubernetes_agents = Some(user);
         self
     }
 
@@ -422,7 +443,16 @@ impl Identities {
             Credential::Certificate(subject) => {
                 names.cn.as_deref() == Some(subject.as_str()) || names.uris.contains(subject)
             }
-            Credential::Token(_) => false,
+            Credential::Token(_) | Credential::Kubernetes(_) => false,
+        })
+    }
+
+    fn by_kubernetes(&self, reviewed: &Reviewed) -> Option<&Identity> {
+        self.callers.iter().find(|c| match &c.credential {
+            Credential::Kubernetes(subject) => {
+                reviewed.username == *subject || reviewed.groups.contains(subject)
+            }
+            _ => false,
         })
     }
 }
@@ -517,25 +547,74 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Status> {
     }
 }
 
+/// What a TokenReview said of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reviewed {
+    /// The user (`system:serviceaccount:<namespace>:<name>`).
+    pub username: String,
+    /// Its groups.
+    pub groups: Vec<String>,
+    /// The node of the pod the token is bound to (`authentication.kubernetes.io/node-name`).
+    pub node: Option<String>,
+}
+
+/// A boxed future, so [`TokenReviewer`] stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Checks bearer tokens that are not in the auth file with the Kubernetes API (TokenReview).
+pub trait TokenReviewer: Send + Sync + 'static {
+    /// Who the token belongs to; `None` when the API says it is not valid (for this
+    /// service's audience); an error when the API cannot be asked.
+    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<Reviewed>, String>>;
+}
+
+/// How long a TokenReview answer is reused (tokens live for an hour or more; the API is not
+/// asked on every call of a stream of calls).
+const REVIEW_TTL: Duration = Duration::from_secs(60);
+/// At most this many answers are kept.
+const REVIEW_CACHE: usize = 4096;
+
+type ReviewCache = HashMap<[u8; 32], (Option<Reviewed>, Instant)>;
+
 /// Decides who a request comes from and whether it may make it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Authenticator {
     identities: Identities,
+    reviewer: Option<Arc<dyn TokenReviewer>>,
+    reviewed: Arc<Mutex<ReviewCache>>,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("identities", &self.identities)
+            .field("kubernetes", &self.reviewer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Authenticator {
     /// An authenticator accepting `identities` (none: authentication off).
     pub fn new(identities: Identities) -> Self {
-        Authenticator { identities }
+        Authenticator {
+            identities,
+            ..Authenticator::default()
+        }
+    }
+
+    /// Also check bearer tokens that are not in the auth file with `reviewer`.
+    pub fn with_token_review(mut self, reviewer: Arc<dyn TokenReviewer>) -> Self {
+        self.reviewer = Some(reviewer);
+        self
     }
 
     /// Whether authentication is on.
     pub fn is_enabled(&self) -> bool {
-        self.identities.is_enabled()
+        self.identities.is_enabled() || self.reviewer.is_some()
     }
 
     /// Who sent a request with these headers over this connection.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         headers: &http::HeaderMap,
         peer: Option<&PeerInfo>,
@@ -555,13 +634,13 @@ impl Authenticator {
             return Ok(Principal::Anonymous { claimed });
         }
         if let Some(token) = bearer(headers)? {
-            return match self.identities.by_token(token) {
-                Some(c) => Ok(Principal::Caller {
+            if let Some(c) = self.identities.by_token(token) {
+                return Ok(Principal::Caller {
                     name: c.name.clone(),
                     role: c.role,
-                }),
-                None => Err(Status::unauthenticated("the bearer token is not valid")),
-            };
+                });
+            }
+            return self.review(token).await;
         }
         let cert = peer.and_then(|p| p.certs.as_ref()).and_then(|c| c.first());
         let Some(cert) = cert else {
@@ -586,19 +665,81 @@ impl Authenticator {
         }
     }
 
+    /// A token that is not in the auth file, by TokenReview.
+    async fn review(&self, token: &str) -> Result<Principal, Status> {
+        let invalid = || Status::unauthenticated("the bearer token is not valid");
+        let Some(reviewer) = &self.reviewer else {
+            return Err(invalid());
+        };
+        let key = sha256(token.as_bytes());
+        let cached = {
+            let cache = self.reviewed.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&key)
+                .filter(|(_, at)| at.elapsed() < REVIEW_TTL)
+                .map(|(r, _)| r.clone())
+        };
+        let reviewed = match cached {
+            Some(r) => r,
+            None => {
+                let r = reviewer.review(token).await.map_err(|e| {
+                    Status::unavailable(format!(
+                        "cannot check the token with the Kubernetes API: {e}"
+                    ))
+                })?;
+                let mut cache = self.reviewed.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= REVIEW_CACHE {
+                    cache.retain(|_, (_, at)| at.elapsed() < REVIEW_TTL);
+                    if cache.len() >= REVIEW_CACHE {
+                        cache.clear();
+                    }
+                }
+                cache.insert(key, (r.clone(), Instant::now()));
+                r
+            }
+        };
+        let Some(reviewed) = reviewed else {
+            return Err(invalid());
+        };
+        if self.identities.kubernetes_agents.as_deref() == Some(reviewed.username.as_str()) {
+            return match &reviewed.node {
+                Some(node) => Ok(Principal::Node { node: node.clone() }),
+                None => Err(Status::unauthenticated(format!(
+                    "the token of {} names no node (a projected token bound to the agent's pod is needed)",
+                    reviewed.username
+                ))),
+            };
+        }
+        match self.identities.by_kubernetes(&reviewed) {
+            Some(c) => Ok(Principal::Caller {
+                name: c.name.clone(),
+                role: c.role,
+            }),
+            None => Err(Status::unauthenticated(format!(
+                "kubernetes user {} is not a known identity",
+                reviewed.username
+            ))),
+        }
+    }
+
     /// Who sent the request, if they may call the RPC at `path`. RPCs open to everyone need
-    /// no credentials (health checks from probes carry none).
-    pub fn check(
+    /// no credentials (health checks from probes carry none). On refusal, the error comes
+    /// with the caller's actor as far as it is known.
+    pub async fn check(
         &self,
         headers: &http::HeaderMap,
         peer: Option<&PeerInfo>,
         path: &str,
-    ) -> Result<Principal, Status> {
+    ) -> Result<Principal, (String, Status)> {
         if rule(path) == Some(Access::Public) {
             return Ok(Principal::Anonymous { claimed: None });
         }
-        let principal = self.authenticate(headers, peer)?;
-        self.authorize(&principal, path)?;
+        let principal = self
+            .authenticate(headers, peer)
+            .await
+            .map_err(|s| ("unauthenticated".to_owned(), s))?;
+        self.authorize(&principal, path)
+            .map_err(|s| (principal.actor(), s))?;
         Ok(principal)
     }
 
@@ -697,9 +838,10 @@ pub struct AuthService<S> {
 
 impl<S, B, R> tower::Service<http::Request<B>> for AuthService<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    B: Send + 'static,
     R: Default + Send + 'static,
 {
     type Response = http::Response<R>;
@@ -711,27 +853,33 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let auth = &self.layer.auth;
-        let path = req.uri().path().to_owned();
-        match auth.check(req.headers(), req.extensions().get::<PeerInfo>(), &path) {
-            Ok(principal) => {
-                req.extensions_mut().insert(principal);
-                Box::pin(self.inner.call(req))
+        // The service that was polled ready goes with this request; a clone stays for the next.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let path = req.uri().path().to_owned();
+            let verdict = layer
+                .auth
+                .check(req.headers(), req.extensions().get::<PeerInfo>(), &path)
+                .await;
+            match verdict {
+                Ok(principal) => {
+                    req.extensions_mut().insert(principal);
+                    inner.call(req).await
+                }
+                Err((actor, status)) => {
+                    tracing::warn!(method = %path, %actor, code = ?status.code(), reason = status.message(), "request refused");
+                    layer.refusals.refused(
+                        &path,
+                        &actor,
+                        code_name(status.code()),
+                        status.message(),
+                    );
+                    Ok(status.into_http())
+                }
             }
-            Err(status) => {
-                let actor = auth
-                    .authenticate(req.headers(), req.extensions().get::<PeerInfo>())
-                    .map_or_else(|_| "unauthenticated".to_owned(), |p| p.actor());
-                tracing::warn!(method = %path, %actor, code = ?status.code(), reason = status.message(), "request refused");
-                self.layer.refusals.refused(
-                    &path,
-                    &actor,
-                    code_name(status.code()),
-                    status.message(),
-                );
-                Box::pin(std::future::ready(Ok(status.into_http())))
-            }
-        }
+        })
     }
 }
 
@@ -859,8 +1007,8 @@ mod tests {
         h
     }
 
-    #[test]
-    fn tokens_name_callers_and_the_table_decides() {
+    #[tokio::test]
+    async fn tokens_name_callers_and_the_table_decides() {
         let auth = Authenticator::new(
             Identities::parse(
                 "- {name: alice, token: alice-0123456789ab, role: admin}\n- {name: vic, token: vic-0123456789abcd, role: viewer}",
@@ -869,10 +1017,12 @@ mod tests {
         );
         let alice = auth
             .authenticate(&headers(Some("alice-0123456789ab")), None)
+            .await
             .unwrap();
         assert_eq!(alice.actor(), "alice");
         let vic = auth
             .authenticate(&headers(Some("vic-0123456789abcd")), None)
+            .await
             .unwrap();
         let delete = "/seccomp.registry.v1.Registry/DeleteVersion";
         assert!(auth.authorize(&alice, delete).is_ok());
@@ -894,14 +1044,16 @@ mod tests {
 
         let wrong = auth
             .authenticate(&headers(Some("alice-0123456789ac")), None)
+            .await
             .unwrap_err();
         assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
         assert!(!wrong.message().contains("alice-0123456789ac"));
-        let none = auth.authenticate(&headers(None), None).unwrap_err();
+        let none = auth.authenticate(&headers(None), None).await.unwrap_err();
         assert_eq!(none.code(), tonic::Code::Unauthenticated);
         // Health stays open to probes; nothing else is.
         assert!(
             auth.check(&headers(None), None, "/grpc.health.v1.Health/Check")
+                .await
                 .is_ok()
         );
         let refused = auth
@@ -910,20 +1062,115 @@ mod tests {
                 None,
                 "/seccomp.registry.v1.Registry/GetProfile",
             )
+            .await
             .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        assert_eq!(refused.1.code(), tonic::Code::Unauthenticated);
+        assert_eq!(refused.0, "unauthenticated");
     }
 
-    #[test]
-    fn without_identities_everyone_is_an_unverified_anonymous() {
+    #[tokio::test]
+    async fn without_identities_everyone_is_an_unverified_anonymous() {
         let auth = Authenticator::default();
         let mut h = headers(None);
         h.insert(CLAIMED_ACTOR, "bob".parse().unwrap());
-        let p = auth.authenticate(&h, None).unwrap();
+        let p = auth.authenticate(&h, None).await.unwrap();
         assert_eq!(p.actor(), "unverified:bob");
         assert!(
             auth.authorize(&p, "/seccomp.registry.v1.Registry/DeleteVersion")
                 .is_ok()
+        );
+    }
+
+    /// A TokenReview stand-in: a fixed answer per token, counting the questions.
+    struct FakeReview(std::sync::atomic::AtomicUsize);
+
+    impl TokenReviewer for FakeReview {
+        fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<Reviewed>, String>> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = match token {
+                "agent-jwt" => Ok(Some(Reviewed {
+                    username: "system:serviceaccount:seccomp:agent".into(),
+                    groups: vec!["system:serviceaccounts".into()],
+                    node: Some("n7".into()),
+                })),
+                "unbound-agent-jwt" => Ok(Some(Reviewed {
+                    username: "system:serviceaccount:seccomp:agent".into(),
+                    groups: Vec::new(),
+                    node: None,
+                })),
+                "ci-jwt" => Ok(Some(Reviewed {
+                    username: "system:serviceaccount:ci:deployer".into(),
+                    groups: vec!["system:serviceaccounts:ci".into()],
+                    node: None,
+                })),
+                "other-jwt" => Ok(Some(Reviewed {
+                    username: "system:serviceaccount:x:y".into(),
+                    groups: Vec::new(),
+                    node: None,
+                })),
+                "down-jwt" => Err("connection refused".into()),
+                _ => Ok(None),
+            };
+            Box::pin(std::future::ready(answer))
+        }
+    }
+
+    #[tokio::test]
+    async fn kubernetes_tokens_name_agents_by_their_node_and_callers_by_user_or_group() {
+        let review = Arc::new(FakeReview(std::sync::atomic::AtomicUsize::new(0)));
+        let identities = Identities::parse(
+            "- {name: ci, kubernetes: system:serviceaccounts:ci, role: publisher}",
+        )
+        .unwrap()
+        .with_kubernetes_agents("system:serviceaccount:seccomp:agent".into());
+        let auth = Authenticator::new(identities).with_token_review(review.clone());
+        let who = |token: &'static str| {
+            let auth = auth.clone();
+            async move { auth.authenticate(&headers(Some(token)), None).await }
+        };
+        assert_eq!(
+            who("agent-jwt").await.unwrap(),
+            Principal::Node { node: "n7".into() }
+        );
+        assert_eq!(
+            who("ci-jwt").await.unwrap(),
+            Principal::Caller {
+                name: "ci".into(),
+                role: Role::Publisher
+            }
+        );
+        for (token, code, part) in [
+            (
+                "unbound-agent-jwt",
+                tonic::Code::Unauthenticated,
+                "names no node",
+            ),
+            (
+                "other-jwt",
+                tonic::Code::Unauthenticated,
+                "not a known identity",
+            ),
+            ("forged-jwt", tonic::Code::Unauthenticated, "not valid"),
+            ("down-jwt", tonic::Code::Unavailable, "connection refused"),
+        ] {
+            let err = who(token).await.unwrap_err();
+            assert_eq!(err.code(), code, "{token}");
+            assert!(err.message().contains(part), "{token}: {}", err.message());
+            assert!(
+                !err.message().contains(token),
+                "{token} in {}",
+                err.message()
+            );
+        }
+        // Answers are reused for a while; a failed question is not.
+        let asked = review.0.load(std::sync::atomic::Ordering::SeqCst);
+        who("agent-jwt").await.unwrap();
+        who("forged-jwt").await.unwrap_err();
+        assert_eq!(review.0.load(std::sync::atomic::Ordering::SeqCst), asked);
+        who("down-jwt").await.unwrap_err();
+        assert_eq!(
+            review.0.load(std::sync::atomic::Ordering::SeqCst),
+            asked + 1
         );
     }
 }

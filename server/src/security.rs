@@ -55,6 +55,34 @@ pub struct SecurityArgs {
     #[arg(long, env = "SECCOMP_TRUST_DOMAIN", value_name = "DOMAIN")]
     pub trust_domain: Option<String>,
 
+    /// Also accept Kubernetes ServiceAccount tokens, checked with TokenReview against the
+    /// cluster's API (in-cluster, or KUBECONFIG): callers by their user or group in the auth
+    /// file (`kubernetes: system:serviceaccount:<ns>:<name>`), node agents by
+    /// --auth-kubernetes-agents. The service account needs `create` on `tokenreviews`.
+    #[arg(long, env = "SECCOMP_AUTH_KUBERNETES")]
+    pub auth_kubernetes: bool,
+
+    /// The audience Kubernetes tokens must be for (repeatable; the API server's own when not
+    /// given). Node agents' projected tokens use `seccomp-distributor`.
+    #[arg(
+        long,
+        env = "SECCOMP_AUTH_KUBERNETES_AUDIENCE",
+        value_name = "AUDIENCE",
+        requires = "auth_kubernetes"
+    )]
+    pub auth_kubernetes_audience: Vec<String>,
+
+    /// The Kubernetes user of the node agents (their DaemonSet's service account, for
+    /// example `system:serviceaccount:seccomp-system:seccomp-node-agent`): a token of it,
+    /// bound to a pod, authenticates the agent as the node of that pod.
+    #[arg(
+        long,
+        env = "SECCOMP_AUTH_KUBERNETES_AGENTS",
+        value_name = "USER",
+        requires = "auth_kubernetes"
+    )]
+    pub auth_kubernetes_agents: Option<String>,
+
     /// Serve on an address other than loopback without TLS or without authentication.
     /// Anyone who can reach the port can then do anything the missing piece would stop.
     #[arg(long, env = "SECCOMP_INSECURE")]
@@ -70,6 +98,15 @@ pub struct Security {
     pub auth: Authenticator,
     /// Allowed to serve a non-loopback address without TLS or authentication.
     pub insecure: bool,
+    /// Kubernetes tokens to accept, once connected ([`Security::connect_kubernetes`]).
+    pub kubernetes: Option<KubernetesAuth>,
+}
+
+/// What `--auth-kubernetes` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubernetesAuth {
+    /// Audiences the tokens must be for.
+    pub audiences: Vec<String>,
 }
 
 /// Why the security settings cannot be used.
@@ -81,6 +118,9 @@ pub enum SecurityError {
     /// The TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The Kubernetes API cannot be used for TokenReview.
+    #[error("{0}")]
+    Kubernetes(String),
     /// Serving like this would expose the service.
     #[error(
         "refusing to serve {addr} without {missing}: anyone who reaches it could do anything; give {hint}, or --insecure to do it anyway"
@@ -118,10 +158,16 @@ impl SecurityArgs {
         if self.client_ca.is_some() {
             identities = identities.with_nodes(self.trust_domain.clone());
         }
+        if let Some(user) = &self.auth_kubernetes_agents {
+            identities = identities.with_kubernetes_agents(user.clone());
+        }
         Ok(Security {
             tls,
             auth: Authenticator::new(identities),
             insecure: self.insecure,
+            kubernetes: self.auth_kubernetes.then(|| KubernetesAuth {
+                audiences: self.auth_kubernetes_audience.clone(),
+            }),
         })
     }
 }
@@ -138,6 +184,30 @@ impl Security {
     /// No TLS, no authentication (tests and loopback development).
     pub fn none() -> Self {
         Security::default()
+    }
+
+    /// With `--auth-kubernetes`: connect to the cluster's API, so bearer tokens that are not
+    /// in the auth file are checked with TokenReview.
+    pub async fn connect_kubernetes(&mut self) -> Result<(), SecurityError> {
+        let Some(k) = &self.kubernetes else {
+            return Ok(());
+        };
+        #[cfg(feature = "kubernetes")]
+        {
+            let reviewer =
+                crate::kubernetes::KubeTokenReview::from_default_config(k.audiences.clone())
+                    .await
+                    .map_err(SecurityError::Kubernetes)?;
+            self.auth = self.auth.clone().with_token_review(Arc::new(reviewer));
+            Ok(())
+        }
+        #[cfg(not(feature = "kubernetes"))]
+        {
+            let _ = k;
+            Err(SecurityError::Kubernetes(
+                "--auth-kubernetes: this program was built without Kubernetes support".to_owned(),
+            ))
+        }
     }
 
     /// What is off, and the flags that would turn it on.
