@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use seccomp_proto::distributor::v1 as dpb;
-use seccomp_proto::distributor::v1::distributor_client::DistributorClient;
 use seccomp_proto::registry::v1 as rpb;
 use seccomp_rollout::nci;
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,8 +22,9 @@ use tokio::task::JoinHandle;
 
 use crate::Outcome;
 use crate::client;
-use crate::output::Format;
-use crate::rollout;
+use crate::output::{Format, errln, out, outln};
+use crate::rollout::wire_target;
+use crate::watch;
 
 /// The seed profile published by the demo as `myprofile` (the exact bytes of the seed fixture
 /// `myprofile.json`).
@@ -199,7 +199,7 @@ pub fn run(args: &Args) -> Result<Outcome> {
 
     let (uid, gid) = current_ids()?;
     if uid != 0 {
-        println!(
+        outln!(
             "not running as root: the nodes' etc/passwd and etc/group map `root` to uid {uid} \
              and gid {gid}, so the agents can set owners"
         );
@@ -252,7 +252,7 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
     config.distributor = Some(distributor.clone());
     let handle = tokio::spawn(async move {
         if let Err(e) = seccomp_registry::run(config, reg_listener, until).await {
-            eprintln!("seccompctl dev: registry stopped: {e}");
+            errln!("seccompctl dev: registry stopped: {e}");
         }
     });
     tasks.push(Task {
@@ -267,7 +267,7 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
     config.shutdown_grace = Duration::from_secs(1);
     let handle = tokio::spawn(async move {
         if let Err(e) = seccomp_distributor::run(config, dist_listener, until).await {
-            eprintln!("seccompctl dev: distributor stopped: {e}");
+            errln!("seccompctl dev: distributor stopped: {e}");
         }
     });
     tasks.push(Task {
@@ -288,7 +288,7 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
         let name = node.name.clone();
         let handle = tokio::spawn(async move {
             if let Err(e) = seccomp_node_agent::sync::run(config, until).await {
-                eprintln!("seccompctl dev: agent {name} stopped: {e:#}");
+                errln!("seccompctl dev: agent {name} stopped: {e:#}");
             }
         });
         tasks.push(Task {
@@ -298,26 +298,26 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
         });
     }
 
-    println!("registry     {registry}");
-    println!("distributor  {distributor}");
+    outln!("registry     {registry}");
+    outln!("distributor  {distributor}");
     for node in nodes {
         let labels: Vec<String> = node
             .labels
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!(
+        outln!(
             "{}  host root {}  labels {}",
             node.name,
             node.host_root.display(),
             labels.join(",")
         );
     }
-    println!("data in {}", data_dir.display());
-    println!("In a second terminal:");
-    println!("  export SECCOMP_REGISTRY={registry} SECCOMP_DISTRIBUTOR={distributor}");
-    println!("  seccompctl nodes");
-    println!("seccompctl dev: ready");
+    outln!("data in {}", data_dir.display());
+    outln!("In a second terminal:");
+    outln!("  export SECCOMP_REGISTRY={registry} SECCOMP_DISTRIBUTOR={distributor}");
+    outln!("  seccompctl nodes");
+    outln!("seccompctl dev: ready");
 
     let mut outcome = Ok(Outcome::Ok);
     let mut interrupted = false;
@@ -325,7 +325,7 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
         tokio::select! {
             r = demo(&registry, &distributor, nodes) => {
                 match r {
-                    Ok(()) => println!("demo complete; the stack stays up, Ctrl-C stops it"),
+                    Ok(()) => outln!("demo complete; the stack stays up, Ctrl-C stops it"),
                     Err(e) => outcome = Err(e.context("the demo failed")),
                 }
             }
@@ -333,7 +333,7 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
             _ = terminate.recv() => interrupted = true,
         }
     } else {
-        println!("data directory exists: no demo (--demo runs it again); Ctrl-C stops the stack");
+        outln!("data directory exists: no demo (--demo runs it again); Ctrl-C stops the stack");
     }
     if outcome.is_ok() && !interrupted {
         tokio::select! {
@@ -342,7 +342,7 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
         }
     }
 
-    println!("stopping...");
+    outln!("stopping...");
     for t in &mut tasks {
         let stop = std::mem::replace(&mut t.stop, oneshot::channel().0);
         let _ = stop.send(());
@@ -351,9 +351,9 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
     for t in tasks {
         match tokio::time::timeout_at(deadline, t.handle).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("seccompctl dev: {} failed: {e}", t.name),
+            Ok(Err(e)) => errln!("seccompctl dev: {} failed: {e}", t.name),
             Err(_) => {
-                eprintln!(
+                errln!(
                     "seccompctl dev: {} did not stop within {}s",
                     t.name,
                     STOP_TIMEOUT.as_secs()
@@ -364,11 +364,11 @@ async fn serve(args: &Args, fresh: bool, data_dir: &Path, nodes: &[Node]) -> Res
             }
         }
     }
-    println!("stopped");
+    outln!("stopped");
     outcome
 }
 
-type Distributor = rollout::Client;
+type Distributor = client::Distributor;
 
 fn status_error(status: &tonic::Status, what: &str) -> anyhow::Error {
     anyhow!(
@@ -379,7 +379,7 @@ fn status_error(status: &tonic::Status, what: &str) -> anyhow::Error {
 }
 
 async fn publish(
-    registry: &mut client::Client,
+    registry: &mut client::Registry,
     content: &str,
     description: &str,
 ) -> Result<rpb::PublishResponse> {
@@ -393,7 +393,7 @@ async fn publish(
         .await
         .map_err(|s| status_error(&s, "publish"))?
         .into_inner();
-    println!(
+    outln!(
         "published {DEMO_PROFILE} version {} ({}, {} bytes){}",
         reply.version,
         reply.digest,
@@ -405,17 +405,6 @@ async fn publish(
         }
     );
     Ok(reply)
-}
-
-fn target(selector: &nci::Target) -> dpb::Target {
-    dpb::Target {
-        selector: selector.selector.clone().into_iter().collect(),
-        priority: Some(selector.priority),
-        path: String::new(),
-        mode: nci::format_mode(selector.mode),
-        owner: selector.owner.clone(),
-        group: selector.group.clone(),
-    }
 }
 
 /// Create a rollout and follow it to its end, printing each wave's progress. Returns its id
@@ -432,7 +421,7 @@ async fn roll_out(
         .create_rollout(dpb::CreateRolloutRequest {
             profile: DEMO_PROFILE.to_owned(),
             version,
-            target: Some(target(t)),
+            target: Some(wire_target(t)),
             strategy: Some(strategy),
             nci_name: Some(nci_name.to_owned()),
         })
@@ -442,7 +431,7 @@ async fn roll_out(
         .rollout
         .ok_or_else(|| anyhow!("no rollout in the reply"))?;
     let selector: Vec<String> = t.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!(
+    outln!(
         "rollout {}: {DEMO_PROFILE}@{version} to {} as NCI {nci_name}, priority {}, owner {}, waves {}",
         rollout.id,
         selector.join(","),
@@ -453,7 +442,7 @@ async fn roll_out(
             .map(|s| s.waves.join(","))
             .unwrap_or_default()
     );
-    let outcome = rollout::follow(dist, &rollout.id, url, Format::Table, Some(WAIT)).await?;
+    let outcome = watch::follow(dist, &rollout.id, url, Format::Table, Some(WAIT)).await?;
     Ok((rollout.id, outcome == Outcome::Ok))
 }
 
@@ -507,7 +496,7 @@ async fn show_contents(
             .and_then(|n| n.files.iter().find(|f| f.path == DEMO_PATH))
             .map(|f| format!("NCI {} v{} ({})", f.nci_name, f.version, f.rollout_id))
             .unwrap_or_else(|| "nothing".to_owned());
-        println!(
+        outln!(
             "  {} (pool={}): distributor says {reported}; on disk {disk}",
             node.name,
             node.labels.get("pool").map_or("", String::as_str)
@@ -532,7 +521,7 @@ async fn wait_for_nodes(dist: &mut Distributor, nodes: &[Node]) -> Result<()> {
             .filter(|n| list.iter().any(|l| l.name == n.name && l.connected))
             .count();
         if connected != last {
-            println!("agents connected {connected}/{}", nodes.len());
+            outln!("agents connected {connected}/{}", nodes.len());
             last = connected;
         }
         if connected == nodes.len() {
@@ -551,11 +540,10 @@ fn changed_profile() -> String {
 }
 
 async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Result<()> {
-    println!();
-    println!("== demo ==");
-    let mut registry = client::connect(registry_url).await?;
-    let mut dist: Distributor =
-        DistributorClient::new(client::channel(distributor_url, "distributor").await?);
+    outln!();
+    outln!("== demo ==");
+    let mut registry = client::registry(registry_url).await?;
+    let mut dist = client::distributor(distributor_url).await?;
     wait_for_nodes(&mut dist, nodes).await?;
     let url = distributor_url;
 
@@ -572,12 +560,12 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
         nanos: 0,
     }));
     complete(&mut dist, url, v1.version, &all, NCI_ALL, staged).await?;
-    println!("where the files landed:");
+    outln!("where the files landed:");
     for node in nodes {
         let path = node.host_root.join(DEMO_PATH.trim_start_matches('/'));
         let meta =
             std::fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?;
-        println!(
+        outln!(
             "  {}  mode {:04o}  owner {}:{} (uid {}, gid {})  {} bytes",
             path.display(),
             meta.mode() & 0o7777,
@@ -590,7 +578,7 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
     }
 
     // 2. A changed version to every node, then a manual rollback to the first.
-    println!();
+    outln!();
     let changed = changed_profile();
     let v2 = publish(&mut registry, &changed, "also allow getppid").await?;
     let contents = [(v1.version, SEED_PROFILE), (v2.version, changed.as_str())];
@@ -604,8 +592,8 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
     )
     .await?;
     show_contents(&mut dist, nodes, &contents).await?;
-    println!();
-    println!("manual rollback (`seccompctl rollback {DEMO_PROFILE}`):");
+    outln!();
+    outln!("manual rollback (`seccompctl rollback {DEMO_PROFILE}`):");
     let back = dist
         .rollback(dpb::RollbackRequest {
             profile: DEMO_PROFILE.to_owned(),
@@ -617,7 +605,7 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
         .into_inner()
         .rollouts;
     for r in &back {
-        if rollout::follow(&mut dist, &r.id, url, Format::Table, Some(WAIT)).await? != Outcome::Ok {
+        if watch::follow(&mut dist, &r.id, url, Format::Table, Some(WAIT)).await? != Outcome::Ok {
             bail!("rollback {} did not complete", r.id);
         }
     }
@@ -625,8 +613,8 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
 
     // 3. A mistake: an owner no node has. The first wave refuses it and the rollout rolls
     //    itself back; the other nodes are never touched.
-    println!();
-    println!("a bad rollout: owner `nosuchuser` exists on no node");
+    outln!();
+    outln!("a bad rollout: owner `nosuchuser` exists on no node");
     let mut bad = all.clone();
     bad.owner = "nosuchuser".to_owned();
     let (id, done) = roll_out(
@@ -641,11 +629,11 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
     if done {
         bail!("rollout {id} with an unknown owner completed");
     }
-    println!("as it should: the first node refused it, went back, and no other node was touched");
+    outln!("as it should: the first node refused it, went back, and no other node was touched");
     show_contents(&mut dist, nodes, &contents).await?;
 
     // 4. The changed version to the secure pool only, with a higher priority.
-    println!();
+    outln!();
     let mut secure = nci::Target::new(
         [("pool".to_owned(), "secure".to_owned())]
             .into_iter()
@@ -661,12 +649,12 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
         waves(&["100%"]),
     )
     .await?;
-    println!("which node has which content:");
+    outln!("which node has which content:");
     show_contents(&mut dist, nodes, &contents).await?;
 
     // 5. What a cluster would get.
-    println!();
-    println!(
+    outln!();
+    outln!(
         "the NodeConfigItems, as `seccompctl render` and the distributor's --yaml-dir emit them:"
     );
     let current = dist
@@ -700,15 +688,15 @@ async fn demo(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> Resu
             Some(&r.id),
         )
         .map_err(|e| anyhow!("render: {e}"))?;
-        println!("---");
-        print!("{}", item.to_yaml().map_err(|e| anyhow!("render: {e}"))?);
+        outln!("---");
+        out!("{}", item.to_yaml().map_err(|e| anyhow!("render: {e}"))?);
     }
-    println!();
-    println!("a pod uses it with:");
-    println!("  securityContext:");
-    println!("    seccompProfile:");
-    println!("      type: Localhost");
-    println!("      localhostProfile: {DEMO_PROFILE}.json");
+    outln!();
+    outln!("a pod uses it with:");
+    outln!("  securityContext:");
+    outln!("    seccompProfile:");
+    outln!("      type: Localhost");
+    outln!("      localhostProfile: {DEMO_PROFILE}.json");
     Ok(())
 }
 
