@@ -91,22 +91,15 @@ pub fn run(args: &Args, dist: &str, format: Format) -> Result<Outcome> {
                     .into_iter()
                     .map(|f| FileOut {
                         state: node_state_name(f.state),
-                        desired: f.desired.map(|d| {
-                            format!(
-                                "{} {}:{} sha256:{}",
-                                d.mode,
-                                d.owner,
-                                d.group,
-                                short(&d.sha256)
-                            )
-                        }),
+                        desired: f
+                            .desired
+                            .map(|d| entry_text(&d.mode, &d.owner, &d.group, &d.sha256)),
                         observed: f.observed.filter(|o| o.exists).map(|o| {
-                            format!(
-                                "{} {}:{} sha256:{}",
-                                o.mode,
-                                name_or_id(&o.owner, o.uid),
-                                name_or_id(&o.group, o.gid),
-                                short(&o.sha256)
+                            entry_text(
+                                &o.mode,
+                                &name_or_id(&o.owner, o.uid),
+                                &name_or_id(&o.group, o.gid),
+                                &o.sha256,
                             )
                         }),
                         source: if f.profile.is_empty() {
@@ -162,8 +155,13 @@ pub fn run(args: &Args, dist: &str, format: Format) -> Result<Outcome> {
     })
 }
 
-fn short(sha: &str) -> &str {
-    sha.get(..12).unwrap_or(sha)
+/// `0644 root:root sha256:0123456789ab`; a directory has no content, so no digest: `-`.
+fn entry_text(mode: &str, owner: &str, group: &str, sha256: &str) -> String {
+    let digest = match sha256.get(..12).unwrap_or(sha256) {
+        "" => "-".to_owned(),
+        short => format!("sha256:{short}"),
+    };
+    format!("{mode} {owner}:{group} {digest}")
 }
 
 fn name_or_id(name: &str, id: u32) -> String {
@@ -171,5 +169,23 @@ fn name_or_id(name: &str, id: u32) -> String {
         id.to_string()
     } else {
         name.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::entry_text;
+
+    #[test]
+    fn entries_show_a_short_digest_or_a_dash() {
+        for (sha256, expected) in [
+            (
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "0644 root:root sha256:0123456789ab",
+            ),
+            ("", "0644 root:root -"),
+        ] {
+            assert_eq!(entry_text("0644", "root", "root", sha256), expected);
+        }
     }
 }

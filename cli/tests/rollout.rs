@@ -325,8 +325,25 @@ fn render_rollout_and_nodes() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
         serde_json::json!([])
     );
+    // The NCI's directory entry has no content, so no digest: `-`, not a bare `sha256:`.
+    let dir = node["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/var/lib/kubelet/seccomp")
+        .unwrap();
+    for side in ["desired", "observed"] {
+        let text = dir[side].as_str().unwrap();
+        assert!(text.ends_with(" -") && !text.contains("sha256"), "{dir}");
+    }
     let out = stack.ctl().arg("nodes").output().unwrap();
-    assert!(stdout(&out).contains("node-a"));
+    let table = stdout(&out);
+    assert!(table.contains("node-a"));
+    let row = table
+        .lines()
+        .find(|l| l.contains("/var/lib/kubelet/seccomp "))
+        .unwrap();
+    assert!(!row.contains("sha256:"), "{table}");
 
     // list and status.
     let out = stack.ctl().args(["rollout", "list"]).output().unwrap();
