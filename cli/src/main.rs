@@ -116,10 +116,13 @@ enum Command {
 
     /// Run the whole stack on this machine: registry, distributor and node agents.
     ///
-    /// Data under `--data-dir` (reused on restart), each agent's host root at
-    /// `<data-dir>/nodes/<node>/`, real gRPC on loopback ports it prints (with the `export`
-    /// lines for a second terminal). On first start, or with `--demo`, it publishes a profile,
-    /// rolls it out and shows the files on the nodes. Ctrl-C stops everything.
+    /// They run as child processes: the `seccomp-registry`, `seccomp-distributor` and
+    /// `seccomp-node-agent` binaries next to seccompctl, else on PATH (`cargo build --release
+    /// --bins` builds them all). Data under `--data-dir` (reused on restart), each agent's
+    /// host root at `<data-dir>/nodes/<node>/`, real gRPC on loopback ports it prints (with
+    /// the `export` lines for a second terminal). On a first start (no stored data yet), or
+    /// with `--demo`, it publishes a profile, rolls it out and shows the files on the nodes.
+    /// Ctrl-C stops everything.
     Dev(dev::Args),
 }
 

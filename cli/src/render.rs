@@ -19,10 +19,6 @@ pub struct Args {
     #[arg(value_name = "NAME[@VERSION]")]
     reference: String,
 
-    /// Name of the NodeConfigItem (default `seccomp-<profile>`).
-    #[arg(long, value_name = "NCI")]
-    name: Option<String>,
-
     #[command(flatten)]
     target: TargetArgs,
 }
@@ -66,7 +62,7 @@ pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
             content: &version.content,
         },
         &target,
-        args.name.as_deref(),
+        args.target.name.as_deref(),
         None,
     )?;
     match format {

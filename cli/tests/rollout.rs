@@ -297,12 +297,16 @@ fn render_rollout_and_nodes() {
         "{node}"
     );
     assert_eq!(node["revision"], node["desired_revision"]);
-    let web = node["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"] == "/var/lib/kubelet/seccomp/web.json")
-        .unwrap();
+    let file = |path: &str| {
+        node["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap()
+            .clone()
+    };
+    let web = file("/var/lib/kubelet/seccomp/web.json");
     assert_eq!(web["state"], "Applied");
     assert_eq!(web["source"], "web@1 (r1)");
     let observed = web["observed"].as_str().unwrap();
@@ -326,12 +330,7 @@ fn render_rollout_and_nodes() {
         serde_json::json!([])
     );
     // The NCI's directory entry has no content, so no digest: `-`, not a bare `sha256:`.
-    let dir = node["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"] == "/var/lib/kubelet/seccomp")
-        .unwrap();
+    let dir = file("/var/lib/kubelet/seccomp");
     for side in ["desired", "observed"] {
         let text = dir[side].as_str().unwrap();
         assert!(text.ends_with(" -") && !text.contains("sha256"), "{dir}");

@@ -17,9 +17,14 @@ use crate::client::{self, Service};
 use crate::output::{Format, outln};
 use crate::watch;
 
-/// Where and how a profile lands on nodes (shared by `rollout create` and `render`).
+/// Where and how a profile lands on nodes, and in which NodeConfigItem (shared by `rollout
+/// create` and `render`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
+    /// Name of the NodeConfigItem (default `seccomp-<profile>`).
+    #[arg(long, value_name = "NCI")]
+    pub name: Option<String>,
+
     /// Nodes to target: `k=v[,k=v]`; `k=` means "has the label k".
     #[arg(long, value_name = "K=V[,K=V]")]
     selector: String,
@@ -156,9 +161,6 @@ pub struct Args {
     /// Profile and version: `NAME` (latest) or `NAME@VERSION`.
     #[arg(value_name = "NAME[@VERSION]")]
     reference: String,
-    /// Name of the NodeConfigItem (default `seccomp-<profile>`).
-    #[arg(long, value_name = "NCI")]
-    name: Option<String>,
     #[command(flatten)]
     target: TargetArgs,
     #[command(flatten)]
@@ -190,7 +192,7 @@ impl Args {
             version,
             target: Some(wire_target(&target)),
             strategy: Some(strategy),
-            nci_name: self.name.clone(),
+            nci_name: self.target.name.clone(),
         })
     }
 }
