@@ -1,11 +1,11 @@
 //! `seccompctl audit [--since T]`: the registry's log of mutating calls.
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use seccomp_proto::registry::v1 as pb;
 use serde::Serialize;
 
 use crate::Outcome;
-use crate::client::{self, refused};
+use crate::client::{self, Service};
 use crate::output::{Format, print_structured, print_table, table};
 
 /// Arguments of `seccompctl audit`.
@@ -38,12 +38,9 @@ struct Entry {
 
 /// Run the command against the registry at `url`.
 pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = client::runtime()?;
     runtime.block_on(async {
-        let mut client = client::connect(url).await?;
+        let mut client = client::registry(url).await?;
         let mut entries = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -54,7 +51,7 @@ pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
             };
             let page = match client.list_audit(request).await {
                 Ok(r) => r.into_inner(),
-                Err(status) => return refused(status, url),
+                Err(status) => return client::refused(status, Service::Registry, url),
             };
             entries.extend(page.entries.into_iter().map(|e| Entry {
                 time: e.time.map(|t| t.to_string()).unwrap_or_default(),

@@ -1,18 +1,40 @@
-//! The connection to the registry, shared by `profile` and `audit`: connecting with a clear
-//! one-line error, naming the local user in `x-seccomp-actor` (recorded by the registry as
-//! unverified until authentication exists), and turning a server's refusal into output.
+//! The connection to the registry or the distributor, for every command that talks to one:
+//! connecting with a clear one-line error, naming the local user in `x-seccomp-actor`
+//! (recorded by the services as unverified until authentication exists), and turning a
+//! server's refusal into an outcome. Both services go through the same code; [`Service`]
+//! only names which one a message is about.
 
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context as _, Result, anyhow};
 use prost::Message as _;
+use seccomp_proto::distributor::v1::distributor_client::DistributorClient;
 use seccomp_proto::registry::v1 as pb;
 use seccomp_proto::registry::v1::registry_client::RegistryClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::transport::Endpoint;
+use tonic::{Code, Request, Response, Status};
 
 use crate::Outcome;
+use crate::output::errln;
+
+/// Which service a connection goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// `seccomp-registry`: profiles, versions, audit.
+    Registry,
+    /// `seccomp-distributor`: rollouts and nodes.
+    Distributor,
+}
+
+impl std::fmt::Display for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Service::Registry => "registry",
+            Service::Distributor => "distributor",
+        })
+    }
+}
 
 /// Names the caller (see the module docs).
 #[derive(Clone)]
@@ -27,8 +49,20 @@ impl tonic::service::Interceptor for Actor {
     }
 }
 
+/// A channel that names the caller.
+pub type Channel = InterceptedService<tonic::transport::Channel, Actor>;
 /// A connected registry client.
-pub type Client = RegistryClient<InterceptedService<Channel, Actor>>;
+pub type Registry = RegistryClient<Channel>;
+/// A connected distributor client.
+pub type Distributor = DistributorClient<Channel>;
+
+/// The runtime a command's calls run on: one thread is plenty for one client.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
 
 /// The innermost cause, which is the part a person can act on ("Connection refused").
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -39,8 +73,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// A channel to the `service` ("registry", "distributor") at `url` that names the caller.
-pub async fn channel(url: &str, service: &str) -> Result<InterceptedService<Channel, Actor>> {
+async fn channel(service: Service, url: &str) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| anyhow!("invalid {service} URL {url:?}: {}", root_cause(&e)))?
         .connect_timeout(Duration::from_secs(5))
@@ -51,17 +84,21 @@ pub async fn channel(url: &str, service: &str) -> Result<InterceptedService<Chan
             root_cause(&e)
         )
     })?;
-    let actor = std::env::var("USER")
-        .ok()
-        .and_then(|u| u.parse().ok())
-        .map(Some)
-        .unwrap_or(None);
+    let actor = std::env::var("USER").ok().and_then(|u| u.parse().ok());
     Ok(InterceptedService::new(channel, Actor(actor)))
 }
 
 /// Connect to the registry at `url`.
-pub async fn connect(url: &str) -> Result<Client> {
-    Ok(RegistryClient::new(channel(url, "registry").await?).max_decoding_message_size(64 << 20))
+pub async fn registry(url: &str) -> Result<Registry> {
+    Ok(RegistryClient::new(channel(Service::Registry, url).await?)
+        .max_decoding_message_size(64 << 20))
+}
+
+/// Connect to the distributor at `url`.
+pub async fn distributor(url: &str) -> Result<Distributor> {
+    Ok(DistributorClient::new(
+        channel(Service::Distributor, url).await?,
+    ))
 }
 
 /// The diagnostics of a rejected profile, from the status details (a `google.rpc.Status`
@@ -100,14 +137,9 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// A failed call: the registry's refusal is a negative verdict (exit 1, the message on
-/// standard error); an unreachable or failing registry is an error (exit 2).
-pub fn refused(status: Status, url: &str) -> Result<Outcome> {
-    refused_by(status, url, "registry")
-}
-
-/// [`refused`] for any of the services.
-pub fn refused_by(status: Status, url: &str, service: &str) -> Result<Outcome> {
+/// A failed call: the service's refusal is a negative verdict (exit 1, the message on
+/// standard error); an unreachable or failing service is an error (exit 2).
+pub fn refused(status: Status, service: Service, url: &str) -> Result<Outcome> {
     match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
             Err(anyhow!(
@@ -117,8 +149,20 @@ pub fn refused_by(status: Status, url: &str, service: &str) -> Result<Outcome> {
         }
         Code::Internal => Err(anyhow!("{service} internal error: {}", status.message())),
         code => {
-            eprintln!("seccompctl: {}: {}", code_name(code), status.message());
+            errln!("seccompctl: {}: {}", code_name(code), status.message());
             Ok(Outcome::Negative)
         }
+    }
+}
+
+/// A call's reply, or the outcome of its refusal (see [`refused`]).
+pub fn answer<T>(
+    reply: Result<Response<T>, Status>,
+    service: Service,
+    url: &str,
+) -> Result<Result<T, Outcome>> {
+    match reply {
+        Ok(r) => Ok(Ok(r.into_inner())),
+        Err(status) => refused(status, service, url).map(Err),
     }
 }

@@ -1,23 +1,31 @@
 //! `seccompctl`: the command-line tool for seccomp profile distribution.
 //!
-//! Each subcommand lives in its own module; `main` only parses arguments, runs the command
-//! and turns its outcome into an exit status (0 ok, 1 a negative verdict such as an invalid
-//! profile, 2 usage or I/O errors).
+//! Each subcommand lives in its own module (`rollout` holds its subcommands, `watch` follows
+//! a rollout live for `rollout`, `rollback` and `dev`); `client` is the one connection to
+//! either service, `output` the formats and the only writer to standard output and error.
+//! `main` only parses arguments, runs the command and turns its outcome into an exit status
+//! (0 ok, 1 a negative verdict such as an invalid profile, 2 usage or I/O errors).
+
+// Every line goes through `output`, which ends quietly at a closed pipe.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 mod audit;
 mod client;
 mod dev;
+mod nodes;
 mod output;
 mod profile;
 mod render;
+mod rollback;
 mod rollout;
 mod validate;
+mod watch;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::output::Format;
+use crate::output::{Format, errln};
 
 /// Ship seccomp profiles to Kubernetes nodes: validate, version, roll out, roll back.
 #[derive(Debug, Parser)]
@@ -100,18 +108,21 @@ enum Command {
     /// active rollout of the same NodeConfigItem is aborted first. No waves: every matching
     /// node at once, still within the rollout's max-unavailable. Exit status as for
     /// `rollout`.
-    Rollback(rollout::RollbackArgs),
+    Rollback(rollback::Args),
 
     /// List the nodes whose agents have connected: labels, state, and per file the desired
     /// and observed mode, owner, group and sha256.
-    Nodes(rollout::NodesArgs),
+    Nodes(nodes::Args),
 
     /// Run the whole stack on this machine: registry, distributor and node agents.
     ///
-    /// Data under `--data-dir` (reused on restart), each agent's host root at
-    /// `<data-dir>/nodes/<node>/`, real gRPC on loopback ports it prints (with the `export`
-    /// lines for a second terminal). On first start, or with `--demo`, it publishes a profile,
-    /// rolls it out and shows the files on the nodes. Ctrl-C stops everything.
+    /// They run as child processes: the `seccomp-registry`, `seccomp-distributor` and
+    /// `seccomp-node-agent` binaries next to seccompctl, else on PATH (`cargo build --release
+    /// --bins` builds them all). Data under `--data-dir` (reused on restart), each agent's
+    /// host root at `<data-dir>/nodes/<node>/`, real gRPC on loopback ports it prints (with
+    /// the `export` lines for a second terminal). On a first start (no stored data yet), or
+    /// with `--demo`, it publishes a profile, rolls it out and shows the files on the nodes.
+    /// Ctrl-C stops everything.
     Dev(dev::Args),
 }
 
@@ -132,15 +143,22 @@ fn main() -> ExitCode {
         Command::Audit(args) => audit::run(&args, &cli.registry, cli.output),
         Command::Render(args) => render::run(&args, &cli.registry, cli.output),
         Command::Rollout(command) => rollout::run(command, &cli.distributor, cli.output),
-        Command::Rollback(args) => rollout::rollback(args, &cli.distributor, cli.output),
-        Command::Nodes(args) => rollout::nodes(&args, &cli.distributor, cli.output),
+        Command::Rollback(args) => rollback::run(args, &cli.distributor, cli.output),
+        Command::Nodes(args) => nodes::run(&args, &cli.distributor, cli.output),
         Command::Dev(args) => dev::run(&args),
     };
-    match result {
+    let code = match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Negative) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("seccompctl: {e:#}");
+            errln!("seccompctl: {e:#}");
+            ExitCode::from(2)
+        }
+    };
+    match output::finish() {
+        Ok(()) => code,
+        Err(e) => {
+            errln!("seccompctl: cannot write to standard output: {e}");
             ExitCode::from(2)
         }
     }

@@ -1,6 +1,5 @@
 //! `seccompctl profile publish|get|list|history|diff|deprecate|delete`: the registry's versions.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -9,8 +8,8 @@ use serde::Serialize;
 use tonic::Code;
 
 use crate::Outcome;
-use crate::client::{self, Client, refused};
-use crate::output::{Format, print_structured, print_table, table};
+use crate::client::{self, Registry as Client, Service};
+use crate::output::{Format, outln, print_structured, print_table, table, write_stdout_bytes};
 
 /// `seccompctl profile ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -190,24 +189,25 @@ impl Version {
     }
 
     fn print_details(&self) {
-        println!("name:        {}", self.name);
-        println!("version:     {}", self.version);
-        println!("status:      {}", self.status());
-        println!("digest:      {}", self.digest);
-        println!("size:        {} bytes", self.size);
-        println!("created:     {} by {}", self.created_at, self.author);
+        outln!("name:        {}", self.name);
+        outln!("version:     {}", self.version);
+        outln!("status:      {}", self.status());
+        outln!("digest:      {}", self.digest);
+        outln!("size:        {} bytes", self.size);
+        outln!("created:     {} by {}", self.created_at, self.author);
         if self.deprecated {
-            println!(
+            outln!(
                 "deprecated:  {} by {}",
-                self.deprecated_at, self.deprecated_by
+                self.deprecated_at,
+                self.deprecated_by
             );
         }
         if !self.description.is_empty() {
-            println!("description: {}", self.description);
+            outln!("description: {}", self.description);
         }
-        println!("warnings:    {}", self.warnings.len());
+        outln!("warnings:    {}", self.warnings.len());
         for w in &self.warnings {
-            println!("  {w}");
+            outln!("  {w}");
         }
     }
 }
@@ -318,12 +318,9 @@ pub fn run(command: Command, url: &str, format: Format) -> Result<Outcome> {
         }
         _ => None,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = client::runtime()?;
     runtime.block_on(async {
-        let mut client = client::connect(url).await?;
+        let mut client = client::registry(url).await?;
         match command {
             Command::Publish {
                 name,
@@ -370,7 +367,7 @@ async fn publish(
             let Some(failure) = client::validation_failure(&status)
                 .filter(|_| status.code() == Code::InvalidArgument)
             else {
-                return refused(status, url);
+                return client::refused(status, Service::Registry, url);
             };
             let rejected = Rejected {
                 name,
@@ -384,7 +381,7 @@ async fn publish(
                     .iter()
                     .filter(|d| d.severity == "error")
                     .count();
-                println!(
+                outln!(
                     "{}: rejected ({errors} error{}, {} warning{})",
                     rejected.name,
                     if errors == 1 { "" } else { "s" },
@@ -396,7 +393,7 @@ async fn publish(
                     },
                 );
                 for d in &rejected.diagnostics {
-                    println!("  {d}");
+                    outln!("  {d}");
                 }
             }
             return Ok(Outcome::Negative);
@@ -411,11 +408,11 @@ async fn publish(
         warnings: reply.warnings.iter().map(Diag::from).collect(),
     };
     if !print_structured(format, &published)? {
-        println!("name:     {}", published.name);
-        println!("version:  {}", published.version);
-        println!("digest:   {}", published.digest);
-        println!("size:     {} bytes", published.size);
-        println!(
+        outln!("name:     {}", published.name);
+        outln!("version:  {}", published.version);
+        outln!("digest:   {}", published.digest);
+        outln!("size:     {} bytes", published.size);
+        outln!(
             "created:  {}{}",
             published.created,
             if published.created {
@@ -424,9 +421,9 @@ async fn publish(
                 " (identical to this live version; nothing stored)"
             }
         );
-        println!("warnings: {}", published.warnings.len());
+        outln!("warnings: {}", published.warnings.len());
         for w in &published.warnings {
-            println!("  {w}");
+            outln!("  {w}");
         }
     }
     Ok(Outcome::Ok)
@@ -447,12 +444,10 @@ async fn get(
     };
     let profile = match client.get_profile(request).await {
         Ok(r) => r.into_inner().profile.unwrap_or_default(),
-        Err(status) => return refused(status, url),
+        Err(status) => return client::refused(status, Service::Registry, url),
     };
     if raw {
-        let mut out = std::io::stdout().lock();
-        out.write_all(&profile.content)?;
-        out.flush()?;
+        write_stdout_bytes(&profile.content);
         return Ok(Outcome::Ok);
     }
     let version = Version::from(profile);
@@ -472,7 +467,7 @@ async fn list(client: &mut Client, url: &str, format: Format) -> Result<Outcome>
         };
         let page = match client.list_profiles(request).await {
             Ok(r) => r.into_inner(),
-            Err(status) => return refused(status, url),
+            Err(status) => return client::refused(status, Service::Registry, url),
         };
         profiles.extend(page.profiles.into_iter().map(|p| Summary {
             name: p.name,
@@ -526,7 +521,7 @@ async fn history(client: &mut Client, name: String, url: &str, format: Format) -
         };
         let page = match client.history(request).await {
             Ok(r) => r.into_inner(),
-            Err(status) => return refused(status, url),
+            Err(status) => return client::refused(status, Service::Registry, url),
         };
         versions.extend(page.versions.into_iter().map(Version::from));
         page_token = page.next_page_token;
@@ -576,7 +571,7 @@ async fn diff(
     };
     let reply = match client.diff(request).await {
         Ok(r) => r.into_inner(),
-        Err(status) => return refused(status, url),
+        Err(status) => return client::refused(status, Service::Registry, url),
     };
     let d = reply.diff.unwrap_or_default();
     let out = Diff {
@@ -600,18 +595,23 @@ async fn diff(
     if print_structured(format, &out)? {
         return Ok(Outcome::Ok);
     }
-    println!(
+    outln!(
         "{} {} -> {} ({} -> {})",
-        out.name, out.from_version, out.to_version, out.from_digest, out.to_digest
+        out.name,
+        out.from_version,
+        out.to_version,
+        out.from_digest,
+        out.to_digest
     );
     if out.identical {
-        println!("no semantic difference");
+        outln!("no semantic difference");
         return Ok(Outcome::Ok);
     }
     if out.default_action_before != out.default_action_after {
-        println!(
+        outln!(
             "default action: {} -> {}",
-            out.default_action_before, out.default_action_after
+            out.default_action_before,
+            out.default_action_after
         );
     }
     for (what, added, removed) in [
@@ -625,7 +625,7 @@ async fn diff(
         if !added.is_empty() || !removed.is_empty() {
             let mut parts: Vec<String> = added.iter().map(|a| format!("+{a}")).collect();
             parts.extend(removed.iter().map(|r| format!("-{r}")));
-            println!("{what}: {}", parts.join(" "));
+            outln!("{what}: {}", parts.join(" "));
         }
     }
     let mut rows: Vec<(&str, &Change)> = Vec::new();
@@ -658,7 +658,7 @@ async fn diff(
         print_table(&t);
     }
     for other in &out.other_changes {
-        println!("{other}");
+        outln!("{other}");
     }
     Ok(Outcome::Ok)
 }
@@ -682,7 +682,7 @@ async fn delete(
         version,
     };
     if let Err(status) = client.delete_version(request).await {
-        return refused(status, url);
+        return client::refused(status, Service::Registry, url);
     }
     let deleted = Deleted {
         name,
@@ -690,9 +690,10 @@ async fn delete(
         deleted: true,
     };
     if !print_structured(format, &deleted)? {
-        println!(
+        outln!(
             "deleted {}@{} (its number will not be reused)",
-            deleted.name, deleted.version
+            deleted.name,
+            deleted.version
         );
     }
     Ok(Outcome::Ok)
@@ -713,11 +714,11 @@ async fn deprecate(
     };
     let profile = match client.deprecate(request).await {
         Ok(r) => r.into_inner().profile.unwrap_or_default(),
-        Err(status) => return refused(status, url),
+        Err(status) => return client::refused(status, Service::Registry, url),
     };
     let version = Version::from(profile);
     if !print_structured(format, &version)? {
-        println!("deprecated {}@{}", version.name, version.version);
+        outln!("deprecated {}@{}", version.name, version.version);
         version.print_details();
     }
     Ok(Outcome::Ok)

@@ -3,13 +3,13 @@
 //! `kubectl apply -f -` or a GitOps repository. Rendering happens here, with the same code
 //! the distributor uses; no distributor is needed.
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Result, anyhow};
 use seccomp_proto::registry::v1 as pb;
 use seccomp_rollout::nci::{self, ProfileRef};
 
 use crate::Outcome;
-use crate::client;
-use crate::output::Format;
+use crate::client::{self, Service};
+use crate::output::{Format, errln, out, outln};
 use crate::rollout::TargetArgs;
 
 /// Arguments of `seccompctl render`.
@@ -19,10 +19,6 @@ pub struct Args {
     #[arg(value_name = "NAME[@VERSION]")]
     reference: String,
 
-    /// Name of the NodeConfigItem (default `seccomp-<profile>`).
-    #[arg(long, value_name = "NCI")]
-    name: Option<String>,
-
     #[command(flatten)]
     target: TargetArgs,
 }
@@ -31,12 +27,9 @@ pub struct Args {
 pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
     let target = args.target.to_target()?;
     let (name, selector) = crate::profile::parse_reference(&args.reference)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime = client::runtime()?;
     let version = runtime.block_on(async {
-        let mut registry = client::connect(url).await?;
+        let mut registry = client::registry(url).await?;
         let reply = registry
             .get_profile(pb::GetProfileRequest {
                 name: name.clone(),
@@ -50,14 +43,14 @@ pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
                 .profile
                 .ok_or_else(|| anyhow!("the registry returned no profile"))
                 .map(Some),
-            Err(status) => client::refused(status, url).map(|_| None),
+            Err(status) => client::refused(status, Service::Registry, url).map(|_| None),
         }
     })?;
     let Some(version) = version else {
         return Ok(Outcome::Negative);
     };
     if version.deprecated {
-        eprintln!(
+        errln!(
             "seccompctl: warning: profile \"{name}\" version {} is deprecated",
             version.version
         );
@@ -69,12 +62,12 @@ pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
             content: &version.content,
         },
         &target,
-        args.name.as_deref(),
+        args.target.name.as_deref(),
         None,
     )?;
     match format {
-        Format::Json => println!("{}", rendered.to_json()?),
-        Format::Table | Format::Yaml => print!("{}", rendered.to_yaml()?),
+        Format::Json => outln!("{}", rendered.to_json()?),
+        Format::Table | Format::Yaml => out!("{}", rendered.to_yaml()?),
     }
     Ok(Outcome::Ok)
 }

@@ -9,7 +9,7 @@ use seccomp_profile::{Code, Diagnostic, Options, Severity};
 use serde::Serialize;
 
 use crate::Outcome;
-use crate::output::{Format, print_structured};
+use crate::output::{Format, errln, outln, print_structured};
 
 /// Arguments of `seccompctl validate`.
 #[derive(Debug, clap::Args)]
@@ -122,7 +122,7 @@ pub fn run(args: &Args, format: Format) -> Result<Outcome> {
     if !print_structured(format, &output)? {
         for r in &output.results {
             if let Some(e) = &r.error {
-                eprintln!("{}: {e}", r.file);
+                errln!("{}: {e}", r.file);
                 continue;
             }
             let errors = r
@@ -145,9 +145,9 @@ pub fn run(args: &Args, format: Format) -> Result<Outcome> {
                     }
                 ),
             };
-            println!("{}: {verdict}", r.file);
+            outln!("{}: {verdict}", r.file);
             for d in &r.diagnostics {
-                println!("  {d}");
+                outln!("  {d}");
             }
         }
     }

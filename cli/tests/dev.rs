@@ -1,10 +1,15 @@
 //! `seccompctl dev` as a user runs it: the real binary, its demo to the end, the files on the
 //! simulated nodes, `seccompctl nodes` against the printed address, Ctrl-C, and a restart on
-//! the same data that creates nothing new.
+//! the same data that creates nothing new; an empty data directory is a first start; a
+//! SIGKILLed dev leaves no service running.
+//!
+//! `dev` runs the service binaries, which `cargo test --workspace` builds next to
+//! `seccompctl`; `cargo test -p seccompctl` alone does not, and then these tests say so and
+//! skip.
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
-use std::io::BufRead as _;
+use std::io::{BufRead as _, Write as _};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -15,6 +20,36 @@ const SEED: &str = "{\n\"defaultAction\": \"SCMP_ACT_LOG\",\n\"architectures\": 
 
 fn bin() -> std::path::PathBuf {
     assert_cmd::cargo::cargo_bin("seccompctl")
+}
+
+/// The service binaries `dev` runs, as `cargo test --workspace` builds them.
+const SERVICES: [&str; 3] = [
+    "seccomp-registry",
+    "seccomp-distributor",
+    "seccomp-node-agent",
+];
+
+/// Whether the service binaries are built next to `seccompctl`; says so loudly when not.
+fn services_built(test: &str) -> bool {
+    let bin = bin();
+    let dir = bin.parent().unwrap();
+    let missing: Vec<&str> = SERVICES
+        .into_iter()
+        .filter(|name| !dir.join(name).is_file())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    // Past the test harness's capture (which only `eprintln!` goes through), so that a
+    // passing run shows it too.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {test}: `seccompctl dev` needs {}, not built in {}; build the \
+         workspace (`cargo test --workspace`, or `cargo build --workspace --bins` first)",
+        missing.join(", "),
+        dir.display()
+    );
+    false
 }
 
 /// A running `seccompctl dev` and its standard output, line by line.
@@ -141,6 +176,9 @@ fn ctl(dev: &Dev, args: &[&str]) -> String {
 
 #[test]
 fn dev_runs_the_demo_stays_up_stops_and_restarts_without_duplicates() {
+    if !services_built("dev_runs_the_demo_stays_up_stops_and_restarts_without_duplicates") {
+        return;
+    }
     if let Ok(fixture) = std::fs::read_to_string("../../shared/fixtures/seed/myprofile.json") {
         assert_eq!(fixture, SEED, "the embedded seed matches the fixture");
     }
@@ -192,7 +230,109 @@ fn dev_runs_the_demo_stays_up_stops_and_restarts_without_duplicates() {
     // Restart on the same data: the stack comes back, nothing new is stored.
     let mut dev = Dev::start(&data);
     dev.wait_for("seccompctl dev: ready", Duration::from_secs(60));
+    dev.wait_for(
+        "holds an earlier start's data: no demo",
+        Duration::from_secs(10),
+    );
     let again = ctl(&dev, &["profile", "history", "myprofile", "-o", "json"]);
     assert_eq!(again, history, "no new version on restart");
     dev.interrupt();
+}
+
+#[test]
+fn an_empty_data_directory_is_a_first_start() {
+    if !services_built("an_empty_data_directory_is_a_first_start") {
+        return;
+    }
+    // As `mkdir` or a `tempfile` leaves it: it exists, nothing is stored yet.
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = Dev::start(dir.path());
+    dev.wait_for("seccompctl dev: ready", Duration::from_secs(60));
+    dev.wait_for("== demo ==", Duration::from_secs(10));
+    assert!(
+        !dev.seen.iter().any(|l| l.contains("no demo")),
+        "{}",
+        dev.seen.join("\n")
+    );
+    dev.interrupt();
+}
+
+/// The children of process `parent`, with their command names and start times, from /proc.
+fn children(parent: u32) -> Vec<(u32, String, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap() {
+        let Ok(pid) = entry.unwrap().file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Some(stat) = stat(pid) else { continue };
+        if stat.ppid == parent {
+            out.push((pid, stat.comm, stat.start));
+        }
+    }
+    out
+}
+
+struct Stat {
+    comm: String,
+    state: String,
+    ppid: u32,
+    start: String,
+}
+
+/// `/proc/PID/stat`: `pid (comm) state ppid ...`, the start time being field 22.
+fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = text.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(Stat {
+        comm,
+        state: fields.first()?.to_string(),
+        ppid: fields.get(1)?.parse().ok()?,
+        start: fields.get(19)?.to_string(),
+    })
+}
+
+#[test]
+fn a_killed_dev_leaves_no_service_running() {
+    if !services_built("a_killed_dev_leaves_no_service_running") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = Dev::start(&dir.path().join("dev"));
+    dev.wait_for("seccompctl dev: ready", Duration::from_secs(60));
+    let services = children(dev.child.id());
+    let mut names: Vec<&str> = services.iter().map(|(_, comm, _)| comm.as_str()).collect();
+    names.sort_unstable();
+    // The kernel keeps 15 bytes of a command name.
+    assert_eq!(
+        names,
+        [
+            "seccomp-distrib",
+            "seccomp-node-ag",
+            "seccomp-node-ag",
+            "seccomp-registr"
+        ],
+        "{services:?}"
+    );
+
+    dev.child.kill().unwrap();
+    dev.child.wait().unwrap();
+    // Gone, a zombie nobody reaps, or its pid reused by another process: not running.
+    let running = |&(pid, _, ref start): &(u32, String, String)| {
+        stat(pid).is_some_and(|s| s.state != "Z" && s.start == *start)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: Vec<_> = services.iter().filter(|s| running(s)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running 30 s after seccompctl dev was killed: {left:?} (stale service \
+             binaries? `cargo build --workspace --bins`)"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use assert_cmd::Command;
+use seccomp_proto::distributor::v1 as pb;
 use tokio::sync::oneshot;
+
+mod common;
 
 /// Registry, distributor and one agent (`node-a`, `kubernetes.io/os=linux`) on a background
 /// runtime for the duration of a test.
@@ -92,6 +95,17 @@ impl Stack {
             .env("SECCOMP_DISTRIBUTOR", &self.distributor)
             .timeout(Duration::from_secs(60));
         cmd
+    }
+
+    /// Publish `content` as profile `web`.
+    fn publish_web(&self, content: &str) {
+        let file = self.write("web.json", content);
+        ok(&self
+            .ctl()
+            .args(["profile", "publish", "web"])
+            .arg(&file)
+            .output()
+            .unwrap());
     }
 
     fn write(&self, name: &str, content: &str) -> std::path::PathBuf {
@@ -283,12 +297,16 @@ fn render_rollout_and_nodes() {
         "{node}"
     );
     assert_eq!(node["revision"], node["desired_revision"]);
-    let web = node["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["path"] == "/var/lib/kubelet/seccomp/web.json")
-        .unwrap();
+    let file = |path: &str| {
+        node["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap()
+            .clone()
+    };
+    let web = file("/var/lib/kubelet/seccomp/web.json");
     assert_eq!(web["state"], "Applied");
     assert_eq!(web["source"], "web@1 (r1)");
     let observed = web["observed"].as_str().unwrap();
@@ -311,8 +329,20 @@ fn render_rollout_and_nodes() {
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
         serde_json::json!([])
     );
+    // The NCI's directory entry has no content, so no digest: `-`, not a bare `sha256:`.
+    let dir = file("/var/lib/kubelet/seccomp");
+    for side in ["desired", "observed"] {
+        let text = dir[side].as_str().unwrap();
+        assert!(text.ends_with(" -") && !text.contains("sha256"), "{dir}");
+    }
     let out = stack.ctl().arg("nodes").output().unwrap();
-    assert!(stdout(&out).contains("node-a"));
+    let table = stdout(&out);
+    assert!(table.contains("node-a"));
+    let row = table
+        .lines()
+        .find(|l| l.contains("/var/lib/kubelet/seccomp "))
+        .unwrap();
+    assert!(!row.contains("sha256:"), "{table}");
 
     // list and status.
     let out = stack.ctl().args(["rollout", "list"]).output().unwrap();
@@ -407,13 +437,7 @@ fn ok(out: &std::process::Output) -> String {
 fn staged_flags_pause_resume_abort_and_rollback() {
     let stack = Stack::start();
     for content in [PROFILE, PROFILE_V2] {
-        let file = stack.write("web.json", content);
-        ok(&stack
-            .ctl()
-            .args(["profile", "publish", "web"])
-            .arg(&file)
-            .output()
-            .unwrap());
+        stack.publish_web(content);
     }
     let path = stack.host.join("var/lib/kubelet/seccomp/web.json");
     let create = |reference: &str, extra: &[&str]| {
@@ -575,4 +599,43 @@ fn staged_flags_pause_resume_abort_and_rollback() {
     );
     let out = stack.ctl().args(["rollback", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_rollout_list_quietly() {
+    const ROLLOUTS: usize = 60;
+    let stack = Stack::start();
+    stack.publish_web(PROFILE);
+    // As JSON (about 2 KiB each) far more than a pipe holds (64 KiB), so writes go on after
+    // the reader is gone. Each on its own NCI and on no node, so none waits for another.
+    stack.runtime.as_ref().unwrap().block_on(async {
+        let mut c = pb::distributor_client::DistributorClient::connect(stack.distributor.clone())
+            .await
+            .unwrap();
+        for i in 0..ROLLOUTS {
+            let target = pb::Target {
+                selector: [("pool".to_owned(), "none".to_owned())].into(),
+                mode: "0644".into(),
+                owner: "root".into(),
+                group: "root".into(),
+                ..Default::default()
+            };
+            c.create_rollout(pb::CreateRolloutRequest {
+                profile: "web".into(),
+                version: 1,
+                target: Some(target),
+                strategy: None,
+                nci_name: Some(format!("seccomp-pipe-{i}")),
+            })
+            .await
+            .unwrap();
+        }
+    });
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("seccompctl"));
+    cmd.env_remove("SECCOMP_OUTPUT")
+        .env("SECCOMP_DISTRIBUTOR", &stack.distributor)
+        .args(["rollout", "list", "-o", "json"]);
+    let closed = common::head_1(cmd);
+    assert_eq!(closed.first_line, "[\n");
+    common::assert_quiet(&closed, 0);
 }

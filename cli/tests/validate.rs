@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+mod common;
+
 fn seccompctl() -> Command {
     let mut cmd = Command::cargo_bin("seccompctl").unwrap();
     cmd.env_remove("SECCOMP_OUTPUT")
@@ -255,4 +257,28 @@ fn corpus_verdicts_through_the_cli() {
         let flagged = r["valid"] == false || !r["diagnostics"].as_array().unwrap().is_empty();
         assert!(flagged, "{} passed silently", f.display());
     }
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_it_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.json",
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["opnat"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    );
+    let ok = write(dir.path(), "ok.json", r#"{"defaultAction":"SCMP_ACT_LOG"}"#);
+    // Far more output than a pipe holds (64 KiB), so writes go on after the reader is gone.
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("seccompctl"));
+    cmd.env_remove("SECCOMP_OUTPUT").arg("validate").arg(&bad);
+    for _ in 0..(128 << 10) / ok.as_os_str().len() {
+        cmd.arg(&ok);
+    }
+    let closed = common::head_1(cmd);
+    assert_eq!(
+        closed.first_line,
+        format!("{}: invalid (1 error)\n", bad.display())
+    );
+    // The verdict still decides the status: one file is invalid.
+    common::assert_quiet(&closed, 1);
 }
