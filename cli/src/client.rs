@@ -1,8 +1,10 @@
 //! The connection to the registry or the distributor, for every command that talks to one:
-//! connecting with a clear one-line error, naming the local user in `x-seccomp-actor`
-//! (recorded by the services as unverified until authentication exists), and turning a
-//! server's refusal into an outcome. Both services go through the same code; [`Service`]
-//! only names which one a message is about.
+//! connecting with a clear one-line error, with the credentials the global flags give (TLS
+//! for `https://` URLs with `--ca` and optionally `--cert`/`--key`, a bearer token from
+//! `--token` or `--token-file`; without a token the local user is named in
+//! `x-seccomp-actor`, which a server without authentication records as unverified), and
+//! turning a server's refusal into an outcome. Both services go through the same code;
+//! [`Service`] only names which one a message is about.
 
 use std::time::Duration;
 
@@ -11,9 +13,10 @@ use prost::Message as _;
 use seccomp_proto::distributor::v1::distributor_client::DistributorClient;
 use seccomp_proto::registry::v1 as pb;
 use seccomp_proto::registry::v1::registry_client::RegistryClient;
+use seccomp_server::client::{Bearer, Credentials};
+use std::sync::OnceLock;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Endpoint;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Code, Response, Status};
 
 use crate::Outcome;
 use crate::output::errln;
@@ -36,21 +39,23 @@ impl std::fmt::Display for Service {
     }
 }
 
-/// Names the caller (see the module docs).
-#[derive(Clone)]
-pub struct Actor(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+/// A channel that sends the caller's credentials.
+pub type Channel = InterceptedService<tonic::transport::Channel, Bearer>;
 
-impl tonic::service::Interceptor for Actor {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(v) = &self.0 {
-            request.metadata_mut().insert("x-seccomp-actor", v.clone());
-        }
-        Ok(request)
-    }
+/// The credentials of every connection this process makes (set once, from the flags).
+static CREDENTIALS: OnceLock<Credentials> = OnceLock::new();
+
+/// Use `credentials` for every connection.
+pub fn configure(credentials: Credentials) {
+    let _ = CREDENTIALS.set(credentials);
 }
 
-/// A channel that names the caller.
-pub type Channel = InterceptedService<tonic::transport::Channel, Actor>;
+fn credentials() -> Credentials {
+    CREDENTIALS.get().cloned().unwrap_or_else(|| Credentials {
+        claimed: std::env::var("USER").ok(),
+        ..Credentials::default()
+    })
+}
 /// A connected registry client.
 pub type Registry = RegistryClient<Channel>;
 /// A connected distributor client.
@@ -74,18 +79,23 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 async fn channel(service: Service, url: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| anyhow!("invalid {service} URL {url:?}: {}", root_cause(&e)))?
+    let credentials = credentials();
+    let endpoint = credentials
+        .endpoint(url)
+        .map_err(|e| anyhow!("{service} {url}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(60));
     let channel = endpoint.connect().await.map_err(|e| {
-        anyhow!(
-            "cannot connect to the {service} at {url}: {}",
-            root_cause(&e)
-        )
+        let cause = root_cause(&e);
+        // A plaintext client talking to a TLS port sees the connection cut mid-handshake.
+        let hint = if url.starts_with("http://") {
+            " (if the server uses TLS: an https:// URL and --ca FILE)"
+        } else {
+            ""
+        };
+        anyhow!("cannot connect to the {service} at {url}: {cause}{hint}")
     })?;
-    let actor = std::env::var("USER").ok().and_then(|u| u.parse().ok());
-    Ok(InterceptedService::new(channel, Actor(actor)))
+    Ok(InterceptedService::new(channel, credentials.bearer()))
 }
 
 /// Connect to the registry at `url`.

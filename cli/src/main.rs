@@ -21,9 +21,12 @@ mod rollout;
 mod validate;
 mod watch;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use seccomp_server::client::{Credentials, Token};
+use seccomp_server::tls::ClientTls;
 
 use crate::output::{Format, errln};
 
@@ -59,8 +62,70 @@ struct Cli {
     )]
     distributor: String,
 
+    /// CA of the services' TLS certificates (for https:// URLs).
+    #[arg(long, global = true, env = "SECCOMP_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// Client certificate for mTLS (with --key), if your identity is a certificate.
+    #[arg(
+        long,
+        global = true,
+        env = "SECCOMP_CERT",
+        value_name = "FILE",
+        requires = "key"
+    )]
+    cert: Option<PathBuf>,
+
+    /// Private key of --cert.
+    #[arg(
+        long,
+        global = true,
+        env = "SECCOMP_KEY",
+        value_name = "FILE",
+        requires = "cert"
+    )]
+    key: Option<PathBuf>,
+
+    /// Bearer token to authenticate with (sent as `authorization: Bearer <token>`). Prefer
+    /// the environment variable or --token-file: a flag shows in `ps`.
+    #[arg(
+        long,
+        global = true,
+        env = "SECCOMP_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+
+    /// A file holding the bearer token (its first line).
+    #[arg(long, global = true, env = "SECCOMP_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The credentials every connection uses.
+    fn credentials(&self) -> anyhow::Result<Credentials> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?),
+            (None, Some(path)) => Some(Token::from_file(path)?),
+            (None, None) => None,
+        };
+        Ok(Credentials {
+            tls: ClientTls {
+                ca: self.ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+            },
+            claimed: token
+                .is_none()
+                .then(|| std::env::var("USER").ok())
+                .flatten(),
+            token,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,7 +147,9 @@ enum Command {
     #[command(subcommand)]
     Profile(profile::Command),
 
-    /// List the registry's audit log of mutating calls, oldest first.
+    /// List the audit logs, oldest first: the registry's (publish, deprecate, delete) and
+    /// the distributor's (create, pause, resume, abort, roll back), with every call either
+    /// refused, each entry naming its service and the verified caller.
     Audit(audit::Args),
 
     /// Print the NodeConfigItem that puts a profile version on the selected nodes.
@@ -137,10 +204,17 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match cli.credentials() {
+        Ok(credentials) => client::configure(credentials),
+        Err(e) => {
+            errln!("seccompctl: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, cli.output),
         Command::Profile(command) => profile::run(command, &cli.registry, cli.output),
-        Command::Audit(args) => audit::run(&args, &cli.registry, cli.output),
+        Command::Audit(args) => audit::run(&args, &cli.registry, &cli.distributor, cli.output),
         Command::Render(args) => render::run(&args, &cli.registry, cli.output),
         Command::Rollout(command) => rollout::run(command, &cli.distributor, cli.output),
         Command::Rollback(args) => rollback::run(args, &cli.distributor, cli.output),

@@ -221,7 +221,9 @@ fn publish_get_history_diff_deprecate_audit() {
     assert!(out.lines().nth(1).unwrap().starts_with("web"), "{out}");
 
     // The audit log saw all of it.
-    let (code, out, _) = run(registry.ctl().args(["audit", "-o", "json"]));
+    let (code, out, _) = run(registry
+        .ctl()
+        .args(["audit", "--service", "registry", "-o", "json"]));
     assert_eq!(code, 0);
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     let methods: Vec<&str> = doc["entries"]
@@ -234,13 +236,19 @@ fn publish_get_history_diff_deprecate_audit() {
         methods,
         ["Publish", "Publish", "Publish", "Publish", "Deprecate"]
     );
-    let (_, out, _) = run(registry.ctl().arg("audit"));
+    let (_, out, _) = run(registry.ctl().args(["audit", "--service", "registry"]));
     assert!(out.lines().next().unwrap().starts_with("TIME"), "{out}");
+    assert!(out.lines().nth(1).unwrap().contains("registry"), "{out}");
     assert!(out.contains("unverified:tester"), "{out}");
-    let (_, out, _) =
-        run(registry
-            .ctl()
-            .args(["audit", "--since", "2999-01-01T00:00:00Z", "-o", "json"]));
+    let (_, out, _) = run(registry.ctl().args([
+        "audit",
+        "--service",
+        "registry",
+        "--since",
+        "2999-01-01T00:00:00Z",
+        "-o",
+        "json",
+    ]));
     assert_eq!(out.trim(), "{\n  \"entries\": []\n}");
 }
 

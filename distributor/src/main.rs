@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     config.yaml_dir = args.yaml_dir;
     config.apply_to_cluster = args.apply_to_cluster;
     config.security = args.security.security()?;
-    config.security.connect_kubernetes().await?;
+    seccomp_k8s::connect_token_review(&mut config.security).await?;
     config.registry_credentials = Credentials {
         tls: ClientTls {
             ca: args.registry_ca,

@@ -112,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     config.distributor = args.distributor;
     config.security = args.security.security()?;
-    config.security.connect_kubernetes().await?;
+    seccomp_k8s::connect_token_review(&mut config.security).await?;
     config.distributor_credentials = Credentials {
         tls: ClientTls {
             ca: args.distributor_ca,

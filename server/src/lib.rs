@@ -18,7 +18,6 @@
 //!   [`auth::Principal`];
 //! - [`security`]: the servers' security flags, and the refusal to serve a non-loopback
 //!   address without TLS and authentication unless `--insecure`;
-//! - `kubernetes` (feature `kubernetes`): TokenReview of Kubernetes ServiceAccount tokens;
 //! - [`client`]: what clients send: TLS for `https://` URLs and a bearer token;
 //! - [`tls`]: rustls for servers (certificates reloaded when their files change, client
 //!   certificates passed to requests as [`tls::PeerInfo`]) and clients (`https://` URLs);
@@ -30,8 +29,6 @@ pub mod atomic;
 pub mod auth;
 pub mod client;
 pub mod grpc;
-#[cfg(feature = "kubernetes")]
-pub mod kubernetes;
 pub mod metrics;
 pub mod pki;
 pub mod security;

@@ -98,7 +98,8 @@ pub struct Security {
     pub auth: Authenticator,
     /// Allowed to serve a non-loopback address without TLS or authentication.
     pub insecure: bool,
-    /// Kubernetes tokens to accept, once connected ([`Security::connect_kubernetes`]).
+    /// Kubernetes tokens to accept: the service connects a TokenReviewer for them
+    /// (`seccomp_k8s::connect`) before it serves.
     pub kubernetes: Option<KubernetesAuth>,
 }
 
@@ -184,30 +185,6 @@ impl Security {
     /// No TLS, no authentication (tests and loopback development).
     pub fn none() -> Self {
         Security::default()
-    }
-
-    /// With `--auth-kubernetes`: connect to the cluster's API, so bearer tokens that are not
-    /// in the auth file are checked with TokenReview.
-    pub async fn connect_kubernetes(&mut self) -> Result<(), SecurityError> {
-        let Some(k) = &self.kubernetes else {
-            return Ok(());
-        };
-        #[cfg(feature = "kubernetes")]
-        {
-            let reviewer =
-                crate::kubernetes::KubeTokenReview::from_default_config(k.audiences.clone())
-                    .await
-                    .map_err(SecurityError::Kubernetes)?;
-            self.auth = self.auth.clone().with_token_review(Arc::new(reviewer));
-            Ok(())
-        }
-        #[cfg(not(feature = "kubernetes"))]
-        {
-            let _ = k;
-            Err(SecurityError::Kubernetes(
-                "--auth-kubernetes: this program was built without Kubernetes support".to_owned(),
-            ))
-        }
     }
 
     /// What is off, and the flags that would turn it on.

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use http::{Method, Request, Response};
 use kube::client::Body;
+use seccomp_k8s::KubeTokenReview;
 use seccomp_server::auth::{Authenticator, Identities, Principal, Role};
-use seccomp_server::kubernetes::KubeTokenReview;
 use serde_json::{Value, json};
 use tower_test::mock;
 

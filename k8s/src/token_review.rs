@@ -1,6 +1,4 @@
-//! Kubernetes ServiceAccount tokens checked with TokenReview (`--auth-kubernetes`): the only
-//! kube code of `seccomp-server`, behind its `kubernetes` feature (the services enable it;
-//! `seccompctl` does not, so the CLI links no kube).
+//! Kubernetes ServiceAccount tokens checked with TokenReview (`--auth-kubernetes`).
 //!
 //! A review asks the API server whether a bearer token is valid for this service's
 //! audiences, and who it belongs to: the user, its groups, and for a projected token bound
@@ -10,7 +8,7 @@
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 
-use crate::auth::{BoxFuture, Reviewed, TokenReviewer};
+use seccomp_server::auth::{BoxFuture, Reviewed, TokenReviewer};
 
 /// The extra field of a TokenReview's user that names the node of the pod a token is
 /// bound to.
