@@ -10,6 +10,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 mod audit;
+mod certs;
 mod client;
 mod dev;
 mod nodes;
@@ -106,24 +107,25 @@ struct Cli {
 }
 
 impl Cli {
-    /// The credentials every connection uses.
-    fn credentials(&self) -> anyhow::Result<Credentials> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(t), _) => Some(Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?),
-            (None, Some(path)) => Some(Token::from_file(path)?),
-            (None, None) => None,
+    /// What every connection authenticates with (a token file is read when connecting, so
+    /// commands that connect nowhere do not need it).
+    fn connection(&self) -> anyhow::Result<client::Settings> {
+        let token = match &self.token {
+            Some(t) => Some(Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?),
+            None => None,
         };
-        Ok(Credentials {
-            tls: ClientTls {
-                ca: self.ca.clone(),
-                cert: self.cert.clone(),
-                key: self.key.clone(),
+        let anonymous = token.is_none() && self.token_file.is_none();
+        Ok(client::Settings {
+            credentials: Credentials {
+                tls: ClientTls {
+                    ca: self.ca.clone(),
+                    cert: self.cert.clone(),
+                    key: self.key.clone(),
+                },
+                claimed: anonymous.then(|| std::env::var("USER").ok()).flatten(),
+                token,
             },
-            claimed: token
-                .is_none()
-                .then(|| std::env::var("USER").ok())
-                .flatten(),
-            token,
+            token_file: self.token_file.clone(),
         })
     }
 }
@@ -181,6 +183,15 @@ enum Command {
     /// and observed mode, owner, group and sha256.
     Nodes(nodes::Args),
 
+    /// Write a throwaway CA, certificates and tokens for trying the secure setup on one
+    /// machine (development only; production certificates come from your CA).
+    ///
+    /// In --dir: ca.crt; server.crt/.key for both services (localhost, 127.0.0.1 and each
+    /// --host); node-NAME.crt/.key per --node (URI SAN spiffe://seccomp.dev/node/NAME);
+    /// admin.token, registry.token, distributor.token; and auth.yaml, the services'
+    /// --auth-tokens file naming those tokens (admin, and viewers for the services).
+    Certs(certs::Args),
+
     /// Run the whole stack on this machine: registry, distributor and node agents.
     ///
     /// They run as child processes: the `seccomp-registry`, `seccomp-distributor` and
@@ -204,8 +215,8 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.credentials() {
-        Ok(credentials) => client::configure(credentials),
+    match cli.connection() {
+        Ok(settings) => client::configure(settings),
         Err(e) => {
             errln!("seccompctl: {e:#}");
             return ExitCode::from(2);
@@ -219,6 +230,7 @@ fn main() -> ExitCode {
         Command::Rollout(command) => rollout::run(command, &cli.distributor, cli.output),
         Command::Rollback(args) => rollback::run(args, &cli.distributor, cli.output),
         Command::Nodes(args) => nodes::run(&args, &cli.distributor, cli.output),
+        Command::Certs(args) => certs::run(&args),
         Command::Dev(args) => dev::run(&args),
     };
     let code = match result {

@@ -116,13 +116,14 @@ impl Dev {
         }
     }
 
-    /// The value printed after `prefix` at the start of a line.
-    fn printed(&self, prefix: &str) -> String {
+    /// The value of `var` on the printed `export` line.
+    fn exported(&self, var: &str) -> String {
         self.seen
             .iter()
-            .find_map(|l| l.strip_prefix(prefix))
-            .unwrap()
-            .trim()
+            .filter_map(|l| l.trim().strip_prefix("export "))
+            .flat_map(str::split_whitespace)
+            .find_map(|kv| kv.strip_prefix(&format!("{var}=")))
+            .unwrap_or_else(|| panic!("no {var} on an export line"))
             .to_owned()
     }
 
@@ -160,8 +161,10 @@ impl Drop for Dev {
 fn ctl(dev: &Dev, args: &[&str]) -> String {
     let out = Command::new(bin())
         .env_remove("SECCOMP_OUTPUT")
-        .env("SECCOMP_REGISTRY", dev.printed("registry"))
-        .env("SECCOMP_DISTRIBUTOR", dev.printed("distributor"))
+        .env("SECCOMP_REGISTRY", dev.exported("SECCOMP_REGISTRY"))
+        .env("SECCOMP_DISTRIBUTOR", dev.exported("SECCOMP_DISTRIBUTOR"))
+        .env("SECCOMP_CA", dev.exported("SECCOMP_CA"))
+        .env("SECCOMP_TOKEN_FILE", dev.exported("SECCOMP_TOKEN_FILE"))
         .args(args)
         .output()
         .unwrap();
@@ -190,7 +193,9 @@ fn dev_runs_the_demo_stays_up_stops_and_restarts_without_duplicates() {
     dev.wait_for("demo complete", Duration::from_secs(60));
     let text = dev.seen.join("\n");
     for needle in [
-        "export SECCOMP_REGISTRY=http://127.0.0.1:",
+        "export SECCOMP_REGISTRY=https://127.0.0.1:",
+        "SECCOMP_CA=",
+        "SECCOMP_TOKEN_FILE=",
         "wave 2 of 3 started",
         "Completed, wave 3/3, 2/2 applied",
         "mode 0644",

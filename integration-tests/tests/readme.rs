@@ -226,12 +226,15 @@ fn run_processes(cwd: &Path, block: &Block) {
             ),
             (
                 "SECCOMP_REGISTRY".into(),
-                format!("http://127.0.0.1:{registry}"),
+                format!("https://127.0.0.1:{registry}"),
             ),
             (
                 "SECCOMP_DISTRIBUTOR".into(),
-                format!("http://127.0.0.1:{distributor}"),
+                format!("https://127.0.0.1:{distributor}"),
             ),
+            // What terminal 2 exports, for the wait below.
+            ("SECCOMP_CA".into(), "./pki/ca.crt".into()),
+            ("SECCOMP_TOKEN_FILE".into(), "./pki/admin.token".into()),
         ],
     };
     std::fs::create_dir_all(&env.cwd).unwrap();
@@ -346,11 +349,16 @@ fn every_readme_command_runs() {
         vars: vec![
             (
                 "SECCOMP_REGISTRY".into(),
-                format!("http://127.0.0.1:{registry}"),
+                format!("https://127.0.0.1:{registry}"),
             ),
             (
                 "SECCOMP_DISTRIBUTOR".into(),
-                format!("http://127.0.0.1:{distributor}"),
+                format!("https://127.0.0.1:{distributor}"),
+            ),
+            ("SECCOMP_CA".into(), ".seccomp-dev/pki/ca.crt".into()),
+            (
+                "SECCOMP_TOKEN_FILE".into(),
+                ".seccomp-dev/pki/admin.token".into(),
             ),
         ],
     };

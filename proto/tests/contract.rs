@@ -57,6 +57,7 @@ fn descriptor_set_exports_every_service_for_reflection() {
             "WatchRollout",
             "ListNodes",
             "RenderNci",
+            "ListAudit",
         ]
     );
     assert_eq!(rpcs("seccomp.agent.v1.AgentSync"), ["Sync"]);

@@ -35,12 +35,12 @@ impl std::fmt::Debug for Token {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The token file could not be read.
-    #[error("cannot read the token file {path}: {source}")]
+    #[error("cannot read the token file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The token is empty or not printable ASCII.
     #[error("{0}")]
@@ -61,9 +61,9 @@ impl Token {
 
     /// The token in a file (its first line; e.g. a Kubernetes Secret mounted as a file).
     pub fn from_file(path: &Path) -> Result<Self, TokenError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| TokenError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Token::new(text.lines().next().unwrap_or(""))
             .map_err(|e| TokenError::Invalid(format!("token file {}: {e}", path.display())))

@@ -19,12 +19,12 @@ pub enum PkiError {
     #[error("cannot make a certificate: {0}")]
     Make(#[from] rcgen::Error),
     /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -63,7 +63,7 @@ impl Pem {
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
     crate::atomic::write(path, bytes, mode).map_err(|e| PkiError::Write {
         path: path.to_owned(),
-        source: e.source,
+        error: e.source,
     })
 }
 

@@ -45,14 +45,14 @@ const BACKLOG: usize = 128;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {what} {path}: {source}")]
+    #[error("cannot read {what} {path}: {error}")]
     Read {
         /// Which file (`TLS certificate`, `client CA`, ...).
         what: &'static str,
         /// Its path.
         path: PathBuf,
         /// Why.
-        source: io::Error,
+        error: io::Error,
     },
     /// A file is not what it should be (no PEM certificate, no key, ...).
     #[error("{what} {path}: {message}")]
@@ -115,10 +115,10 @@ fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    std::fs::read(path).map_err(|error| TlsError::Read {
         what,
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 

@@ -7,6 +7,12 @@
 //! On a first start (no stored data yet) or with `--demo`, the [`demo`] publishes the seed
 //! profile, rolls it out and shows the result. Ctrl-C (SIGINT) or SIGTERM stops everything
 //! cleanly; starting again reuses the data.
+//!
+//! Everything runs the secure way: at each start a throwaway CA, certificates and tokens are
+//! made in `<data-dir>/pki` ([`crate::certs`]); both services serve TLS and accept only the
+//! tokens of `auth.yaml` (the distributor also each agent's client certificate, which names
+//! its node); the services call each other with viewer tokens; the demo and the printed
+//! `export` lines use the admin token.
 
 mod demo;
 mod services;
@@ -19,8 +25,12 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
 
+use seccomp_server::client::Credentials;
+use seccomp_server::tls::ClientTls;
+
 use self::services::{Binaries, Services};
 use crate::Outcome;
+use crate::certs::{self, Pki};
 use crate::client;
 use crate::output::{errln, outln};
 
@@ -170,6 +180,19 @@ pub fn run(args: &Args) -> Result<Outcome> {
     for node in &nodes {
         prepare_host(&node.host_root, uid, gid)?;
     }
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let pki = certs::write(&data_dir.join("pki"), &names, &[])?;
+    client::configure(client::Settings {
+        credentials: Credentials {
+            tls: ClientTls {
+                ca: Some(pki.ca.clone()),
+                ..ClientTls::default()
+            },
+            token: None,
+            claimed: None,
+        },
+        token_file: Some(pki.admin_token.clone()),
+    });
 
     // Current-thread: the children must be started from this (the main) thread.
     client::runtime()?.block_on(async {
@@ -177,7 +200,7 @@ pub fn run(args: &Args) -> Result<Outcome> {
         let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
         let mut services = Services::default();
-        let started = start(&mut services, &binaries, args, &data_dir, &nodes).await;
+        let started = start(&mut services, &binaries, args, &data_dir, &nodes, &pki).await;
         let (registry, distributor) = match started {
             Ok(urls) => urls,
             Err(e) => {
@@ -187,7 +210,7 @@ pub fn run(args: &Args) -> Result<Outcome> {
                 return Err(e);
             }
         };
-        print_stack(&registry, &distributor, &data_dir, &nodes);
+        print_stack(&registry, &distributor, &data_dir, &nodes, &pki);
 
         let mut outcome = Ok(Outcome::Ok);
         let mut interrupted = false;
@@ -245,6 +268,7 @@ async fn start(
     args: &Args,
     data_dir: &Path,
     nodes: &[Node],
+    pki: &Pki,
 ) -> Result<(String, String)> {
     let arg = |s: &str| OsString::from(s);
     let path = |p: PathBuf| p.into_os_string();
@@ -255,31 +279,55 @@ async fn start(
         free_port(args.registry_port, "registry", "--registry-port")?;
     }
     let distributor_port = free_port(args.distributor_port, "distributor", "--distributor-port")?;
-    let distributor = format!("http://127.0.0.1:{distributor_port}");
-    let registry_args = [
+    let distributor = format!("https://127.0.0.1:{distributor_port}");
+    // TLS and tokens on both services.
+    let secure = [
+        arg("--tls-cert"),
+        path(pki.server.cert.clone()),
+        arg("--tls-key"),
+        path(pki.server.key.clone()),
+        arg("--auth-tokens"),
+        path(pki.auth.clone()),
+    ];
+    let mut registry_args = vec![
         arg("--listen"),
         arg(&format!("127.0.0.1:{}", args.registry_port)),
         arg("--data-dir"),
         path(data_dir.join("registry")),
         arg("--distributor"),
         arg(&distributor),
+        arg("--distributor-ca"),
+        path(pki.ca.clone()),
+        arg("--distributor-token-file"),
+        path(pki.registry_token.clone()),
     ];
+    registry_args.extend(secure.iter().cloned());
     let registry = services
         .start("registry", &binaries.registry, &registry_args, true)
         .await?
         .ok_or_else(|| anyhow!("the registry said nothing about where it listens"))?;
-    let registry = format!("http://{registry}");
+    let registry = format!("https://{registry}");
 
-    let distributor_args = [
+    let mut distributor_args = vec![
         arg("--listen"),
         arg(&format!("127.0.0.1:{distributor_port}")),
         arg("--registry"),
         arg(&registry),
+        arg("--registry-ca"),
+        path(pki.ca.clone()),
+        arg("--registry-token-file"),
+        path(pki.distributor_token.clone()),
         arg("--data-dir"),
         path(data_dir.join("distributor")),
         arg("--yaml-dir"),
         path(data_dir.join("gitops")),
+        // Agents authenticate with their node certificates.
+        arg("--client-ca"),
+        path(pki.ca.clone()),
+        arg("--trust-domain"),
+        arg(certs::TRUST_DOMAIN),
     ];
+    distributor_args.extend(secure.iter().cloned());
     let distributor = services
         .start(
             "distributor",
@@ -288,12 +336,18 @@ async fn start(
             true,
         )
         .await?
-        .map_or(distributor, |addr| format!("http://{addr}"));
+        .map_or(distributor, |addr| format!("https://{addr}"));
 
-    for node in nodes {
+    for (node, (_, files)) in nodes.iter().zip(&pki.nodes) {
         let mut agent_args = vec![
             arg("--distributor"),
             arg(&distributor),
+            arg("--ca"),
+            path(pki.ca.clone()),
+            arg("--cert"),
+            path(files.cert.clone()),
+            arg("--key"),
+            path(files.key.clone()),
             arg("--node-name"),
             arg(&node.name),
             arg("--host-root"),
@@ -316,7 +370,7 @@ async fn start(
 }
 
 /// Where everything is, and what to type in a second terminal.
-fn print_stack(registry: &str, distributor: &str, data_dir: &Path, nodes: &[Node]) {
+fn print_stack(registry: &str, distributor: &str, data_dir: &Path, nodes: &[Node], pki: &Pki) {
     outln!("registry     {registry}");
     outln!("distributor  {distributor}");
     for node in nodes {
@@ -334,7 +388,11 @@ fn print_stack(registry: &str, distributor: &str, data_dir: &Path, nodes: &[Node
     }
     outln!("data in {}", data_dir.display());
     outln!("In a second terminal:");
-    outln!("  export SECCOMP_REGISTRY={registry} SECCOMP_DISTRIBUTOR={distributor}");
+    outln!(
+        "  export SECCOMP_REGISTRY={registry} SECCOMP_DISTRIBUTOR={distributor} SECCOMP_CA={} SECCOMP_TOKEN_FILE={}",
+        pki.ca.display(),
+        pki.admin_token.display()
+    );
     outln!("  seccompctl nodes");
     outln!("seccompctl dev: ready");
 }

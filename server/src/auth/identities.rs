@@ -16,12 +16,12 @@ use super::authenticator::Reviewed;
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFileError {
     /// It could not be read.
-    #[error("cannot read the auth file {path}: {source}")]
+    #[error("cannot read the auth file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// It is not a valid list of identities.
     #[error("auth file {path}: {message}")]
@@ -108,9 +108,9 @@ impl Identities {
     /// Read the auth file: a YAML list of `{name, token | token_sha256 | certificate |
     /// kubernetes, role}`.
     pub fn load(path: &Path) -> Result<Self, AuthFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AuthFileError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| AuthFileError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text).map_err(|message| AuthFileError::Invalid {
             path: path.to_owned(),
