@@ -3,8 +3,8 @@
 //! merged oldest first, each entry saying which service recorded it.
 
 use anyhow::{Result, anyhow};
-use seccomp_proto::distributor::v1 as dpb;
-use seccomp_proto::registry::v1 as rpb;
+use seccomp_proto::distributor::v1::ListAuditRequest as DistributorAudit;
+use seccomp_proto::registry::v1::ListAuditRequest as RegistryAudit;
 use serde::Serialize;
 
 use crate::Outcome;
@@ -75,69 +75,60 @@ fn entry(
     }
 }
 
-/// The registry's entries, every page; or the outcome of its refusal.
-async fn registry(
-    since: Option<prost_types::Timestamp>,
+/// Every page of one service's log, fetched by `page` (given the page token, it answers
+/// the entries and the next token); or the outcome of the service's refusal.
+async fn all_pages<F, Fut>(
+    service: Service,
     url: &str,
-) -> Result<Result<Vec<Entry>, Outcome>> {
-    let mut client = client::registry(url).await?;
+    mut page: F,
+) -> Result<Result<Vec<Entry>, Outcome>>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<(Vec<Entry>, String)>, tonic::Status>>,
+{
     let mut out = Vec::new();
-    let mut page_token = String::new();
+    let mut token = String::new();
     loop {
-        let request = rpb::ListAuditRequest {
-            since,
-            page_size: 1000,
-            page_token,
-        };
-        let page = match client::answer(client.list_audit(request).await, Service::Registry, url)? {
+        let (entries, next) = match client::answer(page(token).await, service, url)? {
             Ok(page) => page,
             Err(outcome) => return Ok(Err(outcome)),
         };
-        out.extend(page.entries.into_iter().map(|e| {
-            entry(
-                "registry",
-                e.time,
-                [e.actor, e.method, e.target, e.result, e.message],
-            )
-        }));
-        page_token = page.next_page_token;
-        if page_token.is_empty() {
+        out.extend(entries);
+        if next.is_empty() {
             return Ok(Ok(out));
         }
+        token = next;
     }
 }
 
-/// The distributor's entries, every page; or the outcome of its refusal.
-async fn distributor(
-    since: Option<prost_types::Timestamp>,
-    url: &str,
-) -> Result<Result<Vec<Entry>, Outcome>> {
-    let mut client = client::distributor(url).await?;
-    let mut out = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let request = dpb::ListAuditRequest {
-            since,
-            page_size: 1000,
-            page_token,
-        };
-        let page =
-            match client::answer(client.list_audit(request).await, Service::Distributor, url)? {
-                Ok(page) => page,
-                Err(outcome) => return Ok(Err(outcome)),
-            };
-        out.extend(page.entries.into_iter().map(|e| {
-            entry(
-                "distributor",
-                e.time,
-                [e.actor, e.method, e.target, e.result, e.message],
-            )
-        }));
-        page_token = page.next_page_token;
-        if page_token.is_empty() {
-            return Ok(Ok(out));
-        }
-    }
+/// One service's entries: both services' `ListAudit` messages have the same fields, so one
+/// body serves both.
+macro_rules! entries_of {
+    ($client:expr, $service:expr, $label:literal, $request:ident, $since:expr, $url:expr) => {{
+        let client = $client;
+        all_pages($service, $url, |page_token| {
+            let mut client = client.clone();
+            async move {
+                let request = $request {
+                    since: $since,
+                    page_size: 1000,
+                    page_token,
+                };
+                let reply = client.list_audit(request).await?;
+                Ok(reply.map(|p| {
+                    let entries = p.entries.into_iter().map(|e| {
+                        entry(
+                            $label,
+                            e.time,
+                            [e.actor, e.method, e.target, e.result, e.message],
+                        )
+                    });
+                    (entries.collect(), p.next_page_token)
+                }))
+            }
+        })
+        .await
+    }};
 }
 
 /// Run the command against the registry at `registry_url` and the distributor at
@@ -152,13 +143,31 @@ pub fn run(
     runtime.block_on(async {
         let mut entries = Vec::new();
         if args.service != Which::Distributor {
-            match registry(args.since, registry_url).await? {
+            let client = client::registry(registry_url).await?;
+            let found = entries_of!(
+                client,
+                Service::Registry,
+                "registry",
+                RegistryAudit,
+                args.since,
+                registry_url
+            );
+            match found? {
                 Ok(e) => entries.extend(e),
                 Err(outcome) => return Ok(outcome),
             }
         }
         if args.service != Which::Registry {
-            match distributor(args.since, distributor_url).await? {
+            let client = client::distributor(distributor_url).await?;
+            let found = entries_of!(
+                client,
+                Service::Distributor,
+                "distributor",
+                DistributorAudit,
+                args.since,
+                distributor_url
+            );
+            match found? {
                 Ok(e) => entries.extend(e),
                 Err(outcome) => return Ok(outcome),
             }

@@ -230,6 +230,28 @@ fn dev_runs_the_demo_stays_up_stops_and_restarts_without_duplicates() {
     }
     let history = ctl(&dev, &["profile", "history", "myprofile", "-o", "json"]);
     assert!(history.contains("getppid"), "{history}");
+    // Both services' audit logs, merged by time, name the demo's verified caller.
+    let audit: serde_json::Value =
+        serde_json::from_str(&ctl(&dev, &["audit", "-o", "json"])).unwrap();
+    let entries = audit["entries"].as_array().unwrap();
+    let of = |service: &str, method: &str| {
+        entries
+            .iter()
+            .any(|e| e["service"] == service && e["method"] == method && e["actor"] == "admin")
+    };
+    assert!(of("registry", "Publish"), "{audit}");
+    assert!(of("distributor", "CreateRollout"), "{audit}");
+    assert!(of("distributor", "Rollback"), "{audit}");
+    let times: Vec<(i64, i32)> = entries
+        .iter()
+        .map(|e| {
+            let t: prost_types::Timestamp = e["time"].as_str().unwrap().parse().unwrap();
+            (t.seconds, t.nanos)
+        })
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted, "oldest first");
     dev.interrupt();
 
     // Restart on the same data: the stack comes back, nothing new is stored.

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use seccomp_server::client::{Credentials, Token};
+use seccomp_server::client::Credentials;
 use seccomp_server::security::SecurityArgs;
 use seccomp_server::telemetry::LogArgs;
-use seccomp_server::tls::ClientTls;
 
 /// The seccomp distributor: turns rollouts into NodeConfigItems and streams each node agent
 /// its effective file set.
@@ -115,19 +114,12 @@ async fn main() -> anyhow::Result<()> {
     config.apply_to_cluster = args.apply_to_cluster;
     config.security = args.security.security()?;
     seccomp_k8s::connect_token_review(&mut config.security).await?;
-    config.registry_credentials = Credentials {
-        tls: ClientTls {
-            ca: args.registry_ca,
-            cert: args.registry_cert,
-            key: args.registry_key,
-        },
-        token: args
-            .registry_token_file
-            .as_deref()
-            .map(Token::from_file)
-            .transpose()?,
-        claimed: None,
-    };
+    config.registry_credentials = Credentials::from_files(
+        args.registry_ca,
+        args.registry_cert,
+        args.registry_key,
+        args.registry_token_file.as_deref(),
+    )?;
     seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
     Ok(())
 }

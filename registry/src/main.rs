@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use seccomp_server::client::{Credentials, Token};
+use seccomp_server::client::Credentials;
 use seccomp_server::security::SecurityArgs;
 use seccomp_server::telemetry::LogArgs;
-use seccomp_server::tls::ClientTls;
 
 /// mimalloc instead of glibc's allocator: validation and gRPC allocate per request, and on the
 /// publish benchmark it took a fifth off the server's CPU time per call (BENCHMARKS.md).
@@ -113,19 +112,12 @@ async fn main() -> anyhow::Result<()> {
     config.distributor = args.distributor;
     config.security = args.security.security()?;
     seccomp_k8s::connect_token_review(&mut config.security).await?;
-    config.distributor_credentials = Credentials {
-        tls: ClientTls {
-            ca: args.distributor_ca,
-            cert: args.distributor_cert,
-            key: args.distributor_key,
-        },
-        token: args
-            .distributor_token_file
-            .as_deref()
-            .map(Token::from_file)
-            .transpose()?,
-        claimed: None,
-    };
+    config.distributor_credentials = Credentials::from_files(
+        args.distributor_ca,
+        args.distributor_cert,
+        args.distributor_key,
+        args.distributor_token_file.as_deref(),
+    )?;
 
     let mut metrics_task = None;
     if let Some(addr) = args.metrics_listen {

@@ -99,6 +99,21 @@ impl Interceptor for Bearer {
 }
 
 impl Credentials {
+    /// A service's credentials for another: a CA, a client certificate and key, a token
+    /// file (read now), each optional.
+    pub fn from_files(
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        token_file: Option<&Path>,
+    ) -> Result<Self, TokenError> {
+        Ok(Credentials {
+            tls: ClientTls { ca, cert, key },
+            token: token_file.map(Token::from_file).transpose()?,
+            claimed: None,
+        })
+    }
+
     /// The endpoint for `url` (see [`tls::endpoint`]).
     pub fn endpoint(&self, url: &str) -> Result<tonic::transport::Endpoint, TlsError> {
         tls::endpoint(url, &self.tls)

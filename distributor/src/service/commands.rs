@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use seccomp_rollout::engine;
-use seccomp_rollout::nci::{self, NodeConfigItem, ProfileRef, Target};
+use seccomp_rollout::nci::{NodeConfigItem, Target};
 use seccomp_rollout::node::NodeState;
 use seccomp_rollout::record::{Content, PauseCause, RolloutRecord, RolloutState};
 use seccomp_rollout::strategy::{self, Pause, Strategy, WaveSpec};
@@ -29,16 +29,7 @@ impl Distributor {
     /// Render the NCI a rollout with these inputs would write, without writing it.
     pub async fn render(&self, req: &RolloutRequest) -> Result<(NodeConfigItem, FetchedProfile)> {
         let p = self.fetch(&req.profile, req.version).await?;
-        let nci = nci::render(
-            ProfileRef {
-                name: &p.name,
-                version: p.version,
-                content: &p.content,
-            },
-            &req.target,
-            req.nci_name.as_deref(),
-            None,
-        )?;
+        let nci = p.render(&req.target, req.nci_name.as_deref(), None)?;
         Ok((nci, p))
     }
 
@@ -114,16 +105,7 @@ impl Distributor {
         let p = self.fetch(&req.profile, req.version).await?;
         let _w = self.write.lock().await;
         let id = self.store.next_id()?;
-        let nci = nci::render(
-            ProfileRef {
-                name: &p.name,
-                version: p.version,
-                content: &p.content,
-            },
-            &req.target,
-            req.nci_name.as_deref(),
-            Some(&id),
-        )?;
+        let nci = p.render(&req.target, req.nci_name.as_deref(), Some(&id))?;
         self.refuse_if_active(&nci.metadata.name)?;
         let reason = format!(
             "created: waves {}",
@@ -291,16 +273,7 @@ impl Distributor {
                         Some(old) => Target::of(&old.nci)?,
                         None => Target::of(&current.nci)?,
                     };
-                    let nci = nci::render(
-                        ProfileRef {
-                            name: &p.name,
-                            version: p.version,
-                            content: &p.content,
-                        },
-                        &target,
-                        Some(&current.nci_name),
-                        Some(&id),
-                    )?;
+                    let nci = p.render(&target, Some(&current.nci_name), Some(&id))?;
                     (nci, p.version, p.digest.clone())
                 }
                 None => {

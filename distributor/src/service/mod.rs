@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use seccomp_rollout::nci::Target;
+use seccomp_rollout::nci::{self, NodeConfigItem, Target};
 use seccomp_rollout::record::RolloutRecord;
 use seccomp_rollout::strategy::Strategy;
 
@@ -71,6 +71,23 @@ pub trait ProfileSource: Send + Sync + 'static {
         name: &'a str,
         version: Option<u64>,
     ) -> BoxFuture<'a, Result<FetchedProfile>>;
+}
+
+impl FetchedProfile {
+    /// The NCI that puts this version on the nodes `target` selects (see [`nci::render`]).
+    pub fn render(
+        &self,
+        target: &Target,
+        nci_name: Option<&str>,
+        rollout_id: Option<&str>,
+    ) -> Result<NodeConfigItem> {
+        let profile = nci::ProfileRef {
+            name: &self.name,
+            version: self.version,
+            content: &self.content,
+        };
+        Ok(nci::render(profile, target, nci_name, rollout_id)?)
+    }
 }
 
 /// What a rollout asks for.
