@@ -19,6 +19,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another agent connected as this node, and the distributor ended this one's stream
+    /// (ABORTED): two agents for one node would take turns forever, so this one stops.
+    #[error("another agent connected as this node and replaced this one: {0}")]
+    Replaced(String),
     /// Another agent holds the lock on the state directory.
     #[error("state directory {0:?} is locked by another agent process")]
     Locked(PathBuf),

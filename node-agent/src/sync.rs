@@ -9,7 +9,10 @@
 //!   [`Config::heartbeat`]; forward drift reports as `Drift`. When the stream ends or cannot
 //!   be opened, the files stay as they are and the agent reconnects after an exponential
 //!   [`Backoff`] with jitter. Its new `Hello` carries the current revision, so a distributor
-//!   that has nothing new sends nothing and nothing is rewritten.
+//!   that has nothing new sends nothing and nothing is rewritten. A stream the distributor
+//!   ends with ABORTED was replaced by another agent connected as this node: rather than the
+//!   two taking turns forever, this one stops with [`Error::Replaced`](crate::Error::Replaced)
+//!   (its supervisor shows it, and its files stay).
 //! - **Drift.** An inotify watch on the allowed root plus a periodic scan
 //!   ([`DriftTrigger`]) call [`Applier::repair`], and each report becomes a `Drift`. Repairs
 //!   go on while the distributor is unreachable; their reports are then dropped, since the
@@ -429,6 +432,11 @@ impl Sessions {
             };
             let message = match event {
                 Event::Stop => return Ok(Ended::Shutdown),
+                Event::Received(Err(status)) if status.code() == tonic::Code::Aborted => {
+                    return Err(SessionError::Fatal(Error::Replaced(
+                        status.message().to_owned(),
+                    )));
+                }
                 Event::Received(Err(status)) => return Err(SessionError::Stream(status)),
                 Event::Received(Ok(None)) => return Ok(Ended::Closed),
                 Event::Received(Ok(Some(pb::DistributorMessage {

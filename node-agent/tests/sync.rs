@@ -374,3 +374,29 @@ async fn a_restarted_distributor_finds_the_agents_and_nothing_is_rewritten() {
 
     stop_all(vec![a, b], stack).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_for_the_same_node_replaces_the_first_which_stops() {
+    let stack = Stack::start().await;
+    let url = stack.distributor_url();
+    let web = profile("web v1");
+    stack.publish("web", &web).await;
+    let first = Agent::start(&url, "node-a", &[(OS, "linux")]);
+    stack.rollout("web", target(&[(OS, "linux")]), None).await;
+    stack.converged(&first.name, WEB, Some(&sha256(&web))).await;
+
+    // Another agent (its own state directory) says it is node-a too.
+    let second = Agent::start(&url, "node-a", &[(OS, "linux")]);
+    let ended = first.finished(DEADLINE).await;
+    let err = ended.expect_err("the replaced agent stops with an error");
+    assert!(
+        matches!(err, seccomp_node_agent::Error::Replaced(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("node-a"), "{err}");
+    // The second one is the node now, and stays connected.
+    stack
+        .converged(&second.name, WEB, Some(&sha256(&web)))
+        .await;
+    stop_all(vec![second], stack).await;
+}

@@ -378,6 +378,14 @@ impl Agent {
         self.node.path(node_path)
     }
 
+    /// Waits (at most `deadline`) for the agent to end by itself, and returns how it ended.
+    pub async fn finished(mut self, deadline: Duration) -> seccomp_node_agent::Result<()> {
+        tokio::time::timeout(deadline, self.task.take().unwrap())
+            .await
+            .expect("the agent ends in time")
+            .unwrap()
+    }
+
     /// Stops the agent; it must end cleanly and promptly.
     pub async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
