@@ -107,13 +107,10 @@ async fn channel(service: Service, url: &str) -> Result<Channel> {
         .timeout(Duration::from_secs(60));
     let channel = endpoint.connect().await.map_err(|e| {
         let cause = root_cause(&e);
-        // A plaintext client talking to a TLS port sees the connection cut mid-handshake.
-        let hint = if url.starts_with("http://") {
-            " (if the server uses TLS: an https:// URL and --ca FILE)"
-        } else {
-            ""
-        };
-        anyhow!("cannot connect to the {service} at {url}: {cause}{hint}")
+        anyhow!(
+            "cannot connect to the {service} at {url}: {cause}{}",
+            tls_hint(url)
+        )
     })?;
     Ok(InterceptedService::new(channel, credentials.bearer()))
 }
@@ -167,15 +164,30 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
+/// What to check when a connection to `url` fails: a plaintext client talking to a TLS port
+/// sees its connection cut (often only at the first call); a TLS client whose CA did not
+/// sign the server's certificate is refused in the handshake.
+fn tls_hint(url: &str) -> &'static str {
+    if url.starts_with("http://") {
+        " (if the server uses TLS: an https:// URL and --ca FILE)"
+    } else {
+        " (is --ca the CA that signed the server's certificate?)"
+    }
+}
+
 /// A failed call: the service's refusal is a negative verdict (exit 1, the message on
 /// standard error); an unreachable or failing service is an error (exit 2).
 pub fn refused(status: Status, service: Service, url: &str) -> Result<Outcome> {
     match status.code() {
         Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown => {
-            Err(anyhow!(
-                "{service} at {url} failed: {}",
-                status.message().lines().next().unwrap_or("")
-            ))
+            let message = status.message().lines().next().unwrap_or("");
+            // tonic's own words when the connection broke, rather than a service's answer.
+            let hint = if message.contains("transport error") || message.contains("connection") {
+                tls_hint(url)
+            } else {
+                ""
+            };
+            Err(anyhow!("{service} at {url} failed: {message}{hint}"))
         }
         Code::Internal => Err(anyhow!("{service} internal error: {}", status.message())),
         code => {
