@@ -140,7 +140,7 @@ async fn setup() -> Setup {
     let auth = write_auth_file(
         dir.path(),
         &format!(
-            "- name: fetcher\n  token: {}\n  role: viewer\n",
+            "- name: fetcher\n  token: {}\n  role: viewer\n- name: ci-bot\n  certificate: spiffe://test.example/ci\n  role: publisher\n",
             token_of("fetcher")
         ),
     );
@@ -153,7 +153,8 @@ async fn setup() -> Setup {
         ..SecurityArgs::default()
     };
     let registry = registry_with(&dir.path().join("registry"), |c| {
-        c.security = args(false).security().unwrap();
+        // Client certificates too (optional: callers may use tokens).
+        c.security = args(true).security().unwrap();
     })
     .await;
     let ca_path = dir.path().join("ca.crt");
@@ -494,6 +495,62 @@ async fn the_recorded_actors_are_the_verified_callers() {
             && e.method == "Deprecate"
             && e.result == "UNAUTHENTICATED"),
         "{entries:?}"
+    );
+    s.distributor.stop().await;
+    s.registry.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_a_caller_with_the_role_the_auth_file_gives_it() {
+    let s = setup().await;
+    let files =
+        s.ca.client("ci-bot", &["spiffe://test.example/ci"])
+            .unwrap()
+            .write(s.dir.path(), "ci-bot")
+            .unwrap();
+    let ci = s.node(&files);
+    let mut registry =
+        reg::registry_client::RegistryClient::new(s.channel(&s.registry.url, &ci).await);
+    registry
+        .publish(reg::PublishRequest {
+            name: "ci-made".into(),
+            content: br#"{"defaultAction":"SCMP_ACT_LOG"}"#.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let err = registry
+        .delete_version(reg::DeleteVersionRequest {
+            name: "ci-made".into(),
+            version: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("ci-bot (publisher)"),
+        "{}",
+        err.message()
+    );
+
+    // A certificate the auth file does not name is nobody.
+    let stranger =
+        s.ca.client("someone", &["spiffe://test.example/someone"])
+            .unwrap()
+            .write(s.dir.path(), "someone")
+            .unwrap();
+    let nobody = s.node(&stranger);
+    let mut registry =
+        reg::registry_client::RegistryClient::new(s.channel(&s.registry.url, &nobody).await);
+    let err = registry
+        .list_profiles(reg::ListProfilesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        err.message().contains("URI:spiffe://test.example/someone"),
+        "{}",
+        err.message()
     );
     s.distributor.stop().await;
     s.registry.stop().await;
