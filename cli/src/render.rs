@@ -6,6 +6,7 @@
 use anyhow::{Result, anyhow};
 use seccomp_proto::registry::v1 as pb;
 use seccomp_rollout::nci::{self, ProfileRef};
+use seccomp_rollout::policy::Policy;
 
 use crate::Outcome;
 use crate::client::{self, Service};
@@ -21,11 +22,18 @@ pub struct Args {
 
     #[command(flatten)]
     target: TargetArgs,
+
+    /// Where profiles may go on the nodes (as the distributor's and agents' --allowed-root):
+    /// the NCI is refused unless its file lies under it, is named *.json and has a safe
+    /// mode, as the distributor would refuse it. The default path is under it too.
+    #[arg(long, env = "SECCOMP_ALLOWED_ROOT", default_value = seccomp_rollout::nci::DEFAULT_ROOT)]
+    allowed_root: String,
 }
 
 /// Run the command against the registry at `url`. `-o table` (the default) prints YAML.
 pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
-    let target = args.target.to_target()?;
+    let mut target = args.target.to_target()?;
+    let policy = Policy::new(&args.allowed_root).map_err(|e| anyhow!("--allowed-root: {e}"))?;
     let (name, selector) = crate::profile::parse_reference(&args.reference)?;
     let runtime = client::runtime()?;
     let version = runtime.block_on(async {
@@ -55,6 +63,9 @@ pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
             version.version
         );
     }
+    if target.path.is_none() {
+        target.path = Some(format!("{}/{}.json", policy.allowed_root(), version.name));
+    }
     let rendered = nci::render(
         ProfileRef {
             name: &version.name,
@@ -65,6 +76,10 @@ pub fn run(args: &Args, url: &str, format: Format) -> Result<Outcome> {
         args.target.name.as_deref(),
         None,
     )?;
+    if let Err(e) = policy.check(&rendered) {
+        errln!("seccompctl: {e}");
+        return Ok(Outcome::Negative);
+    }
     match format {
         Format::Json => outln!("{}", rendered.to_json()?),
         Format::Table | Format::Yaml => out!("{}", rendered.to_yaml()?),

@@ -188,6 +188,23 @@ fn render_rollout_and_nodes() {
         nci["spec"]["nodeconfigselector"]["kubernetes.io/os"],
         "linux"
     );
+    // Only where profiles go: the distributor's policy, checked here before anything reaches
+    // a GitOps repository.
+    for (extra, rule) in [
+        (&["--path", "/etc/passwd"][..], "outside-root"),
+        (&["--mode", "4755"][..], "mode"),
+    ] {
+        let out = stack
+            .ctl()
+            .args(["render", "web@1", "--selector", "kubernetes.io/os=linux"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        assert!(stdout(&out).is_empty(), "{extra:?}: nothing rendered");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(rule), "{extra:?}: {err}");
+    }
     let out = stack
         .ctl()
         .args([

@@ -62,6 +62,8 @@ pub struct Config {
     pub yaml_dir: Option<PathBuf>,
     /// Also apply the NCIs to the cluster of the kubeconfig (server-side apply, prune).
     pub apply_to_cluster: bool,
+    /// What NCIs may put on nodes (the allowed root).
+    pub policy: seccomp_rollout::policy::Policy,
     /// How the distributor identifies itself to the registry.
     pub registry_credentials: Credentials,
     /// TLS and who may call (both APIs).
@@ -78,6 +80,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             yaml_dir: None,
             apply_to_cluster: false,
+            policy: seccomp_rollout::policy::Policy::default(),
             registry_credentials: Credentials::default(),
             security: Security::none(),
         }
@@ -147,7 +150,10 @@ pub async fn run(
         Arc::clone(&hub),
         source,
         sinks,
-        config.unknown_after,
+        service::Settings {
+            settle: config.unknown_after,
+            policy: config.policy.clone(),
+        },
     )?);
     distributor.sync_sinks().await?;
     let (stop_engine, engine_stopped) = tokio::sync::oneshot::channel::<()>();

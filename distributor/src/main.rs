@@ -60,6 +60,16 @@ struct Args {
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_APPLY_TO_CLUSTER")]
     apply_to_cluster: bool,
 
+    /// Where profiles may go on the nodes: every file of a rollout lies under it and is named
+    /// *.json, and directories are it or below it (the node agents have the same flag and
+    /// check again). Rollouts elsewhere are refused with INVALID_ARGUMENT.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_ALLOWED_ROOT",
+        default_value = seccomp_rollout::nci::DEFAULT_ROOT
+    )]
+    allowed_root: String,
+
     /// CA of the registry's TLS certificate (an https:// --registry).
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_REGISTRY_CA", value_name = "FILE")]
     registry_ca: Option<PathBuf>,
@@ -112,6 +122,8 @@ async fn main() -> anyhow::Result<()> {
     config.unknown_after = Duration::from_secs(args.unknown_after_secs);
     config.yaml_dir = args.yaml_dir;
     config.apply_to_cluster = args.apply_to_cluster;
+    config.policy =
+        seccomp_rollout::policy::Policy::new(&args.allowed_root).context("--allowed-root")?;
     config.security = args.security.security()?;
     seccomp_k8s::connect_token_review(&mut config.security).await?;
     config.registry_credentials = Credentials::from_files(

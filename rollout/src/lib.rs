@@ -12,6 +12,8 @@
 //!   the stable node order;
 //! - [`node`]: a node as the domain sees it (observed files, errors, state) and how its state
 //!   follows for one file and one NCI;
+//! - [`policy`]: what an NCI may put on a node (only profiles, only under the allowed root,
+//!   safe modes);
 //! - [`record`]: a rollout as stored (state, wave, targeted nodes, history);
 //! - [`engine`]: the rollout engine's decisions ([`engine::step`]), given a record, the
 //!   matching nodes and the time.
@@ -21,6 +23,7 @@ pub mod error;
 pub mod fileset;
 pub mod nci;
 pub mod node;
+pub mod policy;
 pub mod record;
 pub mod selector;
 pub mod strategy;

@@ -29,8 +29,26 @@ impl Distributor {
     /// Render the NCI a rollout with these inputs would write, without writing it.
     pub async fn render(&self, req: &RolloutRequest) -> Result<(NodeConfigItem, FetchedProfile)> {
         let p = self.fetch(&req.profile, req.version).await?;
-        let nci = p.render(&req.target, req.nci_name.as_deref(), None)?;
+        let nci = self.render_checked(&p, &req.target, req.nci_name.as_deref(), None)?;
         Ok((nci, p))
+    }
+
+    /// Render `p` for `target` (its default path under the policy's allowed root) and check
+    /// the result against the policy: a refusal names the rule.
+    fn render_checked(
+        &self,
+        p: &FetchedProfile,
+        target: &Target,
+        nci_name: Option<&str>,
+        rollout_id: Option<&str>,
+    ) -> Result<NodeConfigItem> {
+        let mut target = target.clone();
+        if target.path.is_none() {
+            target.path = Some(format!("{}/{}.json", self.policy.allowed_root(), p.name));
+        }
+        let nci = p.render(&target, nci_name, rollout_id)?;
+        self.policy.check(&nci)?;
+        Ok(nci)
     }
 
     /// The newest completed rollout of `nci_name` (of `profile`, when given) created before
@@ -105,7 +123,7 @@ impl Distributor {
         let p = self.fetch(&req.profile, req.version).await?;
         let _w = self.write.lock().await;
         let id = self.store.next_id()?;
-        let nci = p.render(&req.target, req.nci_name.as_deref(), Some(&id))?;
+        let nci = self.render_checked(&p, &req.target, req.nci_name.as_deref(), Some(&id))?;
         self.refuse_if_active(&nci.metadata.name)?;
         let reason = format!(
             "created: waves {}",
@@ -273,7 +291,8 @@ impl Distributor {
                         Some(old) => Target::of(&old.nci)?,
                         None => Target::of(&current.nci)?,
                     };
-                    let nci = p.render(&target, Some(&current.nci_name), Some(&id))?;
+                    let nci =
+                        self.render_checked(p, &target, Some(&current.nci_name), Some(&id))?;
                     (nci, p.version, p.digest.clone())
                 }
                 None => {

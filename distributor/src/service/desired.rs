@@ -14,19 +14,23 @@ use crate::error::Result;
 
 impl Distributor {
     /// Per NCI name, its newest rollout and that rollout's stable one.
+    /// Records the policy refuses (stored before the policy, or before the allowed root
+    /// moved) are not in force: neither they nor their stable content are served.
     pub(super) fn in_force(&self) -> Result<InForce> {
-        self.store
-            .current()?
-            .into_values()
-            .map(|r| {
-                let stable = r
-                    .stable_id
-                    .as_deref()
-                    .map(|id| self.store.get_shared(id))
-                    .transpose()?;
-                Ok((r, stable))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for r in self.store.current()?.into_values() {
+            if self.refused.contains(&r.id) {
+                continue;
+            }
+            let stable = r
+                .stable_id
+                .as_deref()
+                .map(|id| self.store.get_shared(id))
+                .transpose()?
+                .filter(|s| !self.refused.contains(&s.id));
+            out.push((r, stable));
+        }
+        Ok(out)
     }
 
     /// For each NCI name, the rollouts whose content some node may have now: the newest one

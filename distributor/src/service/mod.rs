@@ -36,6 +36,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use seccomp_rollout::nci::{self, NodeConfigItem, Target};
+use seccomp_rollout::policy::Policy;
 use seccomp_rollout::record::RolloutRecord;
 use seccomp_rollout::strategy::Strategy;
 
@@ -90,6 +91,16 @@ impl FetchedProfile {
     }
 }
 
+/// How a distributor behaves, besides what it is connected to.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// After a restart, how long targeted nodes have to reconnect before they count as
+    /// Unknown.
+    pub settle: Duration,
+    /// What NCIs may put on nodes.
+    pub policy: Policy,
+}
+
 /// What a rollout asks for.
 #[derive(Debug, Clone)]
 pub struct RolloutRequest {
@@ -130,6 +141,11 @@ pub struct Distributor {
     hub: Arc<Hub>,
     source: Arc<dyn ProfileSource>,
     sinks: Vec<Arc<dyn NciSink>>,
+    /// What NCIs may put on nodes.
+    policy: Policy,
+    /// Stored rollouts whose NCIs the policy refuses (found at start; new ones are checked
+    /// when they are made): never served.
+    refused: BTreeSet<String>,
     /// Every change of rollout records goes through this lock, so NCI revisions are
     /// sequential and the engine never races a caller.
     write: tokio::sync::Mutex<()>,
@@ -176,21 +192,31 @@ fn now_ms() -> u64 {
 
 impl Distributor {
     /// A distributor over `store`, serving agents through `hub` and writing NCIs to `sinks`.
-    /// Loads the NCIs in force. Targeted nodes that have not reconnected within `settle` count
-    /// as Unknown.
+    /// Loads the NCIs in force. Targeted nodes that have not reconnected within
+    /// `settings.settle` count as Unknown.
     pub fn new(
         store: RolloutStore,
         hub: Arc<Hub>,
         source: Arc<dyn ProfileSource>,
         sinks: Vec<Arc<dyn NciSink>>,
-        settle: Duration,
+        settings: Settings,
     ) -> Result<Self> {
         let expected = store.recent_nodes(millis(RECENT))?;
+        let settle = settings.settle;
+        let mut refused = BTreeSet::new();
+        for r in store.all()? {
+            if let Err(e) = settings.policy.check(&r.nci) {
+                tracing::error!(rollout = %r.id, error = %e, "a stored rollout breaks the policy; it is not served");
+                refused.insert(r.id.clone());
+            }
+        }
         let d = Distributor {
             store,
             hub,
             source,
             sinks,
+            policy: settings.policy,
+            refused,
             write: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
             settle_until: Instant::now() + settle,
