@@ -13,8 +13,7 @@ use prost::Message as _;
 use seccomp_proto::distributor::v1::distributor_client::DistributorClient;
 use seccomp_proto::registry::v1 as pb;
 use seccomp_proto::registry::v1::registry_client::RegistryClient;
-use seccomp_server::client::{Bearer, Credentials, Token};
-use std::path::PathBuf;
+use seccomp_server::client::{Bearer, Credentials};
 use std::sync::RwLock;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Response, Status};
@@ -48,37 +47,24 @@ pub type Registry = RegistryClient<Channel>;
 /// A connected distributor client.
 pub type Distributor = DistributorClient<Channel>;
 
-/// How every connection authenticates.
-#[derive(Debug, Clone, Default)]
-pub struct Settings {
-    /// TLS files, a token given as text, or the name to claim.
-    pub credentials: Credentials,
-    /// A file to read the token from at each connection.
-    pub token_file: Option<PathBuf>,
+/// The credentials of every connection this process makes (from the flags, or those
+/// `seccompctl dev` made for its stack); a token file is read at each connection.
+static CREDENTIALS: RwLock<Option<Credentials>> = RwLock::new(None);
+
+/// Use `credentials` for every connection from now on.
+pub fn configure(credentials: Credentials) {
+    *CREDENTIALS.write().unwrap_or_else(|e| e.into_inner()) = Some(credentials);
 }
 
-/// The settings of every connection this process makes (from the flags, or those
-/// `seccompctl dev` made for its stack).
-static SETTINGS: RwLock<Option<Settings>> = RwLock::new(None);
-
-/// Use `settings` for every connection from now on.
-pub fn configure(settings: Settings) {
-    *SETTINGS.write().unwrap_or_else(|e| e.into_inner()) = Some(settings);
-}
-
-fn credentials() -> Result<Credentials> {
-    let settings = SETTINGS.read().unwrap_or_else(|e| e.into_inner()).clone();
-    let Some(settings) = settings else {
-        return Ok(Credentials {
+fn credentials() -> Credentials {
+    CREDENTIALS
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_else(|| Credentials {
             claimed: std::env::var("USER").ok(),
             ..Credentials::default()
-        });
-    };
-    let mut credentials = settings.credentials;
-    if let Some(path) = &settings.token_file {
-        credentials.token = Some(Token::from_file(path)?);
-    }
-    Ok(credentials)
+        })
 }
 
 /// The runtime a command's calls run on: one thread is plenty for one client.
@@ -99,7 +85,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 async fn channel(service: Service, url: &str) -> Result<Channel> {
-    let credentials = credentials()?;
+    let credentials = credentials();
     let endpoint = credentials
         .endpoint(url)
         .map_err(|e| anyhow!("{service} {url}: {e}"))?
@@ -112,7 +98,7 @@ async fn channel(service: Service, url: &str) -> Result<Channel> {
             tls_hint(url)
         )
     })?;
-    Ok(InterceptedService::new(channel, credentials.bearer()))
+    Ok(InterceptedService::new(channel, credentials.bearer()?))
 }
 
 /// Connect to the registry at `url`.

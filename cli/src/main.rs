@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use seccomp_server::client::{Credentials, Token};
+use seccomp_server::client::{Credentials, Token, TokenSource};
 use seccomp_server::tls::ClientTls;
 
 use crate::output::{Format, errln};
@@ -109,23 +109,25 @@ struct Cli {
 impl Cli {
     /// What every connection authenticates with (a token file is read when connecting, so
     /// commands that connect nowhere do not need it).
-    fn connection(&self) -> anyhow::Result<client::Settings> {
-        let token = match &self.token {
-            Some(t) => Some(Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?),
-            None => None,
+    fn credentials(&self) -> anyhow::Result<Credentials> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(TokenSource::Value(
+                Token::new(t).map_err(|e| anyhow::anyhow!("--token: {e}"))?,
+            )),
+            (None, Some(path)) => Some(TokenSource::File(path.clone())),
+            (None, None) => None,
         };
-        let anonymous = token.is_none() && self.token_file.is_none();
-        Ok(client::Settings {
-            credentials: Credentials {
-                tls: ClientTls {
-                    ca: self.ca.clone(),
-                    cert: self.cert.clone(),
-                    key: self.key.clone(),
-                },
-                claimed: anonymous.then(|| std::env::var("USER").ok()).flatten(),
-                token,
+        Ok(Credentials {
+            tls: ClientTls {
+                ca: self.ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
             },
-            token_file: self.token_file.clone(),
+            claimed: token
+                .is_none()
+                .then(|| std::env::var("USER").ok())
+                .flatten(),
+            token,
         })
     }
 }
@@ -215,8 +217,8 @@ pub enum Outcome {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.connection() {
-        Ok(settings) => client::configure(settings),
+    match cli.credentials() {
+        Ok(credentials) => client::configure(credentials),
         Err(e) => {
             errln!("seccompctl: {e:#}");
             return ExitCode::from(2);

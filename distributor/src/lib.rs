@@ -174,7 +174,10 @@ pub async fn run(
     )?;
     let router = tonic::transport::Server::builder()
         .layer(security.layer)
-        .add_service(grpc::agent_service(Arc::clone(&hub)))
+        .add_service(grpc::agent_service(
+            Arc::clone(&hub),
+            Arc::clone(&distributor),
+        ))
         .add_service(grpc::distributor_service(Arc::clone(&distributor)));
     let (router, health) =
         seccomp_server::grpc::add_health_and_reflection(router, &SERVICES).await?;

@@ -114,6 +114,10 @@ async fn main() -> anyhow::Result<()> {
     seccomp_server::telemetry::init(&args.log)?;
     let shutdown =
         seccomp_server::shutdown::on_signal().context("cannot install signal handlers")?;
+    let mut security = args.security.security()?;
+    // Before anything is bound or opened: an exposed server does not start at all.
+    security.check(args.listen)?;
+    seccomp_k8s::connect_token_review(&mut security).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -122,16 +126,15 @@ async fn main() -> anyhow::Result<()> {
     config.unknown_after = Duration::from_secs(args.unknown_after_secs);
     config.yaml_dir = args.yaml_dir;
     config.apply_to_cluster = args.apply_to_cluster;
+    config.security = security;
     config.policy =
         seccomp_rollout::policy::Policy::new(&args.allowed_root).context("--allowed-root")?;
-    config.security = args.security.security()?;
-    seccomp_k8s::connect_token_review(&mut config.security).await?;
     config.registry_credentials = Credentials::from_files(
         args.registry_ca,
         args.registry_cert,
         args.registry_key,
-        args.registry_token_file.as_deref(),
-    )?;
+        args.registry_token_file,
+    );
     seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
     Ok(())
 }

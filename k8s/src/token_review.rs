@@ -22,7 +22,8 @@ pub struct KubeTokenReview {
 }
 
 impl KubeTokenReview {
-    /// Reviews through `client`, for `audiences` (empty: the API server's own).
+    /// Reviews through `client`, for `audiences` (at least one: a token for the API server
+    /// itself is never accepted).
     pub fn new(client: kube::Client, audiences: Vec<String>) -> Self {
         KubeTokenReview {
             api: Api::all(client),
@@ -59,6 +60,12 @@ impl TokenReviewer for KubeTokenReview {
                 return Err("TokenReview: the API server answered without a status".to_owned());
             };
             if status.authenticated != Some(true) {
+                return Ok(None);
+            }
+            // A reviewer that does not know audiences accepts tokens meant for anyone: the
+            // answer must name one of ours (the API's own audience is never accepted).
+            let theirs = status.audiences.unwrap_or_default();
+            if !self.audiences.iter().any(|a| theirs.contains(a)) {
                 return Ok(None);
             }
             let user = status.user.unwrap_or_default();

@@ -2,7 +2,7 @@
 //! that is not in the auth file is sent in a TokenReview (method, path, audiences and token
 //! checked), and the answer decides who the caller is: a node agent by the node its token
 //! is bound to, a caller by its service account's group, nobody for a token the API calls
-//! invalid.
+//! invalid or one it accepts for another audience.
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
@@ -30,7 +30,7 @@ async fn tokens_are_reviewed_by_the_api_server() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let server = tokio::spawn(async move {
         let mut handle = pin!(handle);
-        for _ in 0..3 {
+        for _ in 0..4 {
             let (req, send) = handle.next_request().await.expect("a TokenReview");
             assert_eq!(req.method(), Method::POST);
             assert_eq!(
@@ -44,6 +44,7 @@ async fn tokens_are_reviewed_by_the_api_server() {
             let status = match body["spec"]["token"].as_str().unwrap() {
                 "agent-token" => json!({
                     "authenticated": true,
+                    "audiences": ["seccomp-distributor"],
                     "user": {
                         "username": "system:serviceaccount:seccomp-system:seccomp-node-agent",
                         "groups": ["system:serviceaccounts", "system:serviceaccounts:seccomp-system"],
@@ -52,10 +53,17 @@ async fn tokens_are_reviewed_by_the_api_server() {
                 }),
                 "ci-token" => json!({
                     "authenticated": true,
+                    "audiences": ["seccomp-distributor"],
                     "user": {
                         "username": "system:serviceaccount:ci:deployer",
                         "groups": ["system:serviceaccounts", "system:serviceaccounts:ci"]
                     }
+                }),
+                // Valid, but for the API server: a reviewer that ignores audiences says so.
+                "api-token" => json!({
+                    "authenticated": true,
+                    "audiences": ["https://kubernetes.default.svc"],
+                    "user": {"username": "system:serviceaccount:ci:deployer", "groups": ["system:serviceaccounts:ci"]}
                 }),
                 _ => json!({"authenticated": false, "error": "invalid bearer token"}),
             };
@@ -96,6 +104,15 @@ async fn tokens_are_reviewed_by_the_api_server() {
             name: "ci".into(),
             role: Role::Operator
         }
+    );
+    let err = auth
+        .authenticate(&headers("api-token"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unauthenticated,
+        "a token for another audience"
     );
     let err = auth
         .authenticate(&headers("stolen-token"), None)

@@ -32,7 +32,7 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use seccomp_proto::agent::v1 as pb;
 use seccomp_proto::agent::v1::agent_message::Message as Up;
 use seccomp_proto::agent::v1::distributor_message::Message as Down;
-use seccomp_server::client::{Credentials, Token};
+use seccomp_server::client::{Credentials, TokenSource};
 use seccomp_server::tls::ClientTls;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -395,17 +395,13 @@ impl Sessions {
         };
         let credentials = Credentials {
             tls: self.config.tls.clone(),
-            token: self
-                .config
-                .token_file
-                .as_deref()
-                .map(Token::from_file)
-                .transpose()
-                .map_err(|e| SessionError::Tls(e.to_string()))?,
+            token: self.config.token_file.clone().map(TokenSource::File),
             claimed: None,
         };
-        let mut client =
-            pb::agent_sync_client::AgentSyncClient::with_interceptor(channel, credentials.bearer());
+        let bearer = credentials
+            .bearer()
+            .map_err(|e| SessionError::Tls(e.to_string()))?;
+        let mut client = pb::agent_sync_client::AgentSyncClient::with_interceptor(channel, bearer);
         let mut inbound = tokio::select! {
             () = self.stop.cancelled() => return Ok(Ended::Shutdown),
             stream = client.sync(ReceiverStream::new(outgoing)) => {

@@ -111,13 +111,15 @@ async fn main() -> anyhow::Result<()> {
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     config.distributor = args.distributor;
     config.security = args.security.security()?;
+    // Before anything is bound or opened: an exposed server does not start at all.
+    config.security.check(args.listen)?;
     seccomp_k8s::connect_token_review(&mut config.security).await?;
     config.distributor_credentials = Credentials::from_files(
         args.distributor_ca,
         args.distributor_cert,
         args.distributor_key,
-        args.distributor_token_file.as_deref(),
-    )?;
+        args.distributor_token_file,
+    );
 
     let mut metrics_task = None;
     if let Some(addr) = args.metrics_listen {

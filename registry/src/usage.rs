@@ -28,31 +28,47 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks a distributor over gRPC.
 pub struct DistributorUsage {
-    client: DistributorClient<InterceptedService<Channel, Bearer>>,
+    credentials: Credentials,
     url: String,
 }
 
 impl DistributorUsage {
     /// A check against the distributor at `url` (`http://host:port`, or `https://` with
-    /// `credentials.tls`), as the caller `credentials` names (it needs the viewer role).
-    /// Connects lazily, so the distributor need not be up yet.
+    /// `credentials.tls`), as the caller `credentials` names (it needs the viewer role). The
+    /// URL and credentials are checked now; each question connects anew with the files as
+    /// they are then (deletes are rare; renewed certificates and tokens are picked up).
     pub fn new(
         url: &str,
         credentials: &Credentials,
     ) -> Result<Self, seccomp_server::tls::TlsError> {
-        let channel = credentials
-            .endpoint(url)?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(ASK_TIMEOUT)
-            .connect_lazy();
+        credentials.endpoint(url)?;
         Ok(DistributorUsage {
-            client: DistributorClient::with_interceptor(channel, credentials.bearer()),
+            credentials: credentials.clone(),
             url: url.to_owned(),
         })
     }
 
+    fn client(
+        &self,
+    ) -> Result<DistributorClient<InterceptedService<Channel, Bearer>>, tonic::Status> {
+        let unavailable =
+            |e: String| tonic::Status::unavailable(format!("distributor {}: {e}", self.url));
+        let channel = self
+            .credentials
+            .endpoint(&self.url)
+            .map_err(|e| unavailable(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(ASK_TIMEOUT)
+            .connect_lazy();
+        let bearer = self
+            .credentials
+            .bearer()
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(DistributorClient::with_interceptor(channel, bearer))
+    }
+
     async fn active_rollouts(&self, name: &str) -> Result<Vec<pb::Rollout>, tonic::Status> {
-        let mut client = self.client.clone();
+        let mut client = self.client()?;
         let mut rollouts = Vec::new();
         let mut page_token = String::new();
         loop {
@@ -74,7 +90,7 @@ impl DistributorUsage {
     }
 
     async fn nodes(&self) -> Result<Vec<pb::Node>, tonic::Status> {
-        let mut client = self.client.clone();
+        let mut client = self.client()?;
         let mut nodes = Vec::new();
         let mut page_token = String::new();
         loop {

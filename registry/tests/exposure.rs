@@ -28,4 +28,9 @@ fn a_non_loopback_address_without_tls_and_authentication_is_refused() {
     assert!(stderr.contains("--insecure"), "{stderr}");
     assert!(stderr.contains("--tls-cert"), "{stderr}");
     assert!(!data.exists(), "nothing was opened");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("listening on"),
+        "nothing was bound: {stdout}"
+    );
 }

@@ -62,8 +62,9 @@ pub struct SecurityArgs {
     #[arg(long, env = "SECCOMP_AUTH_KUBERNETES")]
     pub auth_kubernetes: bool,
 
-    /// The audience Kubernetes tokens must be for (repeatable; the API server's own when not
-    /// given). Node agents' projected tokens use `seccomp-distributor`.
+    /// The audience Kubernetes tokens must be for (repeatable; at least one with
+    /// --auth-kubernetes, so that a token meant for the API server or another service is never
+    /// accepted). Node agents' projected tokens use `seccomp-distributor`.
     #[arg(
         long,
         env = "SECCOMP_AUTH_KUBERNETES_AUDIENCE",
@@ -139,6 +140,13 @@ pub enum SecurityError {
 impl SecurityArgs {
     /// What the flags ask for (the auth file is read now).
     pub fn security(&self) -> Result<Security, SecurityError> {
+        if self.auth_kubernetes && self.auth_kubernetes_audience.is_empty() {
+            return Err(SecurityError::Kubernetes(
+                "--auth-kubernetes needs --auth-kubernetes-audience (for example seccomp-distributor): \
+                 without one, tokens meant for the API server itself would be accepted"
+                    .to_owned(),
+            ));
+        }
         let mut identities = match &self.auth_tokens {
             Some(path) => Identities::load(path)?,
             None => Identities::default(),
@@ -147,7 +155,8 @@ impl SecurityArgs {
             (Some(cert), Some(key)) => {
                 let mut tls = ServerTls::new(cert, key);
                 tls.client_ca = self.client_ca.clone();
-                tls.client_certs = if self.auth_tokens.is_some() {
+                // Callers and agents with bearer tokens have no certificate to offer.
+                tls.client_certs = if self.auth_tokens.is_some() || self.auth_kubernetes {
                     ClientCerts::Optional
                 } else {
                     ClientCerts::Required

@@ -40,6 +40,12 @@ use tonic::transport::server::Connected;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Accepted connections waiting for tonic.
 const BACKLOG: usize = 128;
+/// TLS handshakes at once; the next connection waits to be accepted, so idle sockets cannot
+/// use up every file descriptor.
+const HANDSHAKES: usize = 1024;
+/// How long accepting pauses after it failed (out of file descriptors, say), rather than
+/// failing again at once in a loop.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -407,6 +413,7 @@ pub fn incoming(
     tls: Option<Arc<ReloadingTls>>,
 ) -> ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(BACKLOG);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -416,8 +423,9 @@ pub fn incoming(
             let (tcp, remote) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    // Out of file descriptors and the like: tell, and go on accepting.
+                    // Out of file descriptors and the like: tell, pause, go on accepting.
                     tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
                     continue;
                 }
             };
@@ -429,9 +437,14 @@ pub fn incoming(
                     }
                 }
                 Some(tls) => {
+                    let permit = tokio::select! {
+                        () = tx.closed() => return,
+                        permit = Arc::clone(&handshakes).acquire_owned() => permit,
+                    };
                     let acceptor = TlsAcceptor::from(tls.current());
                     let tx = tx.clone();
                     tokio::spawn(async move {
+                        let _permit = permit;
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => {
                                 let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, anyhow};
 use tokio::signal::unix::{SignalKind, signal};
 
-use seccomp_server::client::Credentials;
+use seccomp_server::client::{Credentials, TokenSource};
 use seccomp_server::tls::ClientTls;
 
 use self::services::{Binaries, Services};
@@ -182,16 +182,13 @@ pub fn run(args: &Args) -> Result<Outcome> {
     }
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     let pki = certs::write(&data_dir.join("pki"), &names, &[])?;
-    client::configure(client::Settings {
-        credentials: Credentials {
-            tls: ClientTls {
-                ca: Some(pki.ca.clone()),
-                ..ClientTls::default()
-            },
-            token: None,
-            claimed: None,
+    client::configure(Credentials {
+        tls: ClientTls {
+            ca: Some(pki.ca.clone()),
+            ..ClientTls::default()
         },
-        token_file: Some(pki.admin_token.clone()),
+        token: Some(TokenSource::File(pki.admin_token.clone())),
+        claimed: None,
     });
 
     // Current-thread: the children must be started from this (the main) thread.

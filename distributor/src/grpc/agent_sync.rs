@@ -9,7 +9,7 @@ use std::sync::Arc;
 use seccomp_profile::name;
 use seccomp_proto::agent::v1 as agent;
 use seccomp_rollout::selector;
-use seccomp_server::auth::{self, Principal};
+use seccomp_server::auth::{self, Principal, Refusals};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -22,12 +22,13 @@ use crate::hub::{Hello, Hub, Outbound};
 /// `seccomp.agent.v1.AgentSync`.
 pub struct AgentSyncGrpc {
     hub: Arc<Hub>,
+    refusals: Arc<dyn Refusals>,
 }
 
 impl AgentSyncGrpc {
-    /// The service over `hub`.
-    pub fn new(hub: Arc<Hub>) -> Self {
-        AgentSyncGrpc { hub }
+    /// The service over `hub`; refused streams are told to `refusals` (the audit log).
+    pub fn new(hub: Arc<Hub>, refusals: Arc<dyn Refusals>) -> Self {
+        AgentSyncGrpc { hub, refusals }
     }
 }
 
@@ -64,10 +65,17 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
             Principal::Anonymous { .. } => {}
             other => {
                 tracing::warn!(claimed = %h.node_name, principal = %other, "agent refused: Hello names another node");
-                return Err(Status::permission_denied(format!(
+                let status = Status::permission_denied(format!(
                     "{other} may not open the stream of node {}",
                     name::display(&h.node_name)
-                )));
+                ));
+                self.refusals.refused(
+                    "/seccomp.agent.v1.AgentSync/Sync",
+                    &other.actor(),
+                    "PERMISSION_DENIED",
+                    status.message(),
+                );
+                return Err(status);
             }
         }
         let labels: BTreeMap<String, String> = h.labels.into_iter().collect();

@@ -319,7 +319,9 @@ pub struct AuditRefusals(pub Arc<Distributor>);
 
 impl seccomp_server::auth::Refusals for AuditRefusals {
     fn refused(&self, path: &str, actor: &str, code: &str, reason: &str) {
-        let method = path.rsplit('/').next().unwrap_or(path);
+        let method = path
+            .strip_prefix("/seccomp.distributor.v1.Distributor/")
+            .unwrap_or(path);
         self.0.audit_refusal(actor, method, code, reason);
     }
 }

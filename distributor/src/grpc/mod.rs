@@ -42,9 +42,15 @@ impl From<Error> for Status {
     }
 }
 
-/// The agent stream service over `hub`.
-pub fn agent_service(hub: Arc<Hub>) -> agent::agent_sync_server::AgentSyncServer<AgentSyncGrpc> {
-    agent::agent_sync_server::AgentSyncServer::new(AgentSyncGrpc::new(hub))
+/// The agent stream service over `hub`, auditing its refusals in `distributor`'s log.
+pub fn agent_service(
+    hub: Arc<Hub>,
+    distributor: Arc<Distributor>,
+) -> agent::agent_sync_server::AgentSyncServer<AgentSyncGrpc> {
+    agent::agent_sync_server::AgentSyncServer::new(AgentSyncGrpc::new(
+        hub,
+        Arc::new(AuditRefusals(distributor)),
+    ))
 }
 
 /// The rollout service over `distributor`.

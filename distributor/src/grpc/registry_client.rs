@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use seccomp_proto::registry::v1 as reg;
+use seccomp_proto::registry::v1::registry_client::RegistryClient;
 use seccomp_server::client::{Bearer, Credentials};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -14,27 +15,40 @@ use crate::service::{FetchedProfile, ProfileSource};
 
 /// Fetches profile versions from the registry over gRPC (one lazily connected channel).
 pub struct RegistrySource {
-    client: reg::registry_client::RegistryClient<InterceptedService<Channel, Bearer>>,
+    credentials: Credentials,
     url: String,
 }
 
 impl RegistrySource {
     /// A source for the registry at `url`, as the caller `credentials` names (a viewer is
-    /// enough); connects on first use, reconnects as needed.
+    /// enough). The URL and credentials are checked now; each fetch connects anew with the
+    /// files as they are then (fetches are rare; renewed certificates and tokens are used).
     pub fn new(url: &str, credentials: &Credentials) -> Result<Self, Error> {
-        let endpoint = credentials
+        credentials
             .endpoint(url)
-            .map_err(|e| Error::invalid(format!("registry {url}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30));
-        let client = reg::registry_client::RegistryClient::with_interceptor(
-            endpoint.connect_lazy(),
-            credentials.bearer(),
-        );
+            .map_err(|e| Error::invalid(format!("registry {url}: {e}")))?;
         Ok(RegistrySource {
-            client: client.max_decoding_message_size(64 << 20),
+            credentials: credentials.clone(),
             url: url.to_owned(),
         })
+    }
+
+    fn client(&self) -> Result<RegistryClient<InterceptedService<Channel, Bearer>>, Error> {
+        let unavailable = |e: String| Error::Unavailable(format!("registry at {}: {e}", self.url));
+        let endpoint = self
+            .credentials
+            .endpoint(&self.url)
+            .map_err(|e| unavailable(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30));
+        let bearer = self
+            .credentials
+            .bearer()
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(
+            RegistryClient::with_interceptor(endpoint.connect_lazy(), bearer)
+                .max_decoding_message_size(64 << 20),
+        )
     }
 }
 
@@ -49,7 +63,7 @@ impl ProfileSource for RegistrySource {
                 Some(v) => reg::get_profile_request::Selector::Version(v),
                 None => reg::get_profile_request::Selector::Latest(true),
             };
-            let mut client = self.client.clone();
+            let mut client = self.client()?;
             let reply = client
                 .get_profile(reg::GetProfileRequest {
                     name: name.to_owned(),

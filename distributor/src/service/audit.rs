@@ -1,7 +1,7 @@
 //! The distributor's audit log: every command, whether it succeeded or failed, and every call
 //! the auth layer refused, with the verified caller. Entries go to the store without a
-//! flush of their own (the command's record was flushed already; refusals must not cost a
-//! flush each, or anyone who reaches the port could make the disk work).
+//! flush of their own for refusals (they must not cost a flush each, or anyone who reaches
+//! the port could make the disk work); a command's entry is flushed before it answers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -48,6 +48,21 @@ impl Distributor {
             result,
             message,
         });
+    }
+
+    /// Record a command with its outcome, on disk before the caller hears back (the
+    /// command's own record already is).
+    pub(super) async fn audit_command(
+        &self,
+        actor: &str,
+        method: &str,
+        target: &str,
+        outcome: Result<String, &Error>,
+    ) {
+        self.audit(actor, method, target, outcome);
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "cannot flush an audit entry");
+        }
     }
 
     /// Record a call the auth layer refused.

@@ -375,7 +375,7 @@ impl Distributor {
         let (actor, profile) = (req.actor.clone(), req.profile.clone());
         let result = self.create_rollout_unaudited(req).await;
         let target = result.as_ref().map_or(profile, |v| v.record.id.clone());
-        self.audit(
+        self.audit_command(
             &actor,
             "CreateRollout",
             &target,
@@ -385,19 +385,21 @@ impl Distributor {
                     v.record.profile, v.record.version, v.record.nci_name
                 )
             }),
-        );
+        )
+        .await;
         result
     }
 
     /// Pause a progressing rollout (no more nodes are targeted; targeted ones converge).
     pub async fn pause(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
         let result = self.pause_unaudited(id, reason, actor).await;
-        self.audit(
+        self.audit_command(
             actor,
             "PauseRollout",
             id,
             summary(&result, |v| v.record.state.to_string()),
-        );
+        )
+        .await;
         result
     }
 
@@ -406,24 +408,26 @@ impl Distributor {
     /// request, what is left of a timed pause between waves is skipped.
     pub async fn resume(&self, id: &str, actor: &str) -> Result<RolloutView> {
         let result = self.resume_unaudited(id, actor).await;
-        self.audit(
+        self.audit_command(
             actor,
             "ResumeRollout",
             id,
             summary(&result, |v| v.record.state.to_string()),
-        );
+        )
+        .await;
         result
     }
 
     /// Abort an active rollout: nothing more is targeted; nodes keep what they have.
     pub async fn abort(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
         let result = self.abort_unaudited(id, reason, actor).await;
-        self.audit(
+        self.audit_command(
             actor,
             "AbortRollout",
             id,
             summary(&result, |v| v.record.state.to_string()),
-        );
+        )
+        .await;
         result
     }
 
@@ -432,7 +436,7 @@ impl Distributor {
     pub async fn rollback(&self, req: RollbackRequest) -> Result<Vec<RolloutView>> {
         let (actor, profile) = (req.actor.clone(), req.profile.clone());
         let result = self.rollback_unaudited(req).await;
-        self.audit(
+        self.audit_command(
             &actor,
             "Rollback",
             &profile,
@@ -448,7 +452,8 @@ impl Distributor {
                     .collect::<Vec<_>>()
                     .join(", ")
             }),
-        );
+        )
+        .await;
         result
     }
 }

@@ -60,17 +60,26 @@ pub trait TokenReviewer: Send + Sync + 'static {
 /// How long a TokenReview answer is reused (tokens live for an hour or more; the API is not
 /// asked on every call of a stream of calls).
 const REVIEW_TTL: Duration = Duration::from_secs(60);
+/// How long a "not valid" answer is reused: long enough that a flood of one bad token costs
+/// the API server little, short enough that a token just issued works soon.
+const REFUSAL_TTL: Duration = Duration::from_secs(10);
+/// Reviews in flight at once; more wait (and time out), so a flood of unknown tokens cannot
+/// turn into a flood on the API server.
+const REVIEWS_AT_ONCE: usize = 32;
+/// How long a request may wait for its review.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 /// At most this many answers are kept.
 const REVIEW_CACHE: usize = 4096;
 
 type ReviewCache = HashMap<[u8; 32], (Option<Reviewed>, Instant)>;
 
 /// Decides who a request comes from and whether it may make it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Authenticator {
     identities: Identities,
     reviewer: Option<Arc<dyn TokenReviewer>>,
     reviewed: Arc<Mutex<ReviewCache>>,
+    reviews: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -80,6 +89,27 @@ impl fmt::Debug for Authenticator {
             .field("kubernetes", &self.reviewer.is_some())
             .finish_non_exhaustive()
     }
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Authenticator {
+            identities: Identities::default(),
+            reviewer: None,
+            reviewed: Arc::default(),
+            reviews: Arc::new(tokio::sync::Semaphore::new(REVIEWS_AT_ONCE)),
+        }
+    }
+}
+
+/// Whether a cached answer is still good.
+fn fresh(answer: &Option<Reviewed>, at: Instant) -> bool {
+    at.elapsed()
+        < if answer.is_some() {
+            REVIEW_TTL
+        } else {
+            REFUSAL_TTL
+        }
 }
 
 impl Authenticator {
@@ -140,6 +170,7 @@ impl Authenticator {
         let names = cert_names(cert).map_err(Status::unauthenticated)?;
         if self.identities.nodes
             && let Some(node) = node_of_cert(&names, self.identities.trust_domain.as_deref())
+                .map_err(Status::unauthenticated)?
         {
             return Ok(Principal::Node { node });
         }
@@ -165,22 +196,37 @@ impl Authenticator {
             let cache = self.reviewed.lock().unwrap_or_else(|e| e.into_inner());
             cache
                 .get(&key)
-                .filter(|(_, at)| at.elapsed() < REVIEW_TTL)
+                .filter(|(r, at)| fresh(r, *at))
                 .map(|(r, _)| r.clone())
         };
         let reviewed = match cached {
             Some(r) => r,
             None => {
-                let r = reviewer.review(token).await.map_err(|e| {
-                    Status::unavailable(format!(
-                        "cannot check the token with the Kubernetes API: {e}"
-                    ))
-                })?;
+                // The details (the API's own words) go to the log, not to a caller who may be
+                // anyone.
+                let unavailable = |detail: &str| {
+                    tracing::warn!(error = %detail, "token review failed");
+                    Status::unavailable("cannot check the token with the Kubernetes API now")
+                };
+                let asked = tokio::time::timeout(REVIEW_TIMEOUT, async {
+                    let _permit = self.reviews.acquire().await;
+                    reviewer.review(token).await
+                })
+                .await;
+                let r = match asked {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(e)) => return Err(unavailable(&e)),
+                    Err(_) => return Err(unavailable("no answer in time")),
+                };
                 let mut cache = self.reviewed.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.len() >= REVIEW_CACHE {
-                    cache.retain(|_, (_, at)| at.elapsed() < REVIEW_TTL);
+                    cache.retain(|_, (r, at)| fresh(r, *at));
+                    // Still full of good answers: drop the oldest quarter, not everyone's.
                     if cache.len() >= REVIEW_CACHE {
-                        cache.clear();
+                        let mut ages: Vec<Instant> = cache.values().map(|(_, at)| *at).collect();
+                        ages.sort_unstable();
+                        let cut = ages[ages.len() / 4];
+                        cache.retain(|_, (_, at)| *at > cut);
                     }
                 }
                 cache.insert(key, (r.clone(), Instant::now()));
@@ -427,7 +473,11 @@ mod tests {
                 "not a known identity",
             ),
             ("forged-jwt", tonic::Code::Unauthenticated, "not valid"),
-            ("down-jwt", tonic::Code::Unavailable, "connection refused"),
+            (
+                "down-jwt",
+                tonic::Code::Unavailable,
+                "cannot check the token",
+            ),
         ] {
             let err = who(token).await.unwrap_err();
             assert_eq!(err.code(), code, "{token}");

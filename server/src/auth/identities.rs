@@ -50,13 +50,42 @@ struct Entry {
     role: Role,
 }
 
+/// Which name of a client certificate an auth-file entry matches. Explicit, so that a CN
+/// (which a certificate's requester often chooses) never passes for a URI SAN.
+#[derive(Clone, PartialEq, Eq)]
+enum CertSubject {
+    /// A URI subject alternative name, exactly.
+    Uri(String),
+    /// The subject's common name, exactly.
+    Cn(String),
+}
+
+impl CertSubject {
+    fn parse(text: &str) -> Option<Self> {
+        match text.split_once(':') {
+            Some(("uri", v)) if !v.is_empty() => Some(CertSubject::Uri(v.to_owned())),
+            Some(("cn", v)) if !v.is_empty() => Some(CertSubject::Cn(v.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CertSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertSubject::Uri(u) => write!(f, "URI:{u}"),
+            CertSubject::Cn(c) => write!(f, "CN={c}"),
+        }
+    }
+}
+
 /// A caller identity from the auth file.
 #[derive(Clone)]
 enum Credential {
     /// SHA-256 of a bearer token.
     Token([u8; 32]),
-    /// A client certificate's CN or URI SAN.
-    Certificate(String),
+    /// A client certificate's URI SAN or CN.
+    Certificate(CertSubject),
     /// A Kubernetes user or group (`--auth-kubernetes`).
     Kubernetes(String),
 }
@@ -137,6 +166,15 @@ impl Identities {
             if e.name.trim().is_empty() {
                 return Err(format!("entry {}: the name is empty", i + 1));
             }
+            // A name is recorded as the actor: it must not look like another kind of one.
+            if e.name.contains(':')
+                || ["anonymous", "unauthenticated"].contains(&e.name.as_str())
+                || !e.name.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(format!(
+                    "{at}: a name is printable, without ':', and not \"anonymous\" or \"unauthenticated\""
+                ));
+            }
             if !names.insert(e.name.clone()) {
                 return Err(format!("{at}: the name is given twice"));
             }
@@ -159,10 +197,19 @@ impl Identities {
                         })?;
                     Credential::Token(digest)
                 }
-                (None, None, Some(subject), None) if !subject.is_empty() => {
-                    if node_of(&subject, None).is_some() {
+                (None, None, Some(subject), None) => {
+                    let subject = CertSubject::parse(&subject).ok_or_else(|| {
+                        format!(
+                            "{at}: certificate is \"uri:<URI SAN>\" or \"cn:<common name>\", not {subject:?}"
+                        )
+                    })?;
+                    let node = match &subject {
+                        CertSubject::Uri(u) => u.contains("/node/") && u.starts_with("spiffe://"),
+                        CertSubject::Cn(cn) => cn.starts_with("system:node:"),
+                    };
+                    if node {
                         return Err(format!(
-                            "{at}: certificate {subject:?} is a node identity, which cannot be a caller"
+                            "{at}: certificate {subject} looks like a node identity, which cannot be a caller"
                         ));
                     }
                     Credential::Certificate(subject)
@@ -221,8 +268,9 @@ impl Identities {
 
     pub(super) fn by_certificate(&self, names: &CertNames) -> Option<&Identity> {
         self.callers.iter().find(|c| match &c.credential {
-            Credential::Certificate(subject) => {
-                names.cn.as_deref() == Some(subject.as_str()) || names.uris.contains(subject)
+            Credential::Certificate(CertSubject::Uri(uri)) => names.uris.contains(uri),
+            Credential::Certificate(CertSubject::Cn(cn)) => {
+                names.cn.as_deref() == Some(cn.as_str())
             }
             Credential::Token(_) | Credential::Kubernetes(_) => false,
         })
@@ -284,28 +332,50 @@ pub fn cert_names(der: &CertificateDer<'_>) -> Result<CertNames, String> {
     Ok(CertNames { cn, uris })
 }
 
-/// The node a certificate name stands for: `spiffe://<trust-domain>/node/<name>` (from
-/// `trust_domain` when given) or `system:node:<name>`.
+/// The node a certificate name stands for: `system:node:<name>` (a CN), or
+/// `spiffe://<trust-domain>/node/<name>` (a URI SAN) in the configured trust domain; SPIFFE
+/// IDs are not node identities without one.
 pub fn node_of(subject: &str, trust_domain: Option<&str>) -> Option<String> {
     if let Some(name) = subject.strip_prefix("system:node:") {
         return (!name.is_empty()).then(|| name.to_owned());
     }
     let rest = subject.strip_prefix("spiffe://")?;
     let (domain, path) = rest.split_once('/')?;
-    if trust_domain.is_some_and(|td| td != domain) {
+    if trust_domain != Some(domain) {
         return None;
     }
     let name = path.strip_prefix("node/")?;
     (!name.is_empty() && !name.contains('/')).then(|| name.to_owned())
 }
 
-/// The node a client certificate names, if it names one.
-pub(super) fn node_of_cert(names: &CertNames, trust_domain: Option<&str>) -> Option<String> {
-    names
+/// The node a client certificate names, if it names one: from its URI SANs in the trust
+/// domain, and from its CN only in the `system:node:` form. A certificate that names more
+/// than one node is an error.
+pub(super) fn node_of_cert(
+    names: &CertNames,
+    trust_domain: Option<&str>,
+) -> Result<Option<String>, String> {
+    let mut nodes: BTreeSet<String> = names
         .uris
         .iter()
-        .find_map(|u| node_of(u, trust_domain))
-        .or_else(|| names.cn.as_deref().and_then(|cn| node_of(cn, None)))
+        .filter_map(|u| node_of(u, trust_domain))
+        .collect();
+    if let Some(node) = names
+        .cn
+        .as_deref()
+        .and_then(|cn| cn.strip_prefix("system:node:"))
+        .filter(|n| !n.is_empty())
+    {
+        nodes.insert(node.to_owned());
+    }
+    match nodes.len() {
+        0 => Ok(None),
+        1 => Ok(nodes.pop_first()),
+        _ => Err(format!(
+            "client certificate {names} names several nodes ({})",
+            nodes.into_iter().collect::<Vec<_>>().join(", ")
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -317,16 +387,24 @@ mod tests {
     #[test]
     fn node_names_come_from_spiffe_ids_and_kubelet_style_names() {
         for (subject, td, expected) in [
-            ("spiffe://cluster.local/node/n1", None, Some("n1")),
+            ("spiffe://cluster.local/node/n1", None, None),
             (
                 "spiffe://cluster.local/node/n1",
                 Some("cluster.local"),
                 Some("n1"),
             ),
             ("spiffe://other/node/n1", Some("cluster.local"), None),
-            ("spiffe://cluster.local/node/", None, None),
-            ("spiffe://cluster.local/node/a/b", None, None),
-            ("spiffe://cluster.local/service/registry", None, None),
+            ("spiffe://cluster.local/node/", Some("cluster.local"), None),
+            (
+                "spiffe://cluster.local/node/a/b",
+                Some("cluster.local"),
+                None,
+            ),
+            (
+                "spiffe://cluster.local/service/registry",
+                Some("cluster.local"),
+                None,
+            ),
             ("system:node:n2", None, Some("n2")),
             ("system:node:", None, None),
             ("n3", None, None),
@@ -355,9 +433,9 @@ mod tests {
         check_file("[]", Ok(0));
         check_file(
             &format!(
-                "- {{name: alice, token_sha256: {digest}, role: admin}}\n- {{name: ci, token: 0123456789abcdef-ci, role: publisher}}\n- {{name: reg, certificate: spiffe://td/service/registry, role: viewer}}"
+                "- {{name: alice, token_sha256: {digest}, role: admin}}\n- {{name: ci, token: 0123456789abcdef-ci, role: publisher}}\n- {{name: reg, certificate: \"uri:spiffe://td/service/registry\", role: viewer}}\n- {{name: ops, certificate: \"cn:ops-bot\", role: operator}}"
             ),
-            Ok(3),
+            Ok(4),
         );
         check_file("- {name: a, role: admin}", Err("exactly one of"));
         check_file(
@@ -381,9 +459,23 @@ mod tests {
             Err("given twice"),
         );
         check_file(
-            "- {name: a, certificate: system:node:n1, role: admin}",
+            "- {name: a, certificate: \"cn:system:node:n1\", role: admin}",
             Err("node identity"),
         );
+        check_file(
+            "- {name: a, certificate: \"uri:spiffe://td/node/n1\", role: admin}",
+            Err("node identity"),
+        );
+        check_file(
+            "- {name: a, certificate: \"spiffe://td/ci\", role: admin}",
+            Err("certificate is \"uri:<URI SAN>\""),
+        );
+        for name in ["node:x", "anonymous", "unauthenticated", "a b"] {
+            check_file(
+                &format!("- {{name: \"{name}\", token: 0123456789abcdef, role: admin}}"),
+                Err("a name is printable"),
+            );
+        }
         let secret = "super-secret-token-value";
         let err =
             Identities::parse(&format!("- {{name: a, token: {secret}, role: rooot}}")).unwrap_err();
@@ -391,5 +483,44 @@ mod tests {
         let err =
             Identities::parse(&format!("- {{name: a, tokn: {secret}, role: admin}}")).unwrap_err();
         assert!(!err.contains(secret), "{err}");
+    }
+
+    #[test]
+    fn a_certificate_names_at_most_one_node() {
+        let names = |cn: Option<&str>, uris: &[&str]| CertNames {
+            cn: cn.map(str::to_owned),
+            uris: uris.iter().map(|u| (*u).to_owned()).collect(),
+        };
+        let td = Some("td");
+        let one = |n: &str| Ok(Some(n.to_owned()));
+        assert_eq!(
+            node_of_cert(&names(Some("system:node:a"), &[]), td),
+            one("a")
+        );
+        assert_eq!(
+            node_of_cert(&names(Some("system:node:a"), &["spiffe://td/node/a"]), td),
+            one("a")
+        );
+        assert!(node_of_cert(&names(Some("system:node:a"), &["spiffe://td/node/b"]), td).is_err());
+        assert!(
+            node_of_cert(
+                &names(None, &["spiffe://td/node/a", "spiffe://td/node/b"]),
+                td
+            )
+            .is_err()
+        );
+        // A SPIFFE ID in the CN, or one from another trust domain, names nobody.
+        assert_eq!(
+            node_of_cert(&names(Some("spiffe://td/node/a"), &[]), td),
+            Ok(None)
+        );
+        assert_eq!(
+            node_of_cert(&names(None, &["spiffe://other/node/a"]), td),
+            Ok(None)
+        );
+        assert_eq!(
+            node_of_cert(&names(None, &["spiffe://td/node/a"]), None),
+            Ok(None)
+        );
     }
 }

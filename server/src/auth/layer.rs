@@ -33,6 +33,8 @@ fn code_name(code: tonic::Code) -> &'static str {
     match code {
         tonic::Code::Unauthenticated => "UNAUTHENTICATED",
         tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
         _ => "REFUSED",
     }
 }
@@ -95,6 +97,11 @@ where
         let layer = self.layer.clone();
         Box::pin(async move {
             let path = req.uri().path().to_owned();
+            // No RPC of the system: answered as the router would, before credentials are
+            // looked at, and neither logged nor audited (anyone can send any path).
+            if super::rule(&path).is_none() {
+                return Ok(tonic::Status::unimplemented("no such method").into_http());
+            }
             let verdict = layer
                 .auth
                 .check(req.headers(), req.extensions().get::<PeerInfo>(), &path)
