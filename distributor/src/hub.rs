@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 use seccomp_rollout::fileset::{EffectiveSet, Fleet};
 use seccomp_rollout::node::{FileError, NodeState, NodeView, ObservedFile, all_match};
@@ -40,6 +40,16 @@ pub enum Outbound {
     Replaced,
 }
 
+/// The outbound side of a session: it holds only the newest message, as only the latest
+/// desired state matters (xDS's rule), so an agent that does not read holds one set in
+/// memory, not every generation of it.
+pub type Outbox = watch::Sender<Option<Outbound>>;
+
+/// A session's outbox and the receiver its stream reads.
+pub fn outbox() -> (Outbox, watch::Receiver<Option<Outbound>>) {
+    watch::channel(None)
+}
+
 /// The first message of a session.
 #[derive(Debug, Clone)]
 pub struct Hello {
@@ -62,7 +72,7 @@ pub struct SessionId(u64);
 #[derive(Debug)]
 struct Session {
     id: u64,
-    tx: mpsc::UnboundedSender<Outbound>,
+    tx: Outbox,
     /// Nonce of the last Desired sent on this session.
     nonce: Option<String>,
 }
@@ -117,7 +127,7 @@ impl State {
             nonce: nonce.clone(),
             set: Arc::clone(&node.desired),
         };
-        if session.tx.send(Outbound::Desired(msg)).is_ok() {
+        if session.tx.send(Some(Outbound::Desired(msg))).is_ok() {
             session.nonce = Some(nonce);
             node.in_flight = true;
             node.errors.clear();
@@ -191,7 +201,7 @@ impl Hub {
 
     /// Open a session. Returns its id; what the node's stream should send goes to `tx`. A
     /// session the node already has is told it was replaced.
-    pub fn hello(&self, hello: Hello, tx: mpsc::UnboundedSender<Outbound>) -> SessionId {
+    pub fn hello(&self, hello: Hello, tx: Outbox) -> SessionId {
         let mut st = self.lock();
         let id = st.next_session;
         st.next_session += 1;
@@ -222,7 +232,7 @@ impl Hub {
             .insert(hello.node.clone(), node)
             .and_then(|old| old.session)
         {
-            let _ = session.tx.send(Outbound::Replaced);
+            let _ = session.tx.send(Some(Outbound::Replaced));
         }
         if !up_to_date {
             st.send(&hello.node);
@@ -288,10 +298,20 @@ impl Hub {
             return;
         };
         n.drift_reports += 1;
+        // By path, in one pass each way (a report may name every file of the node).
+        let mut at: std::collections::HashMap<String, usize> = n
+            .observed
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.path.clone(), i))
+            .collect();
         for o in current {
-            match n.observed.iter_mut().find(|x| x.path == o.path) {
-                Some(slot) => *slot = o,
-                None => n.observed.push(o),
+            match at.get(&o.path) {
+                Some(&i) => n.observed[i] = o,
+                None => {
+                    at.insert(o.path.clone(), n.observed.len());
+                    n.observed.push(o);
+                }
             }
         }
         n.drifted = !repaired;

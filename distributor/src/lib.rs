@@ -68,6 +68,11 @@ pub struct Config {
     pub registry_credentials: Credentials,
     /// TLS and who may call (both APIs).
     pub security: Security,
+    /// How long a new agent stream may take to send its Hello.
+    pub hello_deadline: Duration,
+    /// Streams, headers and keepalive (a silent agent's stream ends within
+    /// `keepalive_interval + keepalive_timeout`, and the node is Unknown `unknown_after` later).
+    pub limits: seccomp_server::grpc::Limits,
 }
 
 impl Config {
@@ -83,6 +88,8 @@ impl Config {
             policy: seccomp_rollout::policy::Policy::default(),
             registry_credentials: Credentials::default(),
             security: Security::none(),
+            hello_deadline: Duration::from_secs(10),
+            limits: seccomp_server::grpc::Limits::default(),
         }
     }
 }
@@ -172,11 +179,12 @@ pub async fn run(
         addr,
         Arc::new(grpc::AuditRefusals(Arc::clone(&distributor))),
     )?;
-    let router = tonic::transport::Server::builder()
+    let router = seccomp_server::grpc::server_builder(&config.limits)
         .layer(security.layer)
         .add_service(grpc::agent_service(
             Arc::clone(&hub),
             Arc::clone(&distributor),
+            config.hello_deadline,
         ))
         .add_service(grpc::distributor_service(Arc::clone(&distributor)));
     let (router, health) =

@@ -306,3 +306,54 @@ async fn a_second_stream_for_a_node_ends_the_first_with_aborted() {
     assert!(status.message().contains("\"n1\""), "{}", status.message());
     dist.stop().await;
 }
+
+#[tokio::test]
+async fn a_stream_without_hello_is_closed_at_the_deadline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = common::distributor_with(tmp.path(), "http://127.0.0.1:9", |c| {
+        c.hello_deadline = Duration::from_millis(200);
+    })
+    .await;
+    let mut client = agent::agent_sync_client::AgentSyncClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    // The sender stays open and says nothing.
+    let (_tx, rx) = mpsc::unbounded_channel::<agent::AgentMessage>();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.sync(UnboundedReceiverStream::new(rx)),
+    )
+    .await
+    .expect("an answer, not a wait")
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("no Hello"), "{}", err.message());
+    dist.stop().await;
+}
+
+#[tokio::test]
+async fn a_hello_with_too_many_labels_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = distributor(tmp.path(), "http://127.0.0.1:9").await;
+    let mut client = agent::agent_sync_client::AgentSyncClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(agent::AgentMessage {
+        message: Some(agent::agent_message::Message::Hello(agent::Hello {
+            node_name: "n1".into(),
+            labels: (0..200)
+                .map(|i| (format!("k{i}"), "v".to_owned()))
+                .collect(),
+            ..Default::default()
+        })),
+    })
+    .unwrap();
+    let err = client
+        .sync(UnboundedReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("labels"), "{}", err.message());
+    dist.stop().await;
+}

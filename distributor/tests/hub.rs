@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
-use seccomp_distributor::hub::{DesiredMsg, Hello, Hub, Outbound};
+use seccomp_distributor::hub::{self, DesiredMsg, Hello, Hub, Outbound};
 use seccomp_rollout::fileset::{EffectiveSet, Fleet};
 use seccomp_rollout::nci::{self, FileType, NodeConfigItem, ProfileRef, Target};
 use seccomp_rollout::node::{FileError, NodeState, ObservedFile, ObservedKind};
 use seccomp_rollout::selector::{self, Selector};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 fn nci(name: &str, content: &str, sel: &str) -> NodeConfigItem {
     let t = Target::new(selector::parse(sel).unwrap());
@@ -60,12 +60,18 @@ fn observe(set: &EffectiveSet) -> Vec<ObservedFile> {
         .collect()
 }
 
-/// The next message of a session, which must be a Desired.
-fn desired(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> DesiredMsg {
-    match rx.try_recv() {
-        Ok(Outbound::Desired(d)) => d,
+/// The newest message of a session, which must be a Desired not seen before.
+fn desired(rx: &mut watch::Receiver<Option<Outbound>>) -> DesiredMsg {
+    assert!(rx.has_changed().unwrap(), "a new message");
+    match rx.borrow_and_update().clone() {
+        Some(Outbound::Desired(d)) => d,
         other => panic!("expected a Desired, got {other:?}"),
     }
+}
+
+/// Whether the session got nothing new.
+fn nothing_new(rx: &watch::Receiver<Option<Outbound>>) -> bool {
+    !rx.has_changed().unwrap_or(false)
 }
 
 fn state(hub: &Hub, node: &str) -> NodeState {
@@ -82,7 +88,7 @@ fn sends_on_hello_applies_on_ack_and_resends_on_change() {
         Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
         Duration::from_secs(30),
     );
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = hub::outbox();
     let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
     let d = desired(&mut rx);
     assert_eq!(d.set.files.len(), 2);
@@ -111,7 +117,7 @@ fn sends_on_hello_applies_on_ack_and_resends_on_change() {
         ])
         .unwrap(),
     );
-    assert!(rx.try_recv().is_err());
+    assert!(nothing_new(&rx));
 }
 
 #[test]
@@ -120,26 +126,23 @@ fn reconnect_with_the_same_revision_sends_nothing() {
         Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
         Duration::from_secs(30),
     );
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = hub::outbox();
     let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
     let d = desired(&mut rx);
     hub.ack("n1", s, &d.revision, &d.nonce, observe(&d.set));
     hub.disconnect("n1", s);
 
-    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let (tx2, rx2) = hub::outbox();
     hub.hello(hello("n1", "os=linux", &d.revision, observe(&d.set)), tx2);
-    assert!(
-        rx2.try_recv().is_err(),
-        "nothing is resent when the agent has it"
-    );
+    assert!(nothing_new(&rx2), "nothing is resent when the agent has it");
     assert_eq!(state(&hub, "n1"), NodeState::Applied);
 
     // Same revision, but a file is not what it should be: resend.
-    let (tx3, mut rx3) = mpsc::unbounded_channel();
+    let (tx3, mut rx3) = hub::outbox();
     let mut changed = observe(&d.set);
     changed[1].sha256 = "00".into();
     hub.hello(hello("n1", "os=linux", &d.revision, changed), tx3);
-    assert!(matches!(rx3.try_recv(), Ok(Outbound::Desired(_))));
+    desired(&mut rx3);
 }
 
 #[test]
@@ -148,18 +151,17 @@ fn a_new_session_replaces_the_old_one() {
         Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
         Duration::from_secs(30),
     );
-    let (tx1, mut rx1) = mpsc::unbounded_channel();
+    let (tx1, mut rx1) = hub::outbox();
     let s1 = hub.hello(hello("n1", "os=linux", "", vec![]), tx1);
     let d1 = desired(&mut rx1);
-    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let (tx2, mut rx2) = hub::outbox();
     let s2 = hub.hello(hello("n1", "os=linux", "", vec![]), tx2);
     let d2 = desired(&mut rx2);
     assert!(
-        matches!(rx1.try_recv(), Ok(Outbound::Replaced)),
+        matches!(&*rx1.borrow(), Some(Outbound::Replaced)),
         "the old session is told it was replaced"
     );
-    assert!(rx1.try_recv().is_err());
-    assert!(rx1.is_closed(), "the old session's stream ends");
+    assert!(rx1.has_changed().is_err(), "the old session's stream ends");
     // Answers on the old session are ignored.
     hub.ack("n1", s1, &d1.revision, &d1.nonce, observe(&d1.set));
     assert_eq!(state(&hub, "n1"), NodeState::Applying);
@@ -173,7 +175,7 @@ fn nack_drift_and_unknown() {
         Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
         Duration::from_millis(0),
     );
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = hub::outbox();
     let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
     let d = desired(&mut rx);
     let err = FileError {
@@ -200,4 +202,25 @@ fn nack_drift_and_unknown() {
     // Gone longer than the grace period (zero here): Unknown.
     hub.disconnect("n1", s);
     assert_eq!(state(&hub, "n1"), NodeState::Unknown);
+}
+
+#[test]
+fn an_agent_that_does_not_read_holds_only_the_newest_set() {
+    let hub = Hub::new(
+        Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap(),
+        Duration::from_secs(30),
+    );
+    let (tx, mut rx) = hub::outbox();
+    let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
+    // Three generations while the stream does not read: one message waits, the newest.
+    for v in 1..=3 {
+        hub.set_fleet(Fleet::new(&[nci("a", &format!("{{\"v\":{v}}}"), "os=linux")]).unwrap());
+    }
+    let d = desired(&mut rx);
+    assert!(nothing_new(&rx), "one message, not four");
+    let content = d.set.files[1].content.as_deref().unwrap();
+    assert_eq!(content, "{\"v\":3}");
+    // Answering it is answering the node's current set.
+    hub.ack("n1", s, &d.revision, &d.nonce, observe(&d.set));
+    assert_eq!(state(&hub, "n1"), NodeState::Applied);
 }

@@ -63,6 +63,8 @@ pub struct Config {
     pub distributor_credentials: Credentials,
     /// TLS and who may call.
     pub security: Security,
+    /// Streams, headers and keepalive.
+    pub limits: seccomp_server::grpc::Limits,
 }
 
 impl Config {
@@ -76,6 +78,7 @@ impl Config {
             distributor: None,
             distributor_credentials: Credentials::default(),
             security: Security::none(),
+            limits: seccomp_server::grpc::Limits::default(),
         }
     }
 }
@@ -162,7 +165,7 @@ pub async fn run(
     let security = config
         .security
         .prepare(addr, Arc::new(grpc::AuditRefusals(registry.clone())))?;
-    let router = tonic::transport::Server::builder()
+    let router = seccomp_server::grpc::server_builder(&config.limits)
         .layer(MapResponseLayer::new(
             seccomp_server::grpc::oversize_as_resource_exhausted,
         ))

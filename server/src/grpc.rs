@@ -1,10 +1,46 @@
 //! What every gRPC server of the system registers besides its own service: health checking
-//! and reflection, and a uniform status for oversized requests.
+//! and reflection, a uniform status for oversized requests, and the [`Limits`] every server
+//! runs with.
 
 use tonic::codegen::http::{self, HeaderValue};
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+/// What every server bounds: streams per connection, header size, and how long a peer may
+/// stay silent (HTTP/2 pings: a connection whose peer does not answer one within
+/// `keepalive_timeout` is closed, so a stopped or partitioned agent's stream ends).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent streams on one connection.
+    pub max_concurrent_streams: u32,
+    /// How often the server pings an idle connection.
+    pub keepalive_interval: std::time::Duration,
+    /// How long a ping may go unanswered.
+    pub keepalive_timeout: std::time::Duration,
+    /// Largest header list a request may send, in bytes.
+    pub max_header_list_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_concurrent_streams: 256,
+            keepalive_interval: std::time::Duration::from_secs(10),
+            keepalive_timeout: std::time::Duration::from_secs(10),
+            max_header_list_size: 16 * 1024,
+        }
+    }
+}
+
+/// A tonic server builder with `limits`.
+pub fn server_builder(limits: &Limits) -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .http2_max_header_list_size(limits.max_header_list_size)
+}
 
 /// Why the standard services could not be built.
 #[derive(Debug, thiserror::Error)]

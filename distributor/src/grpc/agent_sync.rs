@@ -5,30 +5,41 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use seccomp_profile::name;
 use seccomp_proto::agent::v1 as agent;
 use seccomp_rollout::selector;
 use seccomp_server::auth::{self, Principal, Refusals};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{desired_to_proto, errors_from, observed_from};
 use crate::error::Error;
-use crate::hub::{Hello, Hub, Outbound};
+use crate::hub::{self, Hello, Hub, Outbound};
+
+/// Most labels a node may report (each also checked as Kubernetes checks a label).
+const MAX_LABELS: usize = 128;
+/// Most observed files in one message (an agent reports the files it placed).
+const MAX_OBSERVED: usize = 4096;
 
 /// `seccomp.agent.v1.AgentSync`.
 pub struct AgentSyncGrpc {
     hub: Arc<Hub>,
     refusals: Arc<dyn Refusals>,
+    hello_deadline: Duration,
 }
 
 impl AgentSyncGrpc {
-    /// The service over `hub`; refused streams are told to `refusals` (the audit log).
-    pub fn new(hub: Arc<Hub>, refusals: Arc<dyn Refusals>) -> Self {
-        AgentSyncGrpc { hub, refusals }
+    /// The service over `hub`; refused streams are told to `refusals` (the audit log); a
+    /// stream without a Hello within `hello_deadline` is closed.
+    pub fn new(hub: Arc<Hub>, refusals: Arc<dyn Refusals>, hello_deadline: Duration) -> Self {
+        AgentSyncGrpc {
+            hub,
+            refusals,
+            hello_deadline,
+        }
     }
 }
 
@@ -44,9 +55,15 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
     ) -> Result<Response<OutStream>, Status> {
         let principal = auth::principal(&request);
         let mut incoming = request.into_inner();
-        let first = incoming
-            .message()
-            .await?
+        // A stream that never says Hello holds a slot for nothing.
+        let first = tokio::time::timeout(self.hello_deadline, incoming.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no Hello within {:?} of opening the stream",
+                    self.hello_deadline
+                ))
+            })??
             .ok_or_else(|| Status::invalid_argument("the stream ended before Hello"))?;
         let Some(agent::agent_message::Message::Hello(h)) = first.message else {
             return Err(Status::invalid_argument(
@@ -78,13 +95,25 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
                 return Err(status);
             }
         }
+        if h.labels.len() > MAX_LABELS {
+            return Err(Status::invalid_argument(format!(
+                "{} labels: a node may report at most {MAX_LABELS}",
+                h.labels.len()
+            )));
+        }
+        if h.observed.len() > MAX_OBSERVED {
+            return Err(Status::invalid_argument(format!(
+                "{} observed files: at most {MAX_OBSERVED} per message",
+                h.observed.len()
+            )));
+        }
         let labels: BTreeMap<String, String> = h.labels.into_iter().collect();
         for (k, v) in &labels {
             selector::check_label_key(k).map_err(Error::from)?;
             selector::check_label_value(v).map_err(Error::from)?;
         }
         let node = h.node_name.clone();
-        let (tx, rx) = mpsc::unbounded_channel::<Outbound>();
+        let (tx, rx) = hub::outbox();
         let session = self.hub.hello(
             Hello {
                 node: node.clone(),
@@ -109,6 +138,16 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
                     }
                 };
                 use agent::agent_message::Message as M;
+                let sizes = match &msg.message {
+                    Some(M::Ack(a)) => [a.observed.len(), 0],
+                    Some(M::Nack(n)) => [n.observed.len(), n.errors.len()],
+                    Some(M::Drift(d)) => [d.current.len().max(d.observed.len()), d.errors.len()],
+                    _ => [0, 0],
+                };
+                if sizes.iter().any(|&n| n > MAX_OBSERVED) {
+                    tracing::warn!(node = %node, "a message lists more than {MAX_OBSERVED} files; closing");
+                    break;
+                }
                 match msg.message {
                     Some(M::Ack(a)) => hub.ack(
                         &node,
@@ -147,11 +186,12 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
             hub.disconnect(&node, session);
             tracing::info!(node = %node, "agent disconnected");
         });
-        let out = UnboundedReceiverStream::new(rx).map(move |m| match m {
-            Outbound::Desired(d) => Ok(desired_to_proto(&d)),
-            Outbound::Replaced => Err(Status::aborted(format!(
+        let out = WatchStream::from_changes(rx).filter_map(move |m| match m {
+            Some(Outbound::Desired(d)) => Some(Ok(desired_to_proto(&d))),
+            Some(Outbound::Replaced) => Some(Err(Status::aborted(format!(
                 "a newer stream for node \"{replaced}\" replaced this one"
-            ))),
+            )))),
+            None => None,
         });
         Ok(Response::new(Box::pin(out)))
     }

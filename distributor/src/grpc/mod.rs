@@ -42,14 +42,17 @@ impl From<Error> for Status {
     }
 }
 
-/// The agent stream service over `hub`, auditing its refusals in `distributor`'s log.
+/// The agent stream service over `hub`, auditing its refusals in `distributor`'s log and
+/// closing streams without a Hello within `hello_deadline`.
 pub fn agent_service(
     hub: Arc<Hub>,
     distributor: Arc<Distributor>,
+    hello_deadline: std::time::Duration,
 ) -> agent::agent_sync_server::AgentSyncServer<AgentSyncGrpc> {
     agent::agent_sync_server::AgentSyncServer::new(AgentSyncGrpc::new(
         hub,
         Arc::new(AuditRefusals(distributor)),
+        hello_deadline,
     ))
 }
 
