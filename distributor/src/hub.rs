@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -82,7 +82,11 @@ struct Node {
     labels: Labels,
     agent_version: String,
     session: Option<Session>,
+    /// Wall time of the last message, for people.
     last_seen: SystemTime,
+    /// The same on the monotonic clock, for the grace period (a wall-clock step must not make
+    /// every node Unknown, or none).
+    heard: Instant,
     desired: Arc<EffectiveSet>,
     /// Revision the agent confirmed applying.
     acked: String,
@@ -147,6 +151,7 @@ impl State {
     fn heard_from(&mut self, node: &str, session: SessionId) -> Option<&mut Node> {
         let n = self.session_node(node, session)?;
         n.last_seen = SystemTime::now();
+        n.heard = Instant::now();
         Some(n)
     }
 
@@ -217,6 +222,7 @@ impl Hub {
                 nonce: None,
             }),
             last_seen: SystemTime::now(),
+            heard: Instant::now(),
             acked: hello.current_revision,
             observed: hello.observed,
             errors: Vec::new(),
@@ -367,8 +373,8 @@ impl Hub {
         self.bump();
     }
 
-    fn view(&self, name: &str, n: &Node, now: SystemTime) -> NodeView {
-        let silent = now.duration_since(n.last_seen).unwrap_or_default() > self.grace;
+    fn view(&self, name: &str, n: &Node, now: Instant) -> NodeView {
+        let silent = now.saturating_duration_since(n.heard) > self.grace;
         let state = if n.session.is_none() && silent {
             NodeState::Unknown
         } else if !n.errors.is_empty() {
@@ -440,7 +446,7 @@ impl Hub {
     ) -> Vec<NodeView> {
         use std::ops::Bound;
         let st = self.lock();
-        let now = SystemTime::now();
+        let now = Instant::now();
         let start = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_owned()));
         st.nodes
             .range((start, Bound::Unbounded))
@@ -453,7 +459,7 @@ impl Hub {
     /// Every known node matching `selector`, by name.
     pub fn nodes(&self, filter: &Selector) -> Vec<NodeView> {
         let st = self.lock();
-        let now = SystemTime::now();
+        let now = Instant::now();
         st.nodes
             .iter()
             .filter(|(_, n)| selector::matches(filter, &n.labels))

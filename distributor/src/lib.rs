@@ -5,6 +5,7 @@
 //! the pure `seccomp-rollout` crate; this crate adds time, storage, transport and sinks.
 //!
 //! Layout:
+//! - [`clock`]: the time deadlines run on (monotonic, so a wall-clock step fails nothing);
 //! - [`hub`]: agent sessions and per-node state (what was sent, acknowledged, observed), and
 //!   when to send a node its set;
 //! - [`store`]: rollout records and node sightings behind a small backend trait, with the
@@ -18,6 +19,7 @@
 //!   service, the registry client, and the conversions between proto and domain types;
 //! - [`run`]: the server, given a bound listener and a shutdown future.
 
+pub mod clock;
 pub mod error;
 pub mod grpc;
 pub mod hub;
@@ -47,6 +49,9 @@ pub const SERVICES: [&str; 2] = [
     seccomp_proto::agent::v1::agent_sync_server::SERVICE_NAME,
 ];
 
+/// What [`Config::on_start`] calls.
+pub type OnStart = Arc<dyn Fn(Arc<service::Distributor>) + Send + Sync>;
+
 /// Server settings.
 #[derive(Clone)]
 pub struct Config {
@@ -62,6 +67,12 @@ pub struct Config {
     pub yaml_dir: Option<PathBuf>,
     /// Also apply the NCIs to the cluster of the kubeconfig (server-side apply, prune).
     pub apply_to_cluster: bool,
+    /// Further sinks (for a program that embeds the distributor, and tests).
+    pub sinks: Vec<Arc<dyn sinks::NciSink>>,
+    /// Called with the distributor once it is made (for a program that embeds it, and tests).
+    pub on_start: Option<OnStart>,
+    /// The time deadlines and timers run on.
+    pub clock: Arc<dyn clock::Clock>,
     /// What NCIs may put on nodes (the allowed root).
     pub policy: seccomp_rollout::policy::Policy,
     /// How the distributor identifies itself to the registry.
@@ -85,6 +96,9 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             yaml_dir: None,
             apply_to_cluster: false,
+            sinks: Vec::new(),
+            on_start: None,
+            clock: Arc::new(clock::MonotonicClock::new()),
             policy: seccomp_rollout::policy::Policy::default(),
             registry_credentials: Credentials::default(),
             security: Security::none(),
@@ -122,6 +136,49 @@ pub enum RunError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Resolves once `stop` says true.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Run the rollout engine until `stop` says true. A panic in it is logged, health goes
+/// NOT_SERVING (so load balancers and probes see it), the rollouts are read from the store
+/// again (the panic may have left a half-made change in memory), and the engine restarts;
+/// health is SERVING again once it runs.
+async fn supervise_engine(
+    distributor: Arc<service::Distributor>,
+    health: seccomp_server::grpc::HealthReporter,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let task = {
+            let distributor = Arc::clone(&distributor);
+            let stop = stopped(stop.clone());
+            tokio::spawn(async move { distributor.run_engine(stop).await })
+        };
+        match task.await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                tracing::error!(error = %e, "the rollout engine panicked; restarting it from the store");
+                seccomp_server::grpc::set_not_serving(&health, &SERVICES).await;
+                // Not at once: a panic that comes back at every tick must not spin.
+                tokio::time::sleep(ENGINE_RESTART).await;
+                if *stop.borrow() {
+                    return;
+                }
+                match distributor.reload().await {
+                    Ok(()) => seccomp_server::grpc::set_serving(&health, &SERVICES).await,
+                    Err(e) => tracing::error!(error = %e, "cannot reload the rollouts; retrying"),
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// How long the engine waits before it restarts after a panic.
+const ENGINE_RESTART: Duration = Duration::from_secs(1);
+
 /// Serve the distributor on `listener` until `shutdown` completes. On shutdown the agent
 /// streams are closed (agents keep their files and reconnect), in-flight calls get the grace
 /// period, and the database is released before this returns.
@@ -145,7 +202,7 @@ pub async fn run(
         &config.registry,
         &config.registry_credentials,
     )?);
-    let mut sinks: Vec<Arc<dyn sinks::NciSink>> = Vec::new();
+    let mut sinks: Vec<Arc<dyn sinks::NciSink>> = config.sinks.clone();
     if let Some(dir) = &config.yaml_dir {
         sinks.push(Arc::new(sinks::DirSink::new(dir)));
     }
@@ -160,21 +217,12 @@ pub async fn run(
         service::Settings {
             settle: config.unknown_after,
             policy: config.policy.clone(),
+            clock: Arc::clone(&config.clock),
         },
     )?);
-    distributor.sync_sinks().await?;
-    let (stop_engine, engine_stopped) = tokio::sync::oneshot::channel::<()>();
-    let engine = {
-        let distributor = Arc::clone(&distributor);
-        tokio::spawn(async move {
-            distributor
-                .run_engine(async {
-                    let _ = engine_stopped.await;
-                })
-                .await;
-        })
-    };
-
+    if let Some(on_start) = &config.on_start {
+        on_start(Arc::clone(&distributor));
+    }
     let security = config.security.prepare(
         addr,
         Arc::new(grpc::AuditRefusals(Arc::clone(&distributor))),
@@ -189,6 +237,18 @@ pub async fn run(
         .add_service(grpc::distributor_service(Arc::clone(&distributor)));
     let (router, health) =
         seccomp_server::grpc::add_health_and_reflection(router, &SERVICES).await?;
+    // The engine and the sinks run on tasks of their own, both stopped between rounds.
+    let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
+    let engine = tokio::spawn(supervise_engine(
+        Arc::clone(&distributor),
+        health.clone(),
+        tasks_stopped.clone(),
+    ));
+    let sinks = {
+        let distributor = Arc::clone(&distributor);
+        let stopped = stopped(tasks_stopped);
+        tokio::spawn(async move { distributor.run_sinks(stopped).await })
+    };
     tracing::info!(%addr, tls = security.tls.is_some(), data_dir = %config.data_dir.display(), registry = %config.registry, "distributor serving");
     // Agent streams never end on their own: close them so connections can drain.
     let streams = Arc::clone(&hub);
@@ -204,7 +264,8 @@ pub async fn run(
     )
     .await?;
     // Stop the engine between ticks, so the database is released with nothing half-done.
-    let _ = stop_engine.send(());
+    let _ = stop_tasks.send(true);
     let _ = engine.await;
+    let _ = sinks.await;
     Ok(())
 }

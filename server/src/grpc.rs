@@ -5,7 +5,7 @@
 use tonic::codegen::http::{self, HeaderValue};
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
+pub use tonic_health::server::HealthReporter;
 
 /// What every server bounds: streams per connection, header size, and how long a peer may
 /// stay silent (HTTP/2 pings: a connection whose peer does not answer one within
@@ -65,6 +65,18 @@ pub async fn add_health_and_reflection<L>(
         .register_encoded_file_descriptor_set(seccomp_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     Ok((router.add_service(health).add_service(reflection), reporter))
+}
+
+/// Mark `""` and every name in `serving` SERVING again (after a component recovered).
+pub async fn set_serving(reporter: &HealthReporter, serving: &[&str]) {
+    reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    for name in serving {
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
 }
 
 /// Mark `""` and every name in `serving` NOT_SERVING, so load balancers stop sending new

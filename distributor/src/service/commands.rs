@@ -11,7 +11,7 @@ use seccomp_rollout::node::NodeState;
 use seccomp_rollout::record::{Content, PauseCause, RolloutRecord, RolloutState};
 use seccomp_rollout::strategy::{self, Pause, Strategy, WaveSpec};
 
-use super::{Distributor, FetchedProfile, RollbackRequest, RolloutRequest, RolloutView, now_ms};
+use super::{Distributor, FetchedProfile, RollbackRequest, RolloutRequest, RolloutView};
 use crate::error::{Error, Result};
 
 impl Distributor {
@@ -101,7 +101,7 @@ impl Distributor {
         reason: String,
     ) -> Result<RolloutRecord> {
         let name = content.nci.metadata.name.clone();
-        let now = now_ms();
+        let now = self.now_ms();
         let mut record = RolloutRecord::new(id, content, strategy, actor, now);
         record.revision = self
             .store
@@ -158,7 +158,7 @@ impl Distributor {
             // Paused by the engine for unknown nodes, or running: from now on only a resume
             // continues it. A pending timed pause is kept (and skipped by the resume).
             (RolloutState::Paused, _) | (RolloutState::Progressing | RolloutState::Pending, _) => {
-                r.transition(RolloutState::Paused, why, actor, now_ms());
+                r.transition(RolloutState::Paused, why, actor, self.now_ms());
                 r.paused = Some(PauseCause::Requested);
                 self.store.put(&r).await?;
                 self.bump();
@@ -185,7 +185,7 @@ impl Distributor {
                 r.state
             )));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         match r.paused {
             Some(PauseCause::BetweenWaves) => {
                 let next = r.current_wave + 1;
@@ -244,7 +244,7 @@ impl Distributor {
         } else {
             format!("aborted by {actor}: {reason}")
         };
-        r.transition(RolloutState::Aborted, why, actor, now_ms());
+        r.transition(RolloutState::Aborted, why, actor, self.now_ms());
         self.store.put(&r).await?;
         self.refresh_fleet()?;
         self.bump();
@@ -321,7 +321,7 @@ impl Distributor {
         }
         let mut ids = Vec::with_capacity(plans.len());
         for (mut current, id, nci, version, digest) in plans {
-            let now = now_ms();
+            let now = self.now_ms();
             if current.state.is_active() {
                 current.transition(
                     RolloutState::Aborted,

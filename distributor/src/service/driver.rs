@@ -15,7 +15,7 @@ use seccomp_rollout::nci::NodeConfigItem;
 use seccomp_rollout::node::NodeState;
 use seccomp_rollout::record::RolloutRecord;
 
-use super::{Distributor, SIGHTING_EVERY, SINK_RETRY, now_ms};
+use super::{Distributor, SIGHTING_EVERY, SINK_RETRY, SINK_TIMEOUT};
 use crate::error::Result;
 
 impl Distributor {
@@ -41,13 +41,18 @@ impl Distributor {
         let ncis: Vec<NodeConfigItem> = records.iter().map(|r| r.nci.clone()).collect();
         let mut all_ok = true;
         for sink in &self.sinks {
-            match sink.sync(&ncis).await {
-                Ok(()) => {
+            // A black-holed API server must not hold the sinks up forever either.
+            match tokio::time::timeout(SINK_TIMEOUT, sink.sync(&ncis)).await {
+                Ok(Ok(())) => {
                     tracing::info!(sink = %sink.describe(), ncis = ncis.len(), "sink in sync")
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     all_ok = false;
                     tracing::error!(sink = %sink.describe(), error = %e, "sink sync failed")
+                }
+                Err(_) => {
+                    all_ok = false;
+                    tracing::error!(sink = %sink.describe(), timeout = ?SINK_TIMEOUT, "sink sync timed out")
                 }
             }
         }
@@ -61,15 +66,56 @@ impl Distributor {
         Ok(())
     }
 
-    /// Move every active rollout on (see [`engine::step`]), then bring the sinks in line
-    /// (outside the lock: a slow cluster API must not stall rollouts): called by the engine
-    /// task on every node change and on a timer.
+    /// Move every active rollout on (see [`engine::step`]): called by the engine task on
+    /// every node change and on a timer. The sinks follow on a task of their own
+    /// ([`Distributor::run_sinks`]), so a slow or dead cluster API never stalls rollouts.
     pub async fn tick(&self) -> Result<()> {
-        {
-            let _w = self.write.lock().await;
-            self.tick_locked().await?;
+        if self.panic_next_tick.swap(false, Ordering::AcqRel) {
+            panic!("engine fault injected for a test");
         }
-        self.sync_sinks().await
+        let _w = self.write.lock().await;
+        self.tick_locked().await
+    }
+
+    /// Keep the sinks in line with the NCIs in force until `stop` resolves: at every change
+    /// of the records and, after a failure, again once the retry delay has passed.
+    pub async fn run_sinks(&self, stop: impl Future<Output = ()>) {
+        let mut changes = self.subscribe();
+        tokio::pin!(stop);
+        loop {
+            // Shutdown does not wait for a sink that hangs (each write is atomic, so one cut
+            // short leaves the old file or the new one).
+            tokio::select! {
+                () = &mut stop => return,
+                synced = self.sync_sinks() => {
+                    if let Err(e) = synced {
+                        tracing::error!(error = %e, "sinks");
+                    }
+                }
+            }
+            tokio::select! {
+                () = &mut stop => return,
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(SINK_RETRY) => {}
+            }
+        }
+    }
+
+    /// Make the next engine tick panic (for tests of the engine's supervision).
+    #[doc(hidden)]
+    pub fn inject_engine_panic(&self) {
+        self.panic_next_tick.store(true, Ordering::Release);
+    }
+
+    /// Forget everything in memory and read the rollouts from the store again (after the
+    /// engine panicked mid-tick, its cache may hold a half-made change).
+    pub async fn reload(&self) -> Result<()> {
+        let _w = self.write.lock().await;
+        self.store.reload()?;
+        self.refresh_fleet()?;
+        self.stale.store(false, Ordering::Release);
+        self.bump();
+        Ok(())
     }
 
     /// Whether the agents known before a restart had their chance to reconnect. The first
@@ -83,7 +129,7 @@ impl Distributor {
         if !(back || Instant::now() >= self.settle_until) {
             return Ok(false);
         }
-        let now = now_ms();
+        let now = self.now_ms();
         for shared in self.store.current()?.into_values() {
             if !shared.state.is_active() {
                 continue;
@@ -118,7 +164,7 @@ impl Distributor {
             return Ok(());
         }
         let names = self.hub.connected_names();
-        self.store.saw_nodes(&names, now_ms())?;
+        self.store.saw_nodes(&names, self.now_ms())?;
         *last = (count, Some(Instant::now()));
         Ok(())
     }
@@ -157,7 +203,7 @@ impl Distributor {
                 r.nodes.remove(name);
             }
             let before = r.state;
-            let step = engine::step(&mut r, &live, now_ms(), settled);
+            let step = engine::step(&mut r, &live, self.now_ms(), settled);
             // Nodes leaving the rollout change what nodes get, like a step's scope change.
             let rescoped = step.scope || !moved.is_empty();
             if rescoped {

@@ -33,7 +33,7 @@ mod views;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use seccomp_rollout::nci::{self, NodeConfigItem, Target};
 use seccomp_rollout::policy::Policy;
@@ -41,6 +41,7 @@ use seccomp_rollout::record::RolloutRecord;
 use seccomp_rollout::strategy::Strategy;
 
 use crate::BoxFuture;
+use crate::clock::Clock;
 use crate::error::Result;
 use crate::hub::Hub;
 use crate::sinks::NciSink;
@@ -92,13 +93,15 @@ impl FetchedProfile {
 }
 
 /// How a distributor behaves, besides what it is connected to.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// After a restart, how long targeted nodes have to reconnect before they count as
     /// Unknown.
     pub settle: Duration,
     /// What NCIs may put on nodes.
     pub policy: Policy,
+    /// The time deadlines and timers run on.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What a rollout asks for.
@@ -143,6 +146,8 @@ pub struct Distributor {
     sinks: Vec<Arc<dyn NciSink>>,
     /// What NCIs may put on nodes.
     policy: Policy,
+    /// The time deadlines and timers run on.
+    clock: Arc<dyn Clock>,
     /// Stored rollouts whose NCIs the policy refuses (found at start; new ones are checked
     /// when they are made): never served.
     refused: BTreeSet<String>,
@@ -168,6 +173,8 @@ pub struct Distributor {
     synced: std::sync::Mutex<Option<Vec<String>>>,
     /// After a failed sink sync, no new attempt before this.
     sink_retry_at: std::sync::Mutex<Option<Instant>>,
+    /// Tests: make the next tick panic.
+    panic_next_tick: AtomicBool,
 }
 
 /// How often the connected nodes are recorded.
@@ -184,13 +191,15 @@ fn millis(d: Duration) -> u64 {
 /// How long to wait before syncing a sink again after it failed.
 const SINK_RETRY: Duration = Duration::from_secs(10);
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+/// How long one sink may take to sync.
+const SINK_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Distributor {
+    /// Now, on the clock deadlines run on.
+    fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// A distributor over `store`, serving agents through `hub` and writing NCIs to `sinks`.
     /// Loads the NCIs in force. Targeted nodes that have not reconnected within
     /// `settings.settle` count as Unknown.
@@ -216,6 +225,7 @@ impl Distributor {
             source,
             sinks,
             policy: settings.policy,
+            clock: settings.clock,
             refused,
             write: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
@@ -226,6 +236,7 @@ impl Distributor {
             stale: AtomicBool::new(false),
             synced: std::sync::Mutex::new(None),
             sink_retry_at: std::sync::Mutex::new(None),
+            panic_next_tick: AtomicBool::new(false),
         };
         d.refresh_fleet()?;
         Ok(d)

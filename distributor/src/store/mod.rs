@@ -101,6 +101,18 @@ impl RolloutStore {
         })
     }
 
+    /// Read every record from the backend again, dropping what memory held.
+    pub fn reload(&self) -> Result<()> {
+        let fresh: BTreeMap<u64, Arc<RolloutRecord>> = self
+            .backend
+            .load_rollouts()?
+            .into_iter()
+            .map(|(n, r)| (n, Arc::new(r)))
+            .collect();
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
     /// Open (or create) the embedded sled database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         Self::new(SledBackend::open(dir)?)
