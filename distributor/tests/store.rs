@@ -1,8 +1,16 @@
-//! The distributor's store: whom a restarted distributor waits for.
+//! The distributor's store: whom a restarted distributor waits for, and that memory never
+//! holds a record whose flush failed.
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
-use seccomp_distributor::store::RolloutStore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use seccomp_distributor::BoxFuture;
+use seccomp_distributor::store::{AuditEntry, Backend, RolloutStore, SledBackend};
+use seccomp_rollout::nci::{self, ProfileRef, Target};
+use seccomp_rollout::record::{Content, RolloutRecord};
+use seccomp_rollout::strategy::Strategy;
 
 #[test]
 fn a_restart_waits_for_the_nodes_seen_last_not_for_long_gone_ones() {
@@ -27,4 +35,106 @@ fn a_restart_waits_for_the_nodes_seen_last_not_for_long_gone_ones() {
         .into_iter()
         .collect();
     assert_eq!(expected, ["a", "b"]);
+}
+
+/// Sled, whose flushes fail while `failing` is set (a full or broken disk).
+struct FlakyDisk {
+    sled: SledBackend,
+    failing: Arc<AtomicBool>,
+}
+
+impl Backend for FlakyDisk {
+    fn load_rollouts(&self) -> seccomp_distributor::Result<Vec<(u64, RolloutRecord)>> {
+        self.sled.load_rollouts()
+    }
+    fn write_rollout(&self, n: u64, r: &RolloutRecord) -> seccomp_distributor::Result<()> {
+        self.sled.write_rollout(n, r)
+    }
+    fn remove_rollout(&self, n: u64) -> seccomp_distributor::Result<()> {
+        self.sled.remove_rollout(n)
+    }
+    fn next_number(&self) -> seccomp_distributor::Result<u64> {
+        self.sled.next_number()
+    }
+    fn load_sightings(&self) -> seccomp_distributor::Result<Vec<(String, u64)>> {
+        self.sled.load_sightings()
+    }
+    fn write_sightings(&self, names: &[String], at: u64) -> seccomp_distributor::Result<()> {
+        self.sled.write_sightings(names, at)
+    }
+    fn append_audit(&self, e: &AuditEntry) -> seccomp_distributor::Result<()> {
+        self.sled.append_audit(e)
+    }
+    fn audit(
+        &self,
+        since: u64,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> seccomp_distributor::Result<Vec<AuditEntry>> {
+        self.sled.audit(since, after, limit)
+    }
+    fn flush(&self) -> BoxFuture<'_, seccomp_distributor::Result<()>> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Box::pin(std::future::ready(Err(
+                seccomp_distributor::Error::Storage("disk full".into()),
+            )));
+        }
+        self.sled.flush()
+    }
+}
+
+fn record(id: &str, version: u64) -> RolloutRecord {
+    let nci = nci::render(
+        ProfileRef {
+            name: "web",
+            version,
+            content: b"{}",
+        },
+        &Target::new(Default::default()),
+        None,
+        Some(id),
+    )
+    .unwrap();
+    let content = Content {
+        profile: "web".into(),
+        version,
+        digest: "sha256:x".into(),
+        nci,
+    };
+    RolloutRecord::new(id.into(), content, Strategy::default(), "test", 0)
+}
+
+#[tokio::test]
+async fn a_record_whose_flush_failed_is_neither_in_memory_nor_written_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(AtomicBool::new(false));
+    {
+        let store = RolloutStore::new(FlakyDisk {
+            sled: SledBackend::open(dir.path()).unwrap(),
+            failing: Arc::clone(&failing),
+        })
+        .unwrap();
+        store.put(&record("r1", 1)).await.unwrap();
+
+        failing.store(true, Ordering::SeqCst);
+        // A new record, and a change to an existing one: both refused, both taken back.
+        assert!(store.put(&record("r2", 2)).await.is_err());
+        let mut changed = record("r1", 1);
+        changed.version = 9;
+        assert!(store.put(&changed).await.is_err());
+        assert!(
+            store.get_shared("r2").is_err(),
+            "no phantom rollout in memory"
+        );
+        assert_eq!(store.get_shared("r1").unwrap().version, 1);
+        assert_eq!(store.all().unwrap().len(), 1);
+
+        // The disk recovers; the next flush must not write what was refused.
+        failing.store(false, Ordering::SeqCst);
+        store.flush().await.unwrap();
+    }
+    let store = RolloutStore::open(dir.path()).unwrap();
+    let ids: Vec<String> = store.all().unwrap().iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids, ["r1"]);
+    assert_eq!(store.get_shared("r1").unwrap().version, 1);
 }

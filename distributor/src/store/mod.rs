@@ -32,6 +32,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Store the record of rollout `number` (replacing an older one), without waiting for
     /// durability.
     fn write_rollout(&self, number: u64, record: &RolloutRecord) -> Result<()>;
+    /// Remove the record of rollout `number`, without waiting for durability.
+    fn remove_rollout(&self, number: u64) -> Result<()>;
     /// A rollout number never handed out before (also across restarts).
     fn next_number(&self) -> Result<u64>;
     /// Every node ever seen connected, with when it last was (ms since the epoch).
@@ -85,6 +87,10 @@ pub struct RolloutStore {
 
 fn id_number(id: &str) -> Option<u64> {
     id.strip_prefix('r')?.parse().ok()
+}
+
+fn number_of(r: &RolloutRecord) -> Result<u64> {
+    id_number(&r.id).ok_or_else(|| Error::invalid(format!("bad rollout id {:?}", r.id)))
 }
 
 impl RolloutStore {
@@ -161,17 +167,40 @@ impl RolloutStore {
         self.backend.flush().await
     }
 
-    /// Store a rollout and wait until it is durable.
+    /// Store a rollout and wait until it is durable. When that fails, the write is taken
+    /// back: memory keeps the previous record (or none), so nothing acts on a record the
+    /// disk may not hold, and a later flush does not make it durable behind the caller's
+    /// back.
     pub async fn put(&self, r: &RolloutRecord) -> Result<()> {
-        self.put_lazy(r)?;
-        self.flush().await
+        let n = number_of(r)?;
+        let previous = self
+            .cache
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&n)
+            .cloned();
+        self.backend.write_rollout(n, r)?;
+        if let Err(e) = self.backend.flush().await {
+            let undone = match &previous {
+                Some(p) => self.backend.write_rollout(n, p),
+                None => self.backend.remove_rollout(n),
+            };
+            if let Err(undo) = undone {
+                tracing::error!(rollout = %r.id, error = %undo, "cannot take back a record whose flush failed");
+            }
+            return Err(e);
+        }
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(n, Arc::new(r.clone()));
+        Ok(())
     }
 
     /// Store a rollout without waiting for durability (the engine's per-node bookkeeping;
     /// the next durable `put`, or the backend's own periodic flush, writes it).
     pub fn put_lazy(&self, r: &RolloutRecord) -> Result<()> {
-        let n =
-            id_number(&r.id).ok_or_else(|| Error::invalid(format!("bad rollout id {:?}", r.id)))?;
+        let n = number_of(r)?;
         self.backend.write_rollout(n, r)?;
         self.cache
             .write()

@@ -58,6 +58,11 @@ impl Backend for SledBackend {
         Ok(())
     }
 
+    fn remove_rollout(&self, number: u64) -> Result<()> {
+        self.rollouts.remove(number.to_be_bytes())?;
+        Ok(())
+    }
+
     fn next_number(&self) -> Result<u64> {
         Ok(self.db.generate_id()? + 1)
     }
