@@ -11,13 +11,15 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
 use seccomp_rollout::fileset::{EffectiveSet, Fleet};
 use seccomp_rollout::node::{FileError, NodeState, NodeView, ObservedFile, all_match};
 use seccomp_rollout::selector::{self, Labels, Selector};
+
+use crate::store::KnownNode;
 
 /// What the distributor sends an agent: its complete desired set.
 #[derive(Debug, Clone)]
@@ -98,6 +100,9 @@ struct Node {
     drifted: bool,
     /// Drift reports received (repaired or not).
     drift_reports: u64,
+    /// Its agent connected since this process started (a node restored from the store has
+    /// not, yet).
+    connected_once: bool,
 }
 
 struct State {
@@ -105,6 +110,8 @@ struct State {
     nodes: BTreeMap<String, Node>,
     next_session: u64,
     next_nonce: u64,
+    /// Nodes whose record changed since [`Hub::take_changed`] last ran.
+    changed: std::collections::BTreeSet<String>,
 }
 
 /// All agent sessions and node states.
@@ -182,6 +189,7 @@ impl Hub {
                 nodes: BTreeMap::new(),
                 next_session: 1,
                 next_nonce: 1,
+                changed: std::collections::BTreeSet::new(),
             }),
             grace,
             changes: tokio::sync::watch::Sender::new(0),
@@ -229,8 +237,10 @@ impl Hub {
             in_flight: false,
             drifted: false,
             drift_reports: 0,
+            connected_once: true,
             desired,
         };
+        st.changed.insert(hello.node.clone());
         // Replacing the entry drops the old session's sender after telling it why, so the old
         // stream ends with a reason rather than silently.
         if let Some(session) = st
@@ -266,6 +276,7 @@ impl Hub {
         n.errors.clear();
         n.in_flight = false;
         n.drifted = false;
+        st.changed.insert(node.to_owned());
         self.bump();
     }
 
@@ -285,6 +296,7 @@ impl Hub {
         n.errors = errors;
         n.observed = observed;
         n.in_flight = false;
+        st.changed.insert(node.to_owned());
         self.bump();
     }
 
@@ -324,6 +336,7 @@ impl Hub {
         if !errors.is_empty() {
             n.errors = errors;
         }
+        st.changed.insert(node.to_owned());
         self.bump();
     }
 
@@ -334,11 +347,95 @@ impl Hub {
 
     /// The session's stream ended.
     pub fn disconnect(&self, node: &str, session: SessionId) {
-        if let Some(n) = self.lock().session_node(node, session) {
+        let mut st = self.lock();
+        if let Some(n) = st.session_node(node, session) {
             n.session = None;
             n.in_flight = false;
+            st.changed.insert(node.to_owned());
         }
+        drop(st);
         self.bump();
+    }
+
+    /// Know `nodes` again (a restart): each is disconnected, last heard from when its record
+    /// says, with what its agent last reported on disk. A node already connected is left as
+    /// it is.
+    pub fn restore(&self, nodes: Vec<KnownNode>) {
+        let mut st = self.lock();
+        let wall_now = SystemTime::now();
+        for k in nodes {
+            if st.nodes.contains_key(&k.name) {
+                continue;
+            }
+            let last_seen = UNIX_EPOCH + Duration::from_millis(k.last_seen_ms);
+            let ago = wall_now.duration_since(last_seen).unwrap_or_default();
+            let heard = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
+            let desired = Arc::new(st.fleet.effective_for(&k.name, &k.labels));
+            st.nodes.insert(
+                k.name,
+                Node {
+                    labels: k.labels,
+                    agent_version: k.agent_version,
+                    session: None,
+                    last_seen,
+                    heard,
+                    desired,
+                    acked: k.revision,
+                    observed: k.observed,
+                    errors: Vec::new(),
+                    in_flight: false,
+                    drifted: false,
+                    drift_reports: 0,
+                    connected_once: false,
+                },
+            );
+        }
+        drop(st);
+        self.bump();
+    }
+
+    /// The records of the nodes that changed since the last call, to store.
+    pub fn take_changed(&self) -> Vec<KnownNode> {
+        let mut st = self.lock();
+        let names = std::mem::take(&mut st.changed);
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let n = st.nodes.get(&name)?;
+                let last_seen_ms = n
+                    .last_seen
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                Some(KnownNode {
+                    labels: n.labels.clone(),
+                    agent_version: n.agent_version.clone(),
+                    last_seen_ms,
+                    revision: n.acked.clone(),
+                    observed: n.observed.clone(),
+                    name,
+                })
+            })
+            .collect()
+    }
+
+    /// Forget the nodes whose agents have been gone for longer than `after`; their names.
+    pub fn forget_gone(&self, after: Duration) -> Vec<String> {
+        let mut st = self.lock();
+        let gone: Vec<String> = st
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.session.is_none() && n.heard.elapsed() > after)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &gone {
+            st.nodes.remove(name);
+            st.changed.remove(name);
+        }
+        drop(st);
+        if !gone.is_empty() {
+            self.bump();
+        }
+        gone
     }
 
     /// End every session (on shutdown): their streams finish, so the server can stop.
@@ -424,9 +521,12 @@ impl Hub {
             .collect()
     }
 
-    /// Whether a node of that name ever connected (since this process started).
+    /// Whether a node of that name connected since this process started.
     pub fn is_known(&self, name: &str) -> bool {
-        self.lock().nodes.contains_key(name)
+        self.lock()
+            .nodes
+            .get(name)
+            .is_some_and(|n| n.connected_once)
     }
 
     /// Whether the node's labels match `filter` now; `None` when it never connected.

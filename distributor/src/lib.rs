@@ -73,6 +73,8 @@ pub struct Config {
     pub on_start: Option<OnStart>,
     /// The time deadlines and timers run on.
     pub clock: Arc<dyn clock::Clock>,
+    /// Nodes whose agents have been gone this long are forgotten (their records too).
+    pub forget_nodes_after: Duration,
     /// What NCIs may put on nodes (the allowed root).
     pub policy: seccomp_rollout::policy::Policy,
     /// How the distributor identifies itself to the registry.
@@ -99,6 +101,7 @@ impl Config {
             sinks: Vec::new(),
             on_start: None,
             clock: Arc::new(clock::MonotonicClock::new()),
+            forget_nodes_after: Duration::from_secs(7 * 24 * 3600),
             policy: seccomp_rollout::policy::Policy::default(),
             registry_credentials: Credentials::default(),
             security: Security::none(),
@@ -218,6 +221,7 @@ pub async fn run(
             settle: config.unknown_after,
             policy: config.policy.clone(),
             clock: Arc::clone(&config.clock),
+            forget_nodes_after: config.forget_nodes_after,
         },
     )?);
     if let Some(on_start) = &config.on_start {

@@ -70,6 +70,12 @@ struct Args {
     )]
     allowed_root: String,
 
+    /// Forget a node whose agent has been gone this long (its record, its place in ListNodes
+    /// and in the registry's in-use check). Until then an offline node is kept, also across
+    /// restarts.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_FORGET_NODES_AFTER", default_value = "7d", value_parser = humantime::parse_duration)]
+    forget_nodes_after: Duration,
+
     /// CA of the registry's TLS certificate (an https:// --registry).
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_REGISTRY_CA", value_name = "FILE")]
     registry_ca: Option<PathBuf>,
@@ -127,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
     config.yaml_dir = args.yaml_dir;
     config.apply_to_cluster = args.apply_to_cluster;
     config.security = security;
+    config.forget_nodes_after = args.forget_nodes_after;
     config.policy =
         seccomp_rollout::policy::Policy::new(&args.allowed_root).context("--allowed-root")?;
     config.registry_credentials = Credentials::from_files(

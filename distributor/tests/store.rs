@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use seccomp_distributor::BoxFuture;
-use seccomp_distributor::store::{AuditEntry, Backend, RolloutStore, SledBackend};
+use seccomp_distributor::store::{AuditEntry, Backend, KnownNode, RolloutStore, SledBackend};
 use seccomp_rollout::nci::{self, ProfileRef, Target};
 use seccomp_rollout::record::{Content, RolloutRecord};
 use seccomp_rollout::strategy::Strategy;
@@ -61,6 +61,15 @@ impl Backend for FlakyDisk {
     }
     fn write_sightings(&self, names: &[String], at: u64) -> seccomp_distributor::Result<()> {
         self.sled.write_sightings(names, at)
+    }
+    fn load_nodes(&self) -> seccomp_distributor::Result<Vec<KnownNode>> {
+        self.sled.load_nodes()
+    }
+    fn write_node(&self, node: &KnownNode) -> seccomp_distributor::Result<()> {
+        self.sled.write_node(node)
+    }
+    fn remove_node(&self, name: &str) -> seccomp_distributor::Result<()> {
+        self.sled.remove_node(name)
     }
     fn append_audit(&self, e: &AuditEntry) -> seccomp_distributor::Result<()> {
         self.sled.append_audit(e)

@@ -11,7 +11,7 @@ use crate::nci::FileType;
 use crate::selector::Labels;
 
 /// What kind of thing an agent saw at a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ObservedKind {
     /// A regular file.
     File,
@@ -24,7 +24,7 @@ pub enum ObservedKind {
 }
 
 /// One path as an agent observed it on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObservedFile {
     /// Absolute path.
     pub path: String,

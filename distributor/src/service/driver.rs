@@ -166,10 +166,18 @@ impl Distributor {
         let names = self.hub.connected_names();
         self.store.saw_nodes(&names, self.now_ms())?;
         *last = (count, Some(Instant::now()));
+        // Nodes gone for longer than --forget-nodes-after are forgotten, here and on disk.
+        let gone = self.hub.forget_gone(self.forget_nodes_after);
+        if !gone.is_empty() {
+            tracing::info!(nodes = gone.len(), first = %gone[0], "forgot nodes whose agents have been gone too long");
+            self.store.remove_nodes(&gone)?;
+        }
         Ok(())
     }
 
     pub(super) async fn tick_locked(&self) -> Result<()> {
+        // What agents reported goes to the store, so a restart still knows offline nodes.
+        self.store.put_nodes(&self.hub.take_changed())?;
         self.remember_nodes()?;
         if self.stale.load(Ordering::Acquire) {
             self.store.flush().await?;

@@ -102,6 +102,8 @@ pub struct Settings {
     pub policy: Policy,
     /// The time deadlines and timers run on.
     pub clock: Arc<dyn Clock>,
+    /// Nodes whose agents have been gone this long are forgotten.
+    pub forget_nodes_after: Duration,
 }
 
 /// What a rollout asks for.
@@ -148,6 +150,8 @@ pub struct Distributor {
     policy: Policy,
     /// The time deadlines and timers run on.
     clock: Arc<dyn Clock>,
+    /// Nodes whose agents have been gone this long are forgotten.
+    forget_nodes_after: Duration,
     /// Stored rollouts whose NCIs the policy refuses (found at start; new ones are checked
     /// when they are made): never served.
     refused: BTreeSet<String>,
@@ -211,6 +215,7 @@ impl Distributor {
         settings: Settings,
     ) -> Result<Self> {
         let expected = store.recent_nodes(millis(RECENT))?;
+        hub.restore(store.nodes()?);
         let settle = settings.settle;
         let mut refused = BTreeSet::new();
         for r in store.all()? {
@@ -226,6 +231,7 @@ impl Distributor {
             sinks,
             policy: settings.policy,
             clock: settings.clock,
+            forget_nodes_after: settings.forget_nodes_after,
             refused,
             write: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),

@@ -40,6 +40,12 @@ pub trait Backend: Send + Sync + 'static {
     fn load_sightings(&self) -> Result<Vec<(String, u64)>>;
     /// Record that `names` were connected at `at_ms`, without waiting for durability.
     fn write_sightings(&self, names: &[String], at_ms: u64) -> Result<()>;
+    /// Every node record stored.
+    fn load_nodes(&self) -> Result<Vec<KnownNode>>;
+    /// Store a node's record (replacing an older one), without waiting for durability.
+    fn write_node(&self, node: &KnownNode) -> Result<()>;
+    /// Remove a node's record, without waiting for durability.
+    fn remove_node(&self, name: &str) -> Result<()>;
     /// Append an audit entry, without waiting for durability.
     fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
     /// Audit entries at or after `since_ns` (after the entry `after` when given, see
@@ -47,6 +53,25 @@ pub trait Backend: Send + Sync + 'static {
     fn audit(&self, since_ns: u64, after: Option<&[u8]>, limit: usize) -> Result<Vec<AuditEntry>>;
     /// Wait until everything written so far is durable.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// A node as last reported, kept so that a restarted distributor still knows the nodes that
+/// are offline (what they hold on disk counts for the registry's in-use check) until they
+/// are forgotten (`--forget-nodes-after`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KnownNode {
+    /// Node name.
+    pub name: String,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Its agent's version.
+    pub agent_version: String,
+    /// When its agent was last heard from (ms since the epoch).
+    pub last_seen_ms: u64,
+    /// The revision its agent last confirmed.
+    pub revision: String,
+    /// What its agent last reported on disk.
+    pub observed: Vec<seccomp_rollout::node::ObservedFile>,
 }
 
 /// One recorded command or refusal.
@@ -145,6 +170,27 @@ impl RolloutStore {
     /// Record that these nodes are connected at `at_ms` (written with the next flush).
     pub fn saw_nodes(&self, names: &[String], at_ms: u64) -> Result<()> {
         self.backend.write_sightings(names, at_ms)
+    }
+
+    /// Every node record.
+    pub fn nodes(&self) -> Result<Vec<KnownNode>> {
+        self.backend.load_nodes()
+    }
+
+    /// Store node records (durable with the next flush).
+    pub fn put_nodes(&self, nodes: &[KnownNode]) -> Result<()> {
+        for n in nodes {
+            self.backend.write_node(n)?;
+        }
+        Ok(())
+    }
+
+    /// Forget nodes (durable with the next flush).
+    pub fn remove_nodes(&self, names: &[String]) -> Result<()> {
+        for n in names {
+            self.backend.remove_node(n)?;
+        }
+        Ok(())
     }
 
     /// Append an audit entry (durable with the next flush).

@@ -1,14 +1,15 @@
 //! The embedded backend: sled in `--data-dir`. Tree `rollouts`: the rollout number
 //! (u64 big-endian, so iteration is in creation order) → the record as JSON. Tree `nodes`:
 //! node name → when it was last seen connected (ms since the epoch, u64 big-endian). Tree
-//! `audit`: [`AuditEntry::key`] (time, sequence) → the entry as JSON.
+//! `audit`: [`AuditEntry::key`] (time, sequence) → the entry as JSON. Tree `known_nodes`:
+//! node name → its [`KnownNode`] as JSON.
 //! Numbers come from sled's monotonic id generator, which never repeats across restarts.
 
 use std::path::Path;
 
 use seccomp_rollout::record::RolloutRecord;
 
-use super::{AuditEntry, Backend};
+use super::{AuditEntry, Backend, KnownNode};
 use crate::BoxFuture;
 use crate::error::{Error, Result};
 
@@ -18,6 +19,7 @@ pub struct SledBackend {
     db: sled::Db,
     rollouts: sled::Tree,
     nodes: sled::Tree,
+    known: sled::Tree,
     audit: sled::Tree,
 }
 
@@ -28,10 +30,12 @@ impl SledBackend {
         let rollouts = db.open_tree("rollouts")?;
         let nodes = db.open_tree("nodes")?;
         let audit = db.open_tree("audit")?;
+        let known = db.open_tree("known_nodes")?;
         Ok(SledBackend {
             db,
             rollouts,
             nodes,
+            known,
             audit,
         })
     }
@@ -82,6 +86,28 @@ impl Backend for SledBackend {
         for name in names {
             self.nodes.insert(name.as_bytes(), &at)?;
         }
+        Ok(())
+    }
+
+    fn load_nodes(&self) -> Result<Vec<KnownNode>> {
+        let mut out = Vec::new();
+        for entry in self.known.iter() {
+            let (key, value) = entry?;
+            out.push(serde_json::from_slice(&value).map_err(|e| {
+                Error::Storage(format!("node {}: {e}", String::from_utf8_lossy(&key)))
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn write_node(&self, node: &KnownNode) -> Result<()> {
+        let bytes = serde_json::to_vec(node).map_err(|e| Error::Storage(e.to_string()))?;
+        self.known.insert(node.name.as_bytes(), bytes)?;
+        Ok(())
+    }
+
+    fn remove_node(&self, name: &str) -> Result<()> {
+        self.known.remove(name.as_bytes())?;
         Ok(())
     }
 

@@ -257,6 +257,11 @@ pub struct AutoAgent {
 }
 
 impl AutoAgent {
+    /// Close the stream, as an agent that goes away does.
+    pub fn leave(self) {
+        self.task.abort();
+    }
+
     pub async fn start(
         url: &str,
         node: &str,
