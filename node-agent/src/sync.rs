@@ -129,6 +129,9 @@ pub struct Config {
     pub backoff: Backoff,
     /// Pause points inside writes (crash tests).
     pub hook: Option<WriteHook>,
+    /// Take over files the agent did not place at desired paths instead of refusing the set
+    /// (see [`Applier::with_adopt_existing`]).
+    pub adopt_existing: bool,
 }
 
 impl Config {
@@ -151,6 +154,7 @@ impl Config {
             scan_interval: Duration::from_secs(60),
             backoff: Backoff::default(),
             hook: None,
+            adopt_existing: false,
         }
     }
 }
@@ -191,8 +195,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let files = config.files.clone();
     let hook = config.hook.clone();
+    let adopt_existing = config.adopt_existing;
     let applier = tokio::task::spawn_blocking(move || {
-        let applier = Applier::open(files)?;
+        let applier = Applier::open(files)?.with_adopt_existing(adopt_existing);
         Ok::<_, Error>(match hook {
             Some(hook) => applier.with_hook(hook),
             None => applier,
@@ -214,6 +219,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         distributor = %config.distributor,
         host_root = %config.files.host_root.display(),
         allowed_root = %config.files.allowed_root,
+        adopt_existing = config.adopt_existing,
         "agent starting"
     );
 
