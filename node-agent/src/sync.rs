@@ -53,6 +53,13 @@ use crate::{Applier, node};
 /// The version this agent reports in its `Hello`.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The largest message the agent accepts from the distributor (64 MiB), so the largest
+/// desired set: every file's bytes travel in one `Desired`. tonic's default of 4 MiB would
+/// refuse a set of four 1 MiB profiles, and the agent would reconnect and be refused again
+/// forever; 64 MiB holds sixty of the registry's largest default profiles. A distributor
+/// should refuse to send a larger set rather than have the agent drop the stream.
+pub const MAX_DESIRED_BYTES: usize = 64 << 20;
+
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 pings find a distributor that vanished without closing the connection (a node or
@@ -411,7 +418,8 @@ impl Sessions {
             claimed: None,
         };
         let mut client =
-            pb::agent_sync_client::AgentSyncClient::with_interceptor(channel, credentials.bearer());
+            pb::agent_sync_client::AgentSyncClient::with_interceptor(channel, credentials.bearer())
+                .max_decoding_message_size(MAX_DESIRED_BYTES);
         let mut inbound = tokio::select! {
             () = self.stop.cancelled() => return Ok(Ended::Shutdown),
             stream = client.sync(ReceiverStream::new(outgoing)) => {

@@ -396,6 +396,33 @@ async fn a_second_agent_for_the_same_node_replaces_the_first_which_stops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_set_over_four_mib_is_received_and_applied() {
+    let stack = Stack::start().await;
+    let url = stack.distributor_url();
+    let a = Agent::start(&url, "node-a", &[(OS, "linux")]);
+    // Five profiles of 900 KiB: each within the registry's 1 MiB limit, together over tonic's
+    // default decode limit of 4 MiB, which would have the agent reconnect forever.
+    let big = |i: usize| profile(&format!("{i}{}", "x".repeat(900 << 10)));
+    let count = 5;
+    for i in 0..count {
+        let name = format!("big-{i}");
+        stack.publish(&name, &big(i)).await;
+        stack.rollout(&name, target(&[(OS, "linux")]), None).await;
+    }
+    let last = format!("{ROOT}/big-{}.json", count - 1);
+    let node = stack
+        .converged("node-a", &last, Some(&sha256(&big(count - 1))))
+        .await;
+    let profiles = node.files.iter().filter(|f| f.path.ends_with(".json"));
+    assert_eq!(profiles.count(), count, "{node:#?}");
+    for i in 0..count {
+        let on_disk = std::fs::read(a.path(&format!("{ROOT}/big-{i}.json"))).unwrap();
+        assert!(on_disk == big(i), "big-{i}.json byte for byte");
+    }
+    stop_all(vec![a], stack).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_the_agent_did_not_place_is_refused_unless_it_may_take_it_over() {
     let stack = Stack::start().await;
     let url = stack.distributor_url();
