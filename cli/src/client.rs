@@ -175,6 +175,13 @@ pub fn refused(status: Status, service: Service, url: &str) -> Result<Outcome> {
             };
             Err(anyhow!("{service} at {url} failed: {message}{hint}"))
         }
+        // tonic's own words for a connection that broke mid-call (a plaintext client talking
+        // to a TLS port sees this or UNAVAILABLE), not the service's.
+        Code::Internal if status.message().contains("h2 protocol error") => Err(anyhow!(
+            "{service} at {url} failed: {}{}",
+            status.message(),
+            tls_hint(url)
+        )),
         Code::Internal => Err(anyhow!("{service} internal error: {}", status.message())),
         code => {
             errln!("seccompctl: {}: {}", code_name(code), status.message());

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use rustix::fs::{
     AtFlags, CWD, FileType, Gid, Mode, OFlags, RenameFlags, Stat, Uid, fchmod, fchown, fstat,
-    fsync, mkdirat, openat, renameat, renameat_with, statat, unlinkat,
+    fsync, linkat, mkdirat, openat, renameat, renameat_with, statat, unlinkat,
 };
 use rustix::io::Errno;
 use sha2::{Digest, Sha256};
@@ -252,6 +252,9 @@ pub(crate) struct FileAttrs {
 /// Replaces `dir/name` atomically: temp file (`O_EXCL`, 0600, `O_NOFOLLOW`) → write → fchown
 /// → fchmod → fsync → rename over the target → fsync the directory. A reader (or a crash) sees
 /// the old file or the new one, never a partial one. `display` names the file for the hook.
+///
+/// Without `replace` the rename never replaces anything (`RENAME_NOREPLACE`), and `Ok(false)`
+/// says that something appeared at `name` meanwhile and nothing was written.
 pub(crate) fn write_atomically(
     dir: &OwnedFd,
     name: &str,
@@ -259,7 +262,8 @@ pub(crate) fn write_atomically(
     attrs: FileAttrs,
     hook: Option<&WriteHook>,
     display: &str,
-) -> io::Result<()> {
+    replace: bool,
+) -> io::Result<bool> {
     let pause = |point| {
         if let Some(hook) = hook {
             hook.call(point, display);
@@ -275,7 +279,7 @@ pub(crate) fn write_atomically(
             Err(e) => return Err(e.into()),
         }
     };
-    let staged = (|| -> io::Result<()> {
+    let staged = (|| -> io::Result<bool> {
         let mut file = File::from(fd);
         pause(PausePoint::TempCreated);
         if hook.is_some() {
@@ -287,7 +291,7 @@ pub(crate) fn write_atomically(
         } else {
             file.write_all(content)?;
         }
-        // Owner before mode: chown clears the set-id bits.
+        // Owner before mode, since chown clears set-id bits (the policy forbids them anyway).
         fchown(
             &file,
             Some(Uid::from_raw(attrs.uid)),
@@ -297,16 +301,44 @@ pub(crate) fn write_atomically(
         file.sync_all()?;
         drop(file);
         pause(PausePoint::BeforeRename);
-        renameat(dir, tmp.as_str(), dir, name)?;
-        Ok(())
+        rename_into_place(dir, &tmp, name, replace)
     })();
-    if let Err(e) = staged {
-        let _ = unlinkat(dir, tmp.as_str(), AtFlags::empty());
-        return Err(e);
+    match staged {
+        Ok(true) => {}
+        Ok(false) => {
+            unlinkat(dir, tmp.as_str(), AtFlags::empty())?;
+            return Ok(false);
+        }
+        Err(e) => {
+            let _ = unlinkat(dir, tmp.as_str(), AtFlags::empty());
+            return Err(e);
+        }
     }
     pause(PausePoint::AfterRename);
     fsync(dir)?;
-    Ok(())
+    Ok(true)
+}
+
+/// Renames `dir/tmp` to `dir/name`; without `replace`, `Ok(false)` if `name` exists.
+fn rename_into_place(dir: &OwnedFd, tmp: &str, name: &str, replace: bool) -> io::Result<bool> {
+    if replace {
+        renameat(dir, tmp, dir, name)?;
+        return Ok(true);
+    }
+    match renameat_with(dir, tmp, dir, name, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(Errno::EXIST) => Ok(false),
+        // A filesystem without renameat2 flags: a hard link never replaces anything either.
+        Err(Errno::INVAL | Errno::NOSYS) => match linkat(dir, tmp, dir, name, AtFlags::empty()) {
+            Ok(()) => {
+                unlinkat(dir, tmp, AtFlags::empty())?;
+                Ok(true)
+            }
+            Err(Errno::EXIST) => Ok(false),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What exists at `dir/name`, found without following symlinks.

@@ -19,6 +19,8 @@
 //! Layout:
 //! - [`model`]: desired and observed entries, error codes, apply and drift results;
 //! - `paths`: lexical checks (absolute, normalised, no `..`, inside the allowed root);
+//! - `policy`: what an entry may be: files named `*.json` holding a valid seccomp profile,
+//!   modes without set-id, sticky, other-write or (files) execute bits;
 //! - `accounts`: owner and group names from the host root's `/etc/passwd` and `/etc/group`;
 //! - `fsops`: the only code that touches node files: an `openat` walk with `O_NOFOLLOW`,
 //!   the atomic write (temp file, fchown, fchmod, fsync, rename, directory fsync), atomic
@@ -46,6 +48,7 @@ pub mod hook;
 pub mod model;
 pub mod node;
 mod paths;
+mod policy;
 mod record;
 pub mod sync;
 pub mod watch;

@@ -16,8 +16,11 @@ use seccomp_server::tls::ClientTls;
 /// Opens one gRPC stream to the distributor (`seccomp.agent.v1.AgentSync`), receives the
 /// node's complete desired file set, writes each file atomically (temp file, fchown, fchmod,
 /// fsync, rename) with exactly the requested mode, owner and group, and confirms what it then
-/// finds on disk. Writes only under the allowed root, never follows a symlink, removes only
-/// files it placed itself, and repairs files changed by hand (inotify plus a periodic scan).
+/// finds on disk. Writes only seccomp profiles (files named *.json whose content validates,
+/// modes without set-id, sticky, execute or other-write bits) and only under the allowed
+/// root, never follows a symlink, never overwrites a file it did not place (unless
+/// --adopt-existing), removes only files it placed itself, and repairs files changed by hand
+/// (inotify plus a periodic scan). A set that breaks any of this is refused whole.
 /// With the distributor unreachable it keeps the files and reconnects with exponential
 /// backoff. SIGTERM or SIGINT stops it between writes.
 #[derive(Debug, Parser)]
@@ -96,6 +99,14 @@ struct Args {
     )]
     allowed_root: String,
 
+    /// Take over a file the agent did not place that is at a desired path with other bytes:
+    /// overwrite it (said in the log) and from then on treat it as placed, so it is removed
+    /// once no longer desired. Without this such a file refuses the whole set
+    /// (`foreign-file`). A file that already has the desired bytes is adopted either way and
+    /// never removed.
+    #[arg(long, env = "SECCOMP_AGENT_ADOPT_EXISTING")]
+    adopt_existing: bool,
+
     /// The agent's own directory (not under the host root): its record of the files it
     /// placed, their contents for repairs, and a lock.
     #[arg(
@@ -152,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
     config.token_file = args.token_file;
     config.heartbeat = args.heartbeat;
     config.scan_interval = args.scan_interval;
+    config.adopt_existing = args.adopt_existing;
     if let Some(hook) = WriteHook::stdio_pause_from_env() {
         config.hook = Some(
             hook.map_err(anyhow::Error::msg)

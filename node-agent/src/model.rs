@@ -32,7 +32,8 @@ pub struct DesiredFile {
     pub content: Vec<u8>,
     /// Lowercase hex SHA-256 of `content` (no `sha256:` prefix); ignored for a directory.
     pub sha256: String,
-    /// Permission bits, at most `0o7777`.
+    /// Permission bits, at most `0o7777`; the agent's policy allows no set-id, sticky or
+    /// other-write bit, and no execute bit on a file (see [`ErrorCode::ForbiddenMode`]).
     pub mode: u32,
     /// A user name from the host's `/etc/passwd`, or a decimal uid.
     pub owner: String,
@@ -133,7 +134,9 @@ impl ObservedFile {
     }
 }
 
-/// Stable machine-readable reason why a desired entry was refused or failed.
+/// Stable machine-readable reason why a desired entry was refused or failed. The kebab-case
+/// strings ([`ErrorCode::as_str`]) are what a `Nack` carries and are part of the protocol:
+/// the distributor and scripts match on them, so they never change meaning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
@@ -161,6 +164,17 @@ pub enum ErrorCode {
     Sha256Mismatch,
     /// Mode has bits beyond `0o7777`.
     InvalidMode,
+    /// The mode has a bit the policy forbids: set-uid, set-gid, sticky or other-write, and for
+    /// a file also any execute bit.
+    ForbiddenMode,
+    /// A file entry is not named `*.json`.
+    NotJson,
+    /// A file entry's content is not a valid seccomp profile; the message quotes the first
+    /// errors of the validator.
+    InvalidProfile,
+    /// A regular file the agent did not place is at the path with other bytes; the agent
+    /// never overwrites one (unless told to take such files over with `--adopt-existing`).
+    ForeignFile,
     /// A directory entry carries content.
     InvalidEntry,
     /// A system call failed.
@@ -168,6 +182,27 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: &'static [ErrorCode] = &[
+        Self::InvalidPath,
+        Self::OutsideRoot,
+        Self::DuplicatePath,
+        Self::Symlink,
+        Self::NotRegular,
+        Self::NotDirectory,
+        Self::MissingParent,
+        Self::UnknownOwner,
+        Self::UnknownGroup,
+        Self::Sha256Mismatch,
+        Self::InvalidMode,
+        Self::ForbiddenMode,
+        Self::NotJson,
+        Self::InvalidProfile,
+        Self::ForeignFile,
+        Self::InvalidEntry,
+        Self::Io,
+    ];
+
     /// The kebab-case code sent to the distributor, for example `outside-root`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -182,6 +217,10 @@ impl ErrorCode {
             Self::UnknownGroup => "unknown-group",
             Self::Sha256Mismatch => "sha256-mismatch",
             Self::InvalidMode => "invalid-mode",
+            Self::ForbiddenMode => "forbidden-mode",
+            Self::NotJson => "not-json",
+            Self::InvalidProfile => "invalid-profile",
+            Self::ForeignFile => "foreign-file",
             Self::InvalidEntry => "invalid-entry",
             Self::Io => "io",
         }
@@ -231,8 +270,9 @@ pub struct Applied {
 
 /// A desired set that was refused or failed (the agent's `Nack`).
 ///
-/// When any entry fails the checks that run before writing (path, type, sha256, owner, group,
-/// symlinks, non-regular targets), nothing at all is written. When a write fails midway, each
+/// When any entry fails the checks that run before writing (path, name, type, mode, content,
+/// sha256, owner, group, symlinks, non-regular targets, files the agent did not place),
+/// nothing at all is written. When a write fails midway, each
 /// file is either old or new, never partial, and nothing is removed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("desired set refused: {}", errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))]
@@ -302,5 +342,25 @@ mod hex_bytes {
     ) -> Result<Vec<u8>, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         hex::decode(text.as_bytes()).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::ErrorCode;
+
+    #[test]
+    fn error_codes_are_unique_and_serialise_as_sent() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            assert!(seen.insert(code.as_str()), "duplicate code {code}");
+            assert_eq!(
+                serde_json::to_string(code).unwrap(),
+                format!("{:?}", code.as_str()),
+                "the record and the Nack spell {code:?} alike"
+            );
+        }
     }
 }

@@ -53,6 +53,13 @@ use crate::{Applier, node};
 /// The version this agent reports in its `Hello`.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The largest message the agent accepts from the distributor (64 MiB), so the largest
+/// desired set: every file's bytes travel in one `Desired`. tonic's default of 4 MiB would
+/// refuse a set of four 1 MiB profiles, and the agent would reconnect and be refused again
+/// forever; 64 MiB holds sixty of the registry's largest default profiles. A distributor
+/// should refuse to send a larger set rather than have the agent drop the stream.
+pub const MAX_DESIRED_BYTES: usize = 64 << 20;
+
 /// How long one connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 pings find a distributor that vanished without closing the connection (a node or
@@ -129,6 +136,9 @@ pub struct Config {
     pub backoff: Backoff,
     /// Pause points inside writes (crash tests).
     pub hook: Option<WriteHook>,
+    /// Take over files the agent did not place at desired paths instead of refusing the set
+    /// (see [`Applier::with_adopt_existing`]).
+    pub adopt_existing: bool,
 }
 
 impl Config {
@@ -151,6 +161,7 @@ impl Config {
             scan_interval: Duration::from_secs(60),
             backoff: Backoff::default(),
             hook: None,
+            adopt_existing: false,
         }
     }
 }
@@ -191,8 +202,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let files = config.files.clone();
     let hook = config.hook.clone();
+    let adopt_existing = config.adopt_existing;
     let applier = tokio::task::spawn_blocking(move || {
-        let applier = Applier::open(files)?;
+        let applier = Applier::open(files)?.with_adopt_existing(adopt_existing);
         Ok::<_, Error>(match hook {
             Some(hook) => applier.with_hook(hook),
             None => applier,
@@ -214,6 +226,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         distributor = %config.distributor,
         host_root = %config.files.host_root.display(),
         allowed_root = %config.files.allowed_root,
+        adopt_existing = config.adopt_existing,
         "agent starting"
     );
 
@@ -401,7 +414,8 @@ impl Sessions {
         let bearer = credentials
             .bearer()
             .map_err(|e| SessionError::Tls(e.to_string()))?;
-        let mut client = pb::agent_sync_client::AgentSyncClient::with_interceptor(channel, bearer);
+        let mut client = pb::agent_sync_client::AgentSyncClient::with_interceptor(channel, bearer)
+            .max_decoding_message_size(MAX_DESIRED_BYTES);
         let mut inbound = tokio::select! {
             () = self.stop.cancelled() => return Ok(Ended::Shutdown),
             stream = client.sync(ReceiverStream::new(outgoing)) => {

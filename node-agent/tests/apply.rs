@@ -6,35 +6,13 @@ mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 
-use common::{Node, PASSWD, ROOT, SECCOMP_ID, file, machine_name, profile, stat_cli};
-use seccomp_node_agent::{
-    Applied, DesiredFile, ErrorCode, ObservedKind, PausePoint, Rejected, WriteHook,
+use common::{
+    Node, PASSWD, ROOT, SECCOMP_ID, applied, assert_refused, file, machine_name, profile,
+    profile_text, stat_cli,
 };
+use seccomp_node_agent::{Applied, DesiredFile, ErrorCode, ObservedKind, PausePoint, WriteHook};
 
 const WEB: &str = r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#;
-
-/// Applies `desired`, expects a refusal naming `path` with `code`, and checks that nothing in
-/// the host root or the state directory changed.
-fn assert_refused(node: &Node, desired: &[DesiredFile], path: &str, code: ErrorCode) -> Rejected {
-    let mut applier = node.applier();
-    let before = node.snapshot();
-    let rejected = applier.apply("r1", desired).unwrap_err();
-    assert!(
-        rejected
-            .errors
-            .iter()
-            .any(|e| e.path == path && e.code == code && e.message.contains(path)),
-        "expected {code} naming {path:?}, got {:#?}",
-        rejected.errors
-    );
-    assert_eq!(node.snapshot(), before, "a refused set must write nothing");
-    assert_eq!(applier.revision(), "");
-    rejected
-}
-
-fn applied(result: Result<Applied, Rejected>) -> Applied {
-    result.unwrap_or_else(|rejected| panic!("refused: {:#?}", rejected.errors))
-}
 
 #[test]
 fn file_lands_with_content_mode_owner_and_group() {
@@ -484,8 +462,14 @@ fn removes_only_what_it_placed() {
 
     let mut applier = node.applier();
     let a = profile("a.json", WEB);
-    let b = profile("b.json", "{}");
-    let nested = DesiredFile::file(format!("{ROOT}/nested/c.json"), "{}", 0o644, "root", "root");
+    let b = profile("b.json", &profile_text("b"));
+    let nested = DesiredFile::file(
+        format!("{ROOT}/nested/c.json"),
+        profile_text("c"),
+        0o644,
+        "root",
+        "root",
+    );
     let first = applied(applier.apply(
         "r1",
         &[a.clone(), b.clone(), adopted.clone(), nested.clone()],
@@ -543,7 +527,7 @@ fn a_placed_directory_holding_foreign_files_is_kept() {
 fn the_record_survives_a_restart() {
     let node = Node::new();
     let a = profile("a.json", WEB);
-    let b = profile("b.json", "{}");
+    let b = profile("b.json", &profile_text("b"));
     {
         let mut applier = node.applier();
         applied(applier.apply("r1", &[a.clone(), b.clone()]));
@@ -657,13 +641,13 @@ fn the_host_passwd_is_read_without_following_symlinks() {
 #[test]
 fn a_failure_midway_leaves_each_file_old_or_new_and_removes_nothing() {
     let node = Node::new();
-    let c = profile("c.json", "c");
+    let c = profile("c.json", &profile_text("c"));
     node.applier()
         .apply(
             "r1",
             &[
-                profile("a.json", "old a"),
-                profile("b.json", "old b"),
+                profile("a.json", &profile_text("old a")),
+                profile("b.json", &profile_text("old b")),
                 c.clone(),
             ],
         )
@@ -679,7 +663,10 @@ fn a_failure_midway_leaves_each_file_old_or_new_and_removes_nothing() {
         }
     });
     let mut applier = node.applier().with_hook(hook);
-    let new = [profile("a.json", "new a"), profile("b.json", "new b")];
+    let new = [
+        profile("a.json", &profile_text("new a")),
+        profile("b.json", &profile_text("new b")),
+    ];
     let rejected = applier.apply("r2", &new).unwrap_err();
     assert_eq!(rejected.errors.len(), 1, "{:#?}", rejected.errors);
     assert_eq!(
@@ -692,7 +679,7 @@ fn a_failure_midway_leaves_each_file_old_or_new_and_removes_nothing() {
     );
     assert_eq!(
         std::fs::read_to_string(node.path(&new[0].path)).unwrap(),
-        "new a"
+        profile_text("new a")
     );
     assert!(b_on_disk.is_dir());
     assert!(

@@ -7,7 +7,7 @@ mod common;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::time::Duration;
 
-use common::{Node, ROOT, file, profile};
+use common::{Node, ROOT, file, profile, profile_text};
 use seccomp_node_agent::watch::{ChangeWatcher, DriftTrigger, Trigger};
 use seccomp_node_agent::{DriftKind, ErrorCode, ObservedKind};
 
@@ -17,7 +17,10 @@ const WEB: &str = r#"{"defaultAction":"SCMP_ACT_ERRNO"}"#;
 fn a_manual_edit_and_chmod_are_detected_and_repaired() {
     let node = Node::new();
     let mut applier = node.applier();
-    let desired = vec![profile("web.json", WEB), profile("other.json", "{}")];
+    let desired = vec![
+        profile("web.json", WEB),
+        profile("other.json", &profile_text("other")),
+    ];
     applier.apply("r1", &desired).unwrap();
     assert!(applier.check_drift().is_empty());
     assert!(

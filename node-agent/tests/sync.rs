@@ -11,7 +11,7 @@ mod stack;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::time::Duration;
 
-use common::{ROOT, SECCOMP_ID, machine_name, stat_cli};
+use common::{Node, ROOT, SECCOMP_ID, machine_name, stat_cli};
 use seccomp_proto::distributor::v1 as pb;
 use stack::{Agent, DEADLINE, Stack, eventually, file, profile, sha256, snapshot};
 
@@ -188,13 +188,7 @@ async fn an_unknown_owner_is_refused_whole_and_nothing_is_written() {
         )
         .await;
 
-    let node = eventually("node-a Failed", DEADLINE, || async {
-        stack
-            .node("node-a")
-            .await
-            .filter(|n| n.state == pb::NodeState::Failed as i32)
-    })
-    .await;
+    let node = stack.failed("node-a").await;
     let status = file(&node, audit);
     assert_eq!(status.state, pb::NodeState::Failed as i32);
     assert!(
@@ -399,4 +393,68 @@ async fn a_second_agent_for_the_same_node_replaces_the_first_which_stops() {
         .converged(&second.name, WEB, Some(&sha256(&web)))
         .await;
     stop_all(vec![second], stack).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desired_set_over_four_mib_is_received_and_applied() {
+    let stack = Stack::start().await;
+    let url = stack.distributor_url();
+    let a = Agent::start(&url, "node-a", &[(OS, "linux")]);
+    // Five profiles of 900 KiB: each within the registry's 1 MiB limit, together over tonic's
+    // default decode limit of 4 MiB, which would have the agent reconnect forever.
+    let big = |i: usize| profile(&format!("{i}{}", "x".repeat(900 << 10)));
+    let count = 5;
+    for i in 0..count {
+        let name = format!("big-{i}");
+        stack.publish(&name, &big(i)).await;
+        stack.rollout(&name, target(&[(OS, "linux")]), None).await;
+    }
+    let last = format!("{ROOT}/big-{}.json", count - 1);
+    let node = stack
+        .converged("node-a", &last, Some(&sha256(&big(count - 1))))
+        .await;
+    let profiles = node.files.iter().filter(|f| f.path.ends_with(".json"));
+    assert_eq!(profiles.count(), count, "{node:#?}");
+    for i in 0..count {
+        let on_disk = std::fs::read(a.path(&format!("{ROOT}/big-{i}.json"))).unwrap();
+        assert!(on_disk == big(i), "big-{i}.json byte for byte");
+    }
+    stop_all(vec![a], stack).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_the_agent_did_not_place_is_refused_unless_it_may_take_it_over() {
+    let stack = Stack::start().await;
+    let url = stack.distributor_url();
+    let web = profile("web v1");
+    stack.publish("web", &web).await;
+    let theirs = profile("put there by hand");
+    let with_foreign_file = || {
+        let node = Node::new();
+        std::fs::write(node.path(WEB), &theirs).unwrap();
+        node
+    };
+    let a = Agent::start_on(with_foreign_file(), &url, "node-a", &[(OS, "linux")]);
+    let b_node = with_foreign_file();
+    let mut b_config = Agent::config(&url, "node-b", &[(OS, "linux")], &b_node);
+    b_config.adopt_existing = true;
+    let b = Agent::start_with(b_node, b_config);
+    let a_before = snapshot(&a.node.host);
+    stack.rollout("web", target(&[(OS, "linux")]), None).await;
+
+    // node-a: the Nack names the path and the cause, and the file stays as it was.
+    let node = stack.failed("node-a").await;
+    let status = file(&node, WEB);
+    assert!(
+        status.message.starts_with("foreign-file: ") && status.message.contains(WEB),
+        "{:?}",
+        status.message
+    );
+    assert_eq!(std::fs::read(a.path(WEB)).unwrap(), theirs);
+    assert_eq!(snapshot(&a.node.host), a_before, "nothing written");
+
+    // node-b runs with --adopt-existing: the file is taken over.
+    stack.converged("node-b", WEB, Some(&sha256(&web))).await;
+    assert_eq!(std::fs::read(b.path(WEB)).unwrap(), web);
+    stop_all(vec![a, b], stack).await;
 }

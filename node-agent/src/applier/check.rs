@@ -10,6 +10,8 @@ use crate::accounts::Accounts;
 use crate::fsops::{self, FileAttrs, Found, WalkError};
 use crate::model::{DesiredFile, DesiredKind, ErrorCode, FileError, Rejected};
 use crate::paths::{self, node_path};
+use crate::policy;
+use crate::record::Origin;
 
 /// A desired entry that passed the lexical checks.
 pub(super) struct Checked<'a> {
@@ -121,6 +123,26 @@ pub(super) struct Plan {
     /// Index of the first missing component of the path, if any (it is created on the way).
     pub(super) missing_from: Option<usize>,
     pub(super) needs_write: bool,
+    pub(super) claim: Claim,
+}
+
+/// Whose the thing at a desired path is, and so what the agent may do with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// Nothing there: the agent places it.
+    New,
+    /// The agent's already: placed by it, adopted earlier, or what it meant to write before a
+    /// crash.
+    Ours,
+    /// Someone else's, and already what is desired (a file with exactly the desired bytes, or
+    /// any directory): adopted, so its mode and owner may be set but it is never removed.
+    Adopt,
+    /// Someone else's file with other bytes, taken over because the agent runs with
+    /// `--adopt-existing`: overwritten, then the agent's like any file it placed.
+    TakeOver {
+        /// SHA-256 of the bytes replaced, for the log.
+        previous: String,
+    },
 }
 
 impl Applier {
@@ -158,8 +180,8 @@ impl Applier {
         Ok((checked, plans))
     }
 
-    /// Step 1: lexical and account checks of every entry. With `stored`, the entries come from
-    /// the record (content checked when first applied, bytes in the content store).
+    /// Step 1: lexical, policy and account checks of every entry. With `stored`, the entries
+    /// come from the record (content checked when first applied, bytes in the content store).
     pub(super) fn check<'a>(
         &self,
         desired: &'a [DesiredFile],
@@ -184,13 +206,8 @@ impl Applier {
                 errors.push(FileError::new(path, ErrorCode::DuplicatePath, message));
                 continue;
             }
-            let mut problems = Vec::new();
-            if d.mode > 0o7777 {
-                problems.push((
-                    ErrorCode::InvalidMode,
-                    format!("mode {:o} of {path:?} is beyond 7777", d.mode),
-                ));
-            }
+            let name = comps.last().map_or("", String::as_str);
+            let mut problems = policy::check(d, name, (!stored).then_some(d.content.as_slice()));
             match d.kind {
                 DesiredKind::File if stored => {}
                 DesiredKind::File => {
@@ -200,11 +217,12 @@ impl Applier {
                             "sha256 of {path:?} is {actual}, not {:?} as declared",
                             d.sha256
                         );
-                        problems.push((ErrorCode::Sha256Mismatch, message));
+                        problems.push(FileError::new(path, ErrorCode::Sha256Mismatch, message));
                     }
                 }
                 DesiredKind::Directory if !d.content.is_empty() => {
-                    problems.push((
+                    problems.push(FileError::new(
+                        path,
                         ErrorCode::InvalidEntry,
                         format!("directory {path:?} has content"),
                     ));
@@ -218,7 +236,7 @@ impl Applier {
                     d.owner,
                     accounts.problems()
                 );
-                problems.push((ErrorCode::UnknownOwner, message));
+                problems.push(FileError::new(path, ErrorCode::UnknownOwner, message));
             }
             let gid = accounts.gid(&d.group);
             if gid.is_none() {
@@ -227,14 +245,10 @@ impl Applier {
                     d.group,
                     accounts.problems()
                 );
-                problems.push((ErrorCode::UnknownGroup, message));
+                problems.push(FileError::new(path, ErrorCode::UnknownGroup, message));
             }
             if !problems.is_empty() {
-                errors.extend(
-                    problems
-                        .into_iter()
-                        .map(|(code, message)| FileError::new(path, code, message)),
-                );
+                errors.extend(problems);
                 continue;
             }
             let attrs = FileAttrs {
@@ -296,6 +310,7 @@ impl Applier {
                 return Ok(Plan {
                     missing_from: Some(index),
                     needs_write: true,
+                    claim: Claim::New,
                 });
             }
             Err(err) => return Err(entry.walk_error(&err)),
@@ -308,6 +323,45 @@ impl Applier {
         Ok(Plan {
             missing_from,
             needs_write: !entry.satisfied_by(&found),
+            claim: self.claim(entry, &found)?,
         })
+    }
+
+    /// Whose `found` (what is at the entry's path, of the right kind) is; a file the agent did
+    /// not place, with other bytes than desired, is an error unless it takes such files over.
+    pub(super) fn claim(&self, entry: &Checked<'_>, found: &Found) -> Result<Claim, FileError> {
+        let recorded = self.record.entries.get(&entry.key);
+        let sha256 = match found {
+            Found::Missing => return Ok(Claim::New),
+            Found::File { sha256, .. } => sha256,
+            _ if recorded.is_some() => return Ok(Claim::Ours),
+            _ => return Ok(Claim::Adopt),
+        };
+        let ours = recorded.is_some_and(|e| match e.origin {
+            Origin::Placed | Origin::Adopted => true,
+            // Written before a crash if the bytes are those it meant to write; otherwise
+            // whatever is there was never the agent's.
+            Origin::Pending => e.sha256 == *sha256,
+        });
+        if ours {
+            return Ok(Claim::Ours);
+        }
+        if *sha256 == entry.sha256 {
+            return Ok(Claim::Adopt);
+        }
+        if self.adopt_existing {
+            return Ok(Claim::TakeOver {
+                previous: sha256.clone(),
+            });
+        }
+        let path = &entry.desired.path;
+        Err(entry.error(
+            ErrorCode::ForeignFile,
+            format!(
+                "{path:?} holds a file the agent did not place, with other bytes (sha256 {sha256}); \
+                 the agent never overwrites one (remove it, or run the agent with --adopt-existing \
+                 to take such files over)"
+            ),
+        ))
     }
 }

@@ -17,9 +17,10 @@ use crate::record::{Entry, Origin};
 impl Applier {
     /// Saves what the writes did: what this apply wrote or created is the agent's (placed),
     /// so is what it meant to write before a crash if it is there; what was already as desired
-    /// is adopted. A complete apply removes the stale and records `revision`; a partial one
-    /// clears the revision; one that wrote nothing keeps `last_good`. A record that cannot be
-    /// saved is an error for every desired path. Returns the node paths removed.
+    /// is adopted, and stays adopted when later rewritten. A complete apply removes the stale
+    /// and records `revision`; a partial one clears the revision; one that wrote nothing keeps
+    /// `last_good`. A record that cannot be saved is an error for every desired path. Returns
+    /// the node paths removed.
     pub(super) fn record_result(
         &mut self,
         root: &OwnedFd,
@@ -41,11 +42,23 @@ impl Applier {
             }
             let sha256 = entry.sha256.clone();
             let origin = match next.entries.get(&entry.key) {
+                // Adopted once, adopted for good: rewriting it does not make it removable.
+                Some(e) if e.origin == Origin::Adopted => Origin::Adopted,
                 _ if written.wrote(&entry.key) => Origin::Placed,
                 Some(e) if e.origin == Origin::Placed => Origin::Placed,
                 // Meant to write exactly this before a crash, and it is there: it is ours.
                 Some(e) if e.origin == Origin::Pending && e.sha256 == sha256 => Origin::Placed,
-                _ => Origin::Adopted,
+                // The preflight refused every other file the agent did not place: this one
+                // already had the desired bytes (or is a directory that existed).
+                recorded => {
+                    if recorded.is_none() && entry.desired.kind == DesiredKind::File {
+                        tracing::info!(
+                            path = %entry.desired.path,
+                            "adopted a file the agent did not place, which already is as desired; it will never be removed"
+                        );
+                    }
+                    Origin::Adopted
+                }
             };
             next.entries.insert(
                 entry.key.clone(),

@@ -2,9 +2,12 @@
 //! placed and no longer needs, observes the result, and detects and repairs drift.
 //!
 //! An apply (`apply_set`) runs in four steps, each in a module of its own:
-//! 1. **Check** every entry without touching the disk: path, kind, sha256, mode, owner, group.
+//! 1. **Check** every entry without touching the disk: path, kind, sha256, owner, group, and
+//!    the policy (`crate::policy`: `*.json` names, modes, content a valid seccomp profile).
 //! 2. **Preflight** every entry read-only: walk to it with `O_NOFOLLOW`, refuse symlinks,
-//!    non-directories on the way and non-regular targets, and note what needs writing.
+//!    non-directories on the way and non-regular targets, decide whose the target is (a file
+//!    the agent did not place is adopted if it has the desired bytes, and refused otherwise,
+//!    or taken over with `--adopt-existing`), and note what needs writing.
 //!    Any error in 1 or 2 refuses the whole set; nothing is written (`check`).
 //! 3. **Write**: record the paths about to be written (write-ahead), then write each changed
 //!    file atomically and create each missing directory, skipping what is already as desired
@@ -67,6 +70,9 @@ pub struct Applier {
     state: StateDir,
     record: Record,
     hook: Option<WriteHook>,
+    /// Take over files the agent did not place that are at a desired path with other bytes,
+    /// instead of refusing the set.
+    adopt_existing: bool,
 }
 
 impl Applier {
@@ -81,6 +87,7 @@ impl Applier {
             state,
             record,
             hook: None,
+            adopt_existing: false,
         })
     }
 
@@ -88,6 +95,17 @@ impl Applier {
     #[must_use]
     pub fn with_hook(mut self, hook: WriteHook) -> Self {
         self.hook = Some(hook);
+        self
+    }
+
+    /// With `adopt`, a regular file that the agent did not place and that is at a desired path
+    /// with other bytes is overwritten and from then on treated as placed (removed when no
+    /// longer desired); without it (the default) such a file refuses the whole set
+    /// (`foreign-file`). Either way a file with exactly the desired bytes is adopted and never
+    /// removed.
+    #[must_use]
+    pub fn with_adopt_existing(mut self, adopt: bool) -> Self {
+        self.adopt_existing = adopt;
         self
     }
 
@@ -135,7 +153,7 @@ impl Applier {
         let (checked, plans) = self.check_set(&root, &accounts, revision, desired, stored)?;
         let last_good = self.record.revision.clone();
         self.write_ahead(desired, &checked, &plans)?;
-        let mut written = self.write_set(&root, &checked);
+        let mut written = self.write_set(&root, &checked, &plans);
         let removed =
             self.record_result(&root, revision, desired, &checked, &last_good, &mut written);
         self.prune_contents();

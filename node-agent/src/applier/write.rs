@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
 
 use super::Applier;
-use super::check::{Checked, Plan};
-use crate::fsops::{self, Creation, DirAttrs};
-use crate::model::{DesiredFile, DesiredKind, FileError, Rejected};
+use super::check::{Checked, Claim, Plan};
+use crate::fsops::{self, Creation, DirAttrs, Found};
+use crate::model::{DesiredFile, DesiredKind, ErrorCode, FileError, Rejected};
 use crate::paths::node_path;
 use crate::record::{Entry, Origin};
 
@@ -72,20 +72,23 @@ impl Applier {
                 }
             }
             if plan.needs_write {
-                let sha256 = entry.sha256.clone();
-                match next.entries.get_mut(&entry.key) {
-                    Some(e) if e.origin == Origin::Placed => e.sha256 = sha256,
-                    _ => {
-                        next.entries.insert(
-                            entry.key.clone(),
-                            Entry {
-                                kind: entry.desired.kind,
-                                origin: Origin::Pending,
-                                sha256,
-                            },
-                        );
-                    }
-                }
+                let recorded = next.entries.get(&entry.key).map(|e| e.origin);
+                // Adopted stays adopted (never removed), whatever is written; what is the
+                // agent's stays placed; a new or taken-over file is the agent's only once
+                // written, so pending until then.
+                let origin = match (&plan.claim, recorded) {
+                    (Claim::Adopt, _) | (_, Some(Origin::Adopted)) => Origin::Adopted,
+                    (Claim::Ours, _) | (_, Some(Origin::Placed)) => Origin::Placed,
+                    _ => Origin::Pending,
+                };
+                next.entries.insert(
+                    entry.key.clone(),
+                    Entry {
+                        kind: entry.desired.kind,
+                        origin,
+                        sha256: entry.sha256.clone(),
+                    },
+                );
             }
         }
         if plans.iter().any(|p| p.needs_write) {
@@ -97,7 +100,12 @@ impl Applier {
 
     /// Writes every entry, parents before children; an entry that fails does not stop the
     /// others.
-    pub(super) fn write_set(&self, root: &OwnedFd, checked: &[Checked<'_>]) -> Written {
+    pub(super) fn write_set(
+        &self,
+        root: &OwnedFd,
+        checked: &[Checked<'_>],
+        plans: &[Plan],
+    ) -> Written {
         let dir_attrs: HashMap<&str, DirAttrs> = checked
             .iter()
             .filter(|c| c.desired.kind == DesiredKind::Directory)
@@ -111,12 +119,13 @@ impl Applier {
                 )
             })
             .collect();
-        let mut order: Vec<&Checked<'_>> = checked.iter().collect();
-        order.sort_by(|a, b| a.comps.cmp(&b.comps));
+        let mut order: Vec<(&Checked<'_>, &Plan)> = checked.iter().zip(plans).collect();
+        order.sort_by(|(a, _), (b, _)| a.comps.cmp(&b.comps));
         let mut written = Written::default();
         let mut cleaned = HashSet::new();
-        for entry in order {
-            match self.write_entry(root, entry, &dir_attrs, &mut written.dirs, &mut cleaned) {
+        for (entry, plan) in order {
+            let dirs = &mut written.dirs;
+            match self.write_entry(root, entry, &plan.claim, &dir_attrs, dirs, &mut cleaned) {
                 Ok(true) => written.entries.push(entry.key.clone()),
                 Ok(false) => {}
                 Err(error) => {
@@ -153,11 +162,13 @@ impl Applier {
         result.map_err(|err| entry.walk_error(&err))
     }
 
-    /// One entry; `Ok(true)` when it wrote the file or created the directory.
+    /// One entry; `Ok(true)` when it wrote the file or created the directory. `claim` is the
+    /// preflight's verdict on whose the target is.
     fn write_entry(
         &self,
         root: &OwnedFd,
         entry: &Checked<'_>,
+        claim: &Claim,
         dir_attrs: &HashMap<&str, DirAttrs>,
         created_dirs: &mut Vec<String>,
         cleaned: &mut HashSet<String>,
@@ -184,6 +195,8 @@ impl Applier {
         if entry.satisfied_by(&found) {
             return Ok(false);
         }
+        // Again, now that the write is near: a file may have appeared since the preflight.
+        self.claim(entry, &found)?;
         match entry.desired.kind {
             DesiredKind::File => {
                 let stored;
@@ -197,16 +210,41 @@ impl Applier {
                         &stored
                     }
                 };
-                fsops::write_atomically(
+                let path = &entry.desired.path;
+                // Where nothing was, nothing may be replaced: a file that appears meanwhile is
+                // someone else's.
+                let landed = fsops::write_atomically(
                     &parent,
                     entry.name(),
                     content,
                     entry.attrs,
                     self.hook.as_ref(),
-                    &entry.desired.path,
+                    path,
+                    found != Found::Missing,
                 )
                 .map_err(|e| entry.io_error(&e))?;
-                tracing::info!(path = %entry.desired.path, sha256 = %entry.sha256, "wrote file");
+                if !landed {
+                    return Err(entry.error(
+                        ErrorCode::ForeignFile,
+                        format!(
+                            "{path:?} appeared while the agent was writing it; the agent never overwrites a file it did not place"
+                        ),
+                    ));
+                }
+                match claim {
+                    Claim::TakeOver { previous } => tracing::warn!(
+                        path = %path,
+                        previous_sha256 = %previous,
+                        sha256 = %entry.sha256,
+                        "took over a file the agent did not place and overwrote it (--adopt-existing); it is the agent's now"
+                    ),
+                    Claim::Adopt => tracing::info!(
+                        path = %path,
+                        "adopted a file the agent did not place, which has the desired bytes, and set its mode and owner; it will never be removed"
+                    ),
+                    Claim::New | Claim::Ours => {}
+                }
+                tracing::info!(path = %path, sha256 = %entry.sha256, "wrote file");
             }
             DesiredKind::Directory => {
                 self.walk_creating(root, entry, &entry.comps, &attrs, created_dirs)?;

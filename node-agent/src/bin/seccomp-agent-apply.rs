@@ -6,8 +6,9 @@
 //!
 //! ```json
 //! {"host_root": "/", "allowed_root": "/var/lib/kubelet/seccomp", "state_dir": "/tmp/state",
-//!  "revision": "r1",
-//!  "files": [{"path": "/var/lib/kubelet/seccomp/a.json", "kind": "file", "content": "{}",
+//!  "revision": "r1", "adopt_existing": false,
+//!  "files": [{"path": "/var/lib/kubelet/seccomp/a.json", "kind": "file",
+//!             "content": "{\"defaultAction\": \"SCMP_ACT_ERRNO\"}",
 //!             "mode": 420, "owner": "root", "group": "root"}]}
 //! ```
 //!
@@ -30,6 +31,9 @@ struct Spec {
     state_dir: PathBuf,
     #[serde(default)]
     revision: String,
+    /// As the agent's `--adopt-existing`.
+    #[serde(default)]
+    adopt_existing: bool,
     files: Vec<SpecFile>,
 }
 
@@ -86,7 +90,7 @@ fn run() -> anyhow::Result<bool> {
         allowed_root: spec.allowed_root,
         state_dir: spec.state_dir,
     };
-    let mut applier = Applier::open(config)?;
+    let mut applier = Applier::open(config)?.with_adopt_existing(spec.adopt_existing);
     if let Some(hook) = WriteHook::stdio_pause_from_env() {
         applier = applier.with_hook(hook.map_err(anyhow::Error::msg)?);
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use seccomp_node_agent::{Applier, Config, DesiredFile};
+use seccomp_node_agent::{Applied, Applier, Config, DesiredFile, ErrorCode, Rejected};
 
 /// The allowed root, as a node path.
 pub const ROOT: &str = "/var/lib/kubelet/seccomp";
@@ -73,6 +73,16 @@ impl Node {
         out
     }
 
+    /// [`snapshot`](Self::snapshot) without the allowed root's tree and the state directory:
+    /// what the agent must never change.
+    pub fn snapshot_outside(&self) -> BTreeMap<PathBuf, String> {
+        let (root, state) = (self.path(ROOT), &self.state);
+        self.snapshot()
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with(&root) && !p.starts_with(state))
+            .collect()
+    }
+
     /// The agent's temp files left anywhere under the host root or state dir (node files and
     /// the state directory's files are named alike but for the prefix).
     pub fn temp_leftovers(&self) -> Vec<PathBuf> {
@@ -119,6 +129,13 @@ fn snapshot_into(dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
     }
 }
 
+/// A seccomp profile the validator accepts, with a tag that makes its bytes unique.
+pub fn profile_text(tag: &str) -> String {
+    format!(
+        "{{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{{\"names\":[\"read\",\"write\"],\"action\":\"SCMP_ACT_ALLOW\"}}],\"comment\":\"{tag}\"}}\n"
+    )
+}
+
 /// A file entry under the allowed root.
 pub fn file(name: &str, content: &str, mode: u32, owner: &str, group: &str) -> DesiredFile {
     DesiredFile::file(
@@ -162,4 +179,43 @@ pub fn machine_name(file: &str, id: u32) -> String {
             (fields.next()? == id.to_string()).then(|| name.to_owned())
         })
         .unwrap_or_else(|| id.to_string())
+}
+
+/// Applies `desired`, expects a refusal naming `path` with `code`, and checks that nothing in
+/// the host root or the state directory changed.
+pub fn assert_refused(
+    node: &Node,
+    desired: &[DesiredFile],
+    path: &str,
+    code: ErrorCode,
+) -> Rejected {
+    assert_refused_by(&mut node.applier(), node, desired, path, code)
+}
+
+/// [`assert_refused`] with a given applier; its revision stays what it was.
+pub fn assert_refused_by(
+    applier: &mut Applier,
+    node: &Node,
+    desired: &[DesiredFile],
+    path: &str,
+    code: ErrorCode,
+) -> Rejected {
+    let before = node.snapshot();
+    let revision = applier.revision().to_owned();
+    let rejected = applier.apply("refused", desired).unwrap_err();
+    assert!(
+        rejected
+            .errors
+            .iter()
+            .any(|e| e.path == path && e.code == code && e.message.contains(path)),
+        "expected {code} naming {path:?}, got {:#?}",
+        rejected.errors
+    );
+    assert_eq!(node.snapshot(), before, "a refused set must write nothing");
+    assert_eq!(applier.revision(), revision);
+    rejected
+}
+
+pub fn applied(result: Result<Applied, Rejected>) -> Applied {
+    result.unwrap_or_else(|rejected| panic!("refused: {:#?}", rejected.errors))
 }

@@ -294,6 +294,16 @@ impl Stack {
         self.nodes().await.into_iter().find(|n| n.name == name)
     }
 
+    /// Waits until `name` is Failed (it refused the set it was sent); returns it as listed.
+    pub async fn failed(&self, name: &str) -> pb::Node {
+        eventually(&format!("{name} Failed"), DEADLINE, || async {
+            self.node(name)
+                .await
+                .filter(|n| n.state == pb::NodeState::Failed as i32)
+        })
+        .await
+    }
+
     /// Waits until `name` is connected and Applied for the set the distributor wants it to
     /// have now, with `path` in that set holding `sha256` (or `path` absent from the set when
     /// `sha256` is `None`); returns the node as listed.
@@ -361,12 +371,18 @@ impl Agent {
 
     pub fn start_on(node: Node, url: &str, name: &str, labels: &[(&str, &str)]) -> Self {
         let config = Self::config(url, name, labels, &node);
+        Self::start_with(node, config)
+    }
+
+    /// An agent with `config` (from [`Agent::config`], changed as a test needs) on `node`.
+    pub fn start_with(node: Node, config: sync::Config) -> Self {
+        let name = config.node_name.clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(sync::run(config, async {
             let _ = stopped.await;
         }));
         Self {
-            name: name.to_owned(),
+            name,
             node,
             stop: Some(stop),
             task: Some(task),
@@ -407,7 +423,7 @@ impl Drop for Agent {
 
 /// A profile the registry accepts, with a tag that makes its bytes unique.
 pub fn profile(tag: &str) -> Vec<u8> {
-    format!("{{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{{\"names\":[\"read\",\"write\"],\"action\":\"SCMP_ACT_ALLOW\"}}],\"comment\":\"{tag}\"}}\n").into_bytes()
+    crate::common::profile_text(tag).into_bytes()
 }
 
 /// Lowercase hex SHA-256.
