@@ -521,6 +521,15 @@ impl Hub {
             .collect()
     }
 
+    /// Every known node's name and labels.
+    pub fn labels(&self) -> Vec<(String, Labels)> {
+        self.lock()
+            .nodes
+            .iter()
+            .map(|(name, n)| (name.clone(), n.labels.clone()))
+            .collect()
+    }
+
     /// Whether a node of that name connected since this process started.
     pub fn is_known(&self, name: &str) -> bool {
         self.lock()

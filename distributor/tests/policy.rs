@@ -120,3 +120,65 @@ async fn a_moved_allowed_root_moves_the_default_path_too() {
     dist.stop().await;
     reg.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_would_overfill_a_nodes_set_or_bring_an_endless_reason_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = common::registry_with(&tmp.path().join("registry"), |c| {
+        c.max_profile_bytes = 5 << 20;
+    })
+    .await;
+    // A valid profile of 4 MiB: a long comment (a warning, not an error).
+    let big = format!(
+        "{{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"comment\":\"{}\"}}",
+        "x".repeat(4 << 20)
+    );
+    publish(&reg.url, "big", big.as_bytes()).await;
+    // No YAML directory: 60 MiB of manifests written per change would only slow this down.
+    let dist = distributor_with(&tmp.path().join("distributor"), &reg.url, |c| {
+        c.yaml_dir = None;
+    })
+    .await;
+    // A known node for the sets to be computed for.
+    let _agent = common::Agent::connect(&dist.url, "n1", &[("os", "linux")], "", vec![]).await;
+    let mut dc = pb::distributor_client::DistributorClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    let create = |i: usize| pb::CreateRolloutRequest {
+        profile: "big".into(),
+        nci_name: Some(format!("seccomp-big-{i}")),
+        target: Some(pb::Target {
+            selector: [("os".to_owned(), "linux".to_owned())].into(),
+            path: format!("/var/lib/kubelet/seccomp/big-{i}.json"),
+            ..Default::default()
+        }),
+        strategy: Some(pb::Strategy {
+            waves: vec!["100%".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // 14 x 4 MiB fit in the 60 MiB a node's set may hold; a 15th is just over it.
+    for i in 0..14 {
+        dc.create_rollout(create(i)).await.unwrap();
+    }
+    let err = dc.create_rollout(create(14)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("n1") && err.message().contains("MiB"),
+        "{}",
+        err.message()
+    );
+
+    let err = dc
+        .pause_rollout(pb::PauseRolloutRequest {
+            id: "r1".into(),
+            reason: "x".repeat(2000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("reason"), "{}", err.message());
+    dist.stop().await;
+    reg.stop().await;
+}

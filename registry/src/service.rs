@@ -183,6 +183,21 @@ fn check_name(name: &str) -> Result<()> {
     name::check_dns_subdomain(name).map_err(|reason| invalid_name(name, reason))
 }
 
+/// The longest description or reason kept (they are stored with every version and shown in
+/// every listing).
+pub const MAX_TEXT_BYTES: usize = 4096;
+
+/// A description or reason within [`MAX_TEXT_BYTES`].
+fn check_text(what: &str, text: &str) -> Result<()> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "the {what} is {} bytes, over the limit of {MAX_TEXT_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(())
+}
+
 fn invalid_name(name: &str, reason: name::NameError) -> Error {
     Error::InvalidName {
         name: name::display(name),
@@ -335,6 +350,7 @@ impl Registry {
 
     async fn publish_inner(&self, actor: &Actor, request: Publish) -> Result<Published> {
         check_new_name(&request.name)?;
+        check_text("description", &request.description)?;
         let report = self.check_content(&request.name, &request.content)?;
         let warnings: Vec<Finding> = report.warnings().map(Finding::from).collect();
         let this = self.clone();
@@ -621,6 +637,7 @@ impl Registry {
         version: u64,
         reason: &str,
     ) -> Result<VersionMeta> {
+        check_text("reason", reason)?;
         let (who, profile, why) = (actor.clone(), name.to_owned(), reason.to_owned());
         let result = self.mutate(name, version, move |this: Registry| async move {
             this.deprecate_locked(&who, &profile, version, &why).await

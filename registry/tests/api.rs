@@ -783,6 +783,41 @@ async fn every_rejection_has_its_code_and_names_the_thing() {
         Code::InvalidArgument,
         &["timestamp"],
     );
+    // Descriptions and reasons are kept with every version: bounded, and nothing stored.
+    let mut req = publish_req("wordy", &good);
+    req.description = "d".repeat(5000);
+    assert_status(
+        c.publish(req).await,
+        Code::InvalidArgument,
+        &["description is 5000 bytes", "limit of 4096"],
+    );
+    assert_status(
+        get(&mut c, "wordy", Version(1)).await,
+        Code::NotFound,
+        &["wordy"],
+    );
+    assert_status(
+        c.deprecate(pb::DeprecateRequest {
+            name: "known".into(),
+            version: 1,
+            reason: "r".repeat(5000),
+        })
+        .await,
+        Code::InvalidArgument,
+        &["reason is 5000 bytes"],
+    );
+    let history = c
+        .history(pb::HistoryRequest {
+            name: "known".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        history.versions.iter().all(|v| !v.deprecated),
+        "{history:?}"
+    );
 }
 
 /// A small deterministic generator, so a failure reproduces.

@@ -67,6 +67,21 @@ pub struct EffectiveSet {
     pub matched: Vec<String>,
 }
 
+/// The most content one node's set may carry: the node agent decodes a desired set of up to
+/// 64 MiB (`seccomp_node_agent::sync::MAX_DESIRED_BYTES`), and the rest is room for the
+/// message's other fields.
+pub const MAX_SET_BYTES: usize = 60 << 20;
+
+impl EffectiveSet {
+    /// The bytes of content it carries.
+    pub fn content_bytes(&self) -> usize {
+        self.files
+            .iter()
+            .map(|f| f.content.as_ref().map_or(0, |c| c.len()))
+            .sum()
+    }
+}
+
 /// Which of the nodes an NCI's selector matches actually get it. Staged rollouts give one NCI
 /// name two variants at once: the candidate content for the nodes a wave targeted, and the
 /// stable content for the others.

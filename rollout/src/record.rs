@@ -163,6 +163,10 @@ pub struct RolloutRecord {
     pub waived: BTreeSet<String>,
 }
 
+/// The most transitions a record keeps: its first and the newest (a rollout paused and
+/// resumed for ever must not grow without end).
+pub const MAX_HISTORY: usize = 200;
+
 /// What a new rollout puts on nodes: a profile version and the NCI rendered from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Content {
@@ -224,10 +228,58 @@ impl RolloutRecord {
             at_ms,
             actor: actor.to_owned(),
         });
+        // Bounded: the first transition (how it was created) and the newest ones.
+        if self.history.len() > MAX_HISTORY {
+            self.history
+                .drain(1..self.history.len() - (MAX_HISTORY - 1));
+        }
     }
 
     /// When it last changed.
     pub fn updated_at_ms(&self) -> u64 {
         self.history.last().map_or(self.created_at_ms, |t| t.at_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::nci::{ProfileRef, Target, render};
+
+    #[test]
+    fn history_keeps_its_first_and_newest_transitions_only() {
+        let nci = render(
+            ProfileRef {
+                name: "web",
+                version: 1,
+                content: b"{}",
+            },
+            &Target::new(BTreeMap::new()),
+            None,
+            None,
+        )
+        .unwrap();
+        let content = Content {
+            profile: "web".into(),
+            version: 1,
+            digest: "sha256:x".into(),
+            nci,
+        };
+        let mut r = RolloutRecord::new("r1".into(), content, Strategy::default(), "t", 0);
+        r.transition(RolloutState::Pending, "created", "t", 0);
+        for i in 1..=1000u64 {
+            r.transition(RolloutState::Paused, format!("pause {i}"), "t", i);
+        }
+        assert_eq!(r.history.len(), MAX_HISTORY);
+        assert_eq!(r.history[0].reason, "created");
+        assert_eq!(r.history.last().unwrap().reason, "pause 1000");
+        assert_eq!(
+            r.history[1].reason,
+            format!("pause {}", 1000 - MAX_HISTORY as u64 + 2)
+        );
     }
 }

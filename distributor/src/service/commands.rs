@@ -145,6 +145,7 @@ impl Distributor {
 
     /// Pause a progressing rollout (no more nodes are targeted; targeted ones converge).
     async fn pause_unaudited(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+        check_reason(reason)?;
         let _w = self.write.lock().await;
         let mut r = self.store.get(id)?;
         let why = if reason.is_empty() {
@@ -231,6 +232,7 @@ impl Distributor {
 
     /// Abort an active rollout: nothing more is targeted; nodes keep what they have.
     async fn abort_unaudited(&self, id: &str, reason: &str, actor: &str) -> Result<RolloutView> {
+        check_reason(reason)?;
         let _w = self.write.lock().await;
         let mut r = self.store.get(id)?;
         if r.state.is_terminal() {
@@ -461,4 +463,17 @@ impl Distributor {
 /// A command's outcome for the audit log.
 fn summary<T>(result: &Result<T>, ok: impl FnOnce(&T) -> String) -> Result<String, &Error> {
     result.as_ref().map(ok)
+}
+
+/// The longest reason kept in a rollout's history (shown in every status).
+pub const MAX_REASON_BYTES: usize = 1024;
+
+fn check_reason(reason: &str) -> Result<()> {
+    if reason.len() > MAX_REASON_BYTES {
+        return Err(Error::invalid(format!(
+            "the reason is {} bytes, over the limit of {MAX_REASON_BYTES}",
+            reason.len()
+        )));
+    }
+    Ok(())
 }
