@@ -86,6 +86,8 @@ pub struct Config {
     /// Streams, headers and keepalive (a silent agent's stream ends within
     /// `keepalive_interval + keepalive_timeout`, and the node is Unknown `unknown_after` later).
     pub limits: seccomp_server::grpc::Limits,
+    /// Audit entries older than this are deleted; `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
 }
 
 impl Config {
@@ -107,6 +109,7 @@ impl Config {
             security: Security::none(),
             hello_deadline: Duration::from_secs(10),
             limits: seccomp_server::grpc::Limits::default(),
+            audit_retention: Some(seccomp_server::retention::DEFAULT_RETENTION),
         }
     }
 }
@@ -250,9 +253,17 @@ pub async fn run(
     ));
     let sinks = {
         let distributor = Arc::clone(&distributor);
-        let stopped = stopped(tasks_stopped);
+        let stopped = stopped(tasks_stopped.clone());
         tokio::spawn(async move { distributor.run_sinks(stopped).await })
     };
+    let pruning = config.audit_retention.map(|retention| {
+        let distributor = Arc::clone(&distributor);
+        tokio::spawn(seccomp_server::retention::prune_until(
+            retention,
+            move |before| distributor.prune_audit(before),
+            stopped(tasks_stopped),
+        ))
+    });
     tracing::info!(%addr, tls = security.tls.is_some(), data_dir = %config.data_dir.display(), registry = %config.registry, "distributor serving");
     // Agent streams never end on their own: close them so connections can drain.
     let streams = Arc::clone(&hub);
@@ -271,5 +282,8 @@ pub async fn run(
     let _ = stop_tasks.send(true);
     let _ = engine.await;
     let _ = sinks.await;
+    if let Some(task) = pruning {
+        let _ = task.await;
+    }
     Ok(())
 }

@@ -111,6 +111,12 @@ struct Args {
     security: SecurityArgs,
 
     #[command(flatten)]
+    limits: seccomp_server::grpc::LimitArgs,
+
+    #[command(flatten)]
+    retention: seccomp_server::retention::RetentionArgs,
+
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -134,6 +140,8 @@ async fn main() -> anyhow::Result<()> {
     config.apply_to_cluster = args.apply_to_cluster;
     config.security = security;
     config.forget_nodes_after = args.forget_nodes_after;
+    config.limits = args.limits.limits();
+    config.audit_retention = args.retention.retention();
     config.policy =
         seccomp_rollout::policy::Policy::new(&args.allowed_root).context("--allowed-root")?;
     config.registry_credentials = Credentials::from_files(

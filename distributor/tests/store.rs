@@ -82,6 +82,9 @@ impl Backend for FlakyDisk {
     ) -> seccomp_distributor::Result<Vec<AuditEntry>> {
         self.sled.audit(since, after, limit)
     }
+    fn prune_audit(&self, before_ns: u64) -> seccomp_distributor::Result<usize> {
+        self.sled.prune_audit(before_ns)
+    }
     fn flush(&self) -> BoxFuture<'_, seccomp_distributor::Result<()>> {
         if self.failing.load(Ordering::SeqCst) {
             return Box::pin(std::future::ready(Err(

@@ -65,6 +65,8 @@ pub struct Config {
     pub security: Security,
     /// Streams, headers and keepalive.
     pub limits: seccomp_server::grpc::Limits,
+    /// Audit entries older than this are deleted; `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
 }
 
 impl Config {
@@ -79,6 +81,7 @@ impl Config {
             distributor_credentials: Credentials::default(),
             security: Security::none(),
             limits: seccomp_server::grpc::Limits::default(),
+            audit_retention: Some(seccomp_server::retention::DEFAULT_RETENTION),
         }
     }
 }
@@ -175,6 +178,17 @@ pub async fn run(
     let (router, health) =
         seccomp_server::grpc::add_health_and_reflection(router, &[SERVICE_NAME]).await?;
 
+    let (stop_pruning, pruning_stopped) = tokio::sync::oneshot::channel::<()>();
+    let pruning = config.audit_retention.map(|retention| {
+        let registry = registry.clone();
+        tokio::spawn(seccomp_server::retention::prune_until(
+            retention,
+            move |before| registry.prune_audit(before),
+            async {
+                let _ = pruning_stopped.await;
+            },
+        ))
+    });
     info!(%addr, tls = security.tls.is_some(), data_dir = %config.data_dir.display(), "registry serving");
     seccomp_server::grpc::serve(
         router,
@@ -187,6 +201,10 @@ pub async fn run(
         || {},
     )
     .await?;
+    let _ = stop_pruning.send(());
+    if let Some(task) = pruning {
+        let _ = task.await;
+    }
     registry.drain().await?;
     info!("registry stopped, data flushed");
     Ok(())

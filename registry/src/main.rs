@@ -96,6 +96,12 @@ struct Args {
     security: SecurityArgs,
 
     #[command(flatten)]
+    limits: seccomp_server::grpc::LimitArgs,
+
+    #[command(flatten)]
+    retention: seccomp_server::retention::RetentionArgs,
+
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -111,6 +117,8 @@ async fn main() -> anyhow::Result<()> {
     config.shutdown_grace = Duration::from_secs(args.shutdown_grace_secs);
     config.distributor = args.distributor;
     config.security = args.security.security()?;
+    config.limits = args.limits.limits();
+    config.audit_retention = args.retention.retention();
     // Before anything is bound or opened: an exposed server does not start at all.
     config.security.check(args.listen)?;
     seccomp_k8s::connect_token_review(&mut config.security).await?;

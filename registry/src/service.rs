@@ -783,6 +783,11 @@ impl Registry {
         Ok(())
     }
 
+    /// Remove the audit entries from before `before_ns` (see `seccomp_server::retention`).
+    pub fn prune_audit(&self, before_ns: u64) -> Result<usize> {
+        self.inner.store.prune_audit(before_ns)
+    }
+
     /// Audit entries at or after `since`, oldest first.
     pub fn audit(
         &self,

@@ -33,6 +33,30 @@ impl Default for Limits {
     }
 }
 
+/// The flags that tune [`Limits`] (the others are fixed).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// How often an idle connection is pinged (HTTP/2 keepalive).
+    #[arg(long, env = "SECCOMP_KEEPALIVE_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keepalive_interval: std::time::Duration,
+
+    /// How long a ping may go unanswered before the connection is closed, and with it a
+    /// stopped or partitioned node agent's stream (its node then turns Unknown).
+    #[arg(long, env = "SECCOMP_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: std::time::Duration,
+}
+
+impl LimitArgs {
+    /// The limits: the defaults with these flags applied.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
+            ..Limits::default()
+        }
+    }
+}
+
 /// A tonic server builder with `limits`.
 pub fn server_builder(limits: &Limits) -> tonic::transport::Server {
     tonic::transport::Server::builder()

@@ -31,6 +31,7 @@ pub mod client;
 pub mod grpc;
 pub mod metrics;
 pub mod pki;
+pub mod retention;
 pub mod security;
 pub mod shutdown;
 pub mod telemetry;

@@ -28,6 +28,30 @@ fn page_size(asked: u32) -> usize {
     }
 }
 
+/// The most a page of nodes holds, encoded: under the 4 MiB a gRPC client accepts by default,
+/// whatever the nodes' labels and files.
+pub const MAX_PAGE_BYTES: usize = 3 << 20;
+
+/// Up to `limit` rows of `rows` within [`MAX_PAGE_BYTES`] (at least one), and the page token
+/// (the last row's name) when rows were left.
+fn fill_page(
+    rows: impl Iterator<Item = pb::Node>,
+    limit: usize,
+) -> (Vec<pb::Node>, Option<String>) {
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let len = prost::Message::encoded_len(&row);
+        if page.len() == limit || (!page.is_empty() && bytes + len > MAX_PAGE_BYTES) {
+            let next = page.last().map(|n: &pb::Node| n.name.clone());
+            return (page, next);
+        }
+        bytes += len;
+        page.push(row);
+    }
+    (page, None)
+}
+
 /// The verified caller (see `seccomp_server::auth`), as recorded in history.
 fn actor<T>(req: &Request<T>) -> String {
     seccomp_server::auth::principal(req).actor()
@@ -276,15 +300,10 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         let limit = page_size(r.page_size);
         let after = (!r.page_token.is_empty()).then_some(r.page_token.as_str());
         // One more than asked says whether there is a next page.
-        let mut views = self.distributor.nodes(&sel, after, limit + 1);
-        let next = if views.len() > limit {
-            views.truncate(limit);
-            views.last().map(|n| n.name.clone())
-        } else {
-            None
-        };
+        let views = self.distributor.nodes(&sel, after, limit + 1);
+        let (nodes, next) = fill_page(views.iter().map(|n| node_to(n, &sources)), limit);
         Ok(Response::new(pb::ListNodesResponse {
-            nodes: views.iter().map(|n| node_to(n, &sources)).collect(),
+            nodes,
             next_page_token: next.unwrap_or_default(),
         }))
     }
@@ -323,5 +342,41 @@ impl seccomp_server::auth::Refusals for AuditRefusals {
             .strip_prefix("/seccomp.distributor.v1.Distributor/")
             .unwrap_or(path);
         self.0.audit_refusal(actor, method, code, reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, agent_version_bytes: usize) -> pb::Node {
+        pb::Node {
+            name: name.to_owned(),
+            agent_version: "v".repeat(agent_version_bytes),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_page_of_nodes_stops_at_the_count_or_the_bytes_whichever_comes_first() {
+        let small = (0..5).map(|i| row(&format!("n{i}"), 10));
+        let (page, next) = fill_page(small.clone(), 3);
+        assert_eq!(page.len(), 3);
+        assert_eq!(next.as_deref(), Some("n2"));
+        let (page, next) = fill_page(small, 5);
+        assert_eq!((page.len(), next), (5, None));
+
+        // Rows of 1 MiB: three would pass the 3 MiB a page may hold.
+        let big = (0..5).map(|i| row(&format!("n{i}"), 1 << 20));
+        let (page, next) = fill_page(big, 100);
+        let bytes: usize = page.iter().map(prost::Message::encoded_len).sum();
+        assert_eq!(page.len(), 2);
+        assert!(bytes <= MAX_PAGE_BYTES, "{bytes}");
+        assert_eq!(next.as_deref(), Some("n1"));
+
+        // A row bigger than a page on its own still comes, alone, so paging moves on.
+        let huge = [row("a", 4 << 20), row("b", 10)].into_iter();
+        let (page, next) = fill_page(huge, 100);
+        assert_eq!((page.len(), next.as_deref()), (1, Some("a")));
     }
 }

@@ -84,6 +84,11 @@ impl Distributor {
         }
     }
 
+    /// Remove the audit entries from before `before_ns` (see `seccomp_server::retention`).
+    pub fn prune_audit(&self, before_ns: u64) -> Result<usize> {
+        self.store.prune_audit(before_ns)
+    }
+
     /// Audit entries at or after `since_ns`, oldest first: after the entry `token` names
     /// (the previous page's `next`), at most `limit` (0: 100; at most 1000).
     pub fn audit_page(

@@ -51,6 +51,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Audit entries at or after `since_ns` (after the entry `after` when given, see
     /// [`AuditEntry::key`]), oldest first, at most `limit`.
     fn audit(&self, since_ns: u64, after: Option<&[u8]>, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// Remove the audit entries from before `before_ns`, without waiting for durability;
+    /// how many went (at most [`PRUNE_BATCH`](seccomp_server::retention::PRUNE_BATCH)).
+    fn prune_audit(&self, before_ns: u64) -> Result<usize>;
     /// Wait until everything written so far is durable.
     fn flush(&self) -> BoxFuture<'_, Result<()>>;
 }
@@ -206,6 +209,11 @@ impl RolloutStore {
         limit: usize,
     ) -> Result<Vec<AuditEntry>> {
         self.backend.audit(since_ns, after, limit)
+    }
+
+    /// Remove the audit entries from before `before_ns` (`--audit-retention`).
+    pub fn prune_audit(&self, before_ns: u64) -> Result<usize> {
+        self.backend.prune_audit(before_ns)
     }
 
     /// Wait until everything written so far is durable.

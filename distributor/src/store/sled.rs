@@ -137,6 +137,18 @@ impl Backend for SledBackend {
         Ok(out)
     }
 
+    fn prune_audit(&self, before_ns: u64) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        let old = self.audit.range(..before_ns.to_be_bytes()).keys();
+        for key in old.take(seccomp_server::retention::PRUNE_BATCH) {
+            batch.remove(key?);
+            n += 1;
+        }
+        self.audit.apply_batch(batch)?;
+        Ok(n)
+    }
+
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         // sled 0.34's `flush_async` can deadlock when several are polled at once
         // (spacejam/sled#1241); a blocking flush on the blocking pool cannot.

@@ -263,3 +263,27 @@ fn corrupt_content_and_journal_are_errors_that_name_the_key() {
         Ok(_) => panic!("a corrupt journal must stop the store from opening"),
     }
 }
+
+#[tokio::test]
+async fn pruning_removes_the_audit_entries_before_the_cutoff_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ProfileStore::open(dir.path()).unwrap();
+    for t in [10, 20, 30, 40] {
+        let mut e = audit("Publish", t);
+        e.time = UnixNanos(t * 1_000);
+        store.append_audit(&e).unwrap();
+    }
+    assert_eq!(store.prune_audit(30_000).unwrap(), 2);
+    assert_eq!(store.prune_audit(30_000).unwrap(), 0);
+    store.flush().await.unwrap();
+    drop(store);
+    let store = ProfileStore::open(dir.path()).unwrap();
+    let left: Vec<u64> = store
+        .audit(None, 100, None)
+        .unwrap()
+        .items
+        .iter()
+        .map(|e| e.time.0)
+        .collect();
+    assert_eq!(left, [30_000, 40_000]);
+}

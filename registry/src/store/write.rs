@@ -20,6 +20,21 @@ impl ProfileStore {
         Ok(())
     }
 
+    /// Remove the audit entries from before `before_ns` (`--audit-retention`), durable with
+    /// the next flush; how many went (at most
+    /// [`PRUNE_BATCH`](seccomp_server::retention::PRUNE_BATCH)).
+    pub fn prune_audit(&self, before_ns: u64) -> Result<usize> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        let old = self.audit.range(..before_ns.to_be_bytes()).keys();
+        for key in old.take(seccomp_server::retention::PRUNE_BATCH) {
+            batch.remove(key?);
+            n += 1;
+        }
+        self.audit.apply_batch(batch)?;
+        Ok(n)
+    }
+
     /// Store a new version: its bytes, its metadata, its digest index entry, the audit entry
     /// and, last, the profile record. Durable and visible when this returns.
     pub async fn insert_version(&self, new: NewVersion<'_>) -> Result<()> {
