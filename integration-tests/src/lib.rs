@@ -36,6 +36,12 @@
 //! 7. a profile edited by hand on a node is repaired.
 //! 8. an agent killed mid-rollout pauses the rollout when a wave reaches its node; it goes on
 //!    by itself once the agent is back.
+//! 9. an agent stopped with SIGSTOP mid-rollout (its connection open, its process silent) is
+//!    Unknown once the keepalive pings go unanswered and the grace period passes, and the
+//!    rollout pauses; after SIGCONT it reconnects and the rollout completes;
+//! 10. the distributor's wall clock stepped two hours forward (libfaketime, Debian's
+//!     `faketime`) while a node applies does not time the node out: deadlines run on the
+//!     monotonic clock.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -305,10 +311,21 @@ pub struct Stack {
     pub distributor_addr: SocketAddr,
     /// The nodes, in the order given to [`Stack::start`].
     pub nodes: Vec<Node>,
+    /// How the distributor runs (at every start).
+    pub tuning: Tuning,
     ctl_runs: std::sync::atomic::AtomicU64,
     /// Data dirs, node roots and logs. Declared last so that it is removed after the
     /// processes above were dropped (and printed their logs on failure).
     pub dir: tempfile::TempDir,
+}
+
+/// Extra arguments and environment of the distributor.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    /// Appended to its command line.
+    pub distributor_args: Vec<String>,
+    /// Set in its environment.
+    pub distributor_env: Vec<(String, String)>,
 }
 
 impl Stack {
@@ -317,6 +334,14 @@ impl Stack {
     /// # Panics
     /// When anything fails to start.
     pub fn start(nodes: &[(&str, &[&str])]) -> Self {
+        Self::start_tuned(nodes, Tuning::default())
+    }
+
+    /// [`Stack::start`] with the distributor run as `tuning` says.
+    ///
+    /// # Panics
+    /// When anything fails to start.
+    pub fn start_tuned(nodes: &[(&str, &[&str])], tuning: Tuning) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mkdir = |p: &Path| {
             std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
@@ -330,6 +355,7 @@ impl Stack {
             registry_addr: unbound,
             distributor_addr: unbound,
             nodes: Vec::new(),
+            tuning,
             ctl_runs: std::sync::atomic::AtomicU64::new(0),
         };
         stack.start_registry(0);
@@ -387,7 +413,7 @@ impl Stack {
     /// Starts the distributor on `port` (0: any) over its data dir and waits until it
     /// listens.
     pub fn start_distributor(&mut self, port: u16) {
-        let args = vec![
+        let mut args = vec![
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--registry".into(),
@@ -395,12 +421,19 @@ impl Stack {
             "--data-dir".into(),
             self.dir.path().join("distributor").display().to_string(),
         ];
+        args.extend(self.tuning.distributor_args.iter().cloned());
+        let envs: Vec<(&str, &str)> = self
+            .tuning
+            .distributor_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let mut p = Proc::spawn(
             "seccomp-distributor",
             "distributor",
             &self.logs(),
             &args,
-            &[],
+            &envs,
         );
         self.distributor_addr = p.wait_listening();
         self.distributor = Some(p);

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use integration_tests::{SECCOMP_ID, Stack, poll, sha256_hex};
+use integration_tests::{SECCOMP_ID, Stack, Tuning, poll, sha256_hex};
 
 const WEB: &str = "/var/lib/kubelet/seccomp/web.json";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -570,4 +570,173 @@ fn s8_an_agent_lost_mid_rollout_pauses_it_until_the_agent_is_back() {
             node.name
         );
     }
+}
+
+#[test]
+fn s9_an_agent_stopped_mid_rollout_turns_unknown_pauses_it_and_completes_it_after_sigcont() {
+    // Pings every second, a second to answer, Unknown two seconds after the stream ends:
+    // a silent agent is Unknown within about 4 s (the defaults would take 50 s, longer
+    // than the deadlines below).
+    let tuning = Tuning {
+        distributor_args: [
+            "--keepalive-interval",
+            "1s",
+            "--keepalive-timeout",
+            "1s",
+            "--unknown-after-secs",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Tuning::default()
+    };
+    let stack = Stack::start_tuned(
+        &[("node-1", &["os=linux"]), ("node-2", &["os=linux"])],
+        tuning,
+    );
+    let bytes = profile(9, 0);
+    publish(&stack, "web", &bytes);
+    poll("both agents connected", DEADLINE, || {
+        let nodes = stack.nodes_json()?;
+        (nodes
+            .as_array()?
+            .iter()
+            .filter(|n| n["connected"] == true)
+            .count()
+            == 2)
+            .then_some(())
+    });
+    // node-2's agent stops: its TCP connection stays open, it answers nothing.
+    let stopped = stack.nodes[1].agent.as_ref().unwrap();
+    stopped.signal("STOP");
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--waves",
+        "100%",
+    ]);
+    let paused = poll("r1 paused for the silent node", DEADLINE, || {
+        let s = rollout_json(&stack, "r1");
+        let last = s["rollout"]["history"].as_array()?.last()?.clone();
+        (s["rollout"]["state"] == "Paused"
+            && s["rollout"]["nodes"]["unknown"] == 1
+            && last["reason"].as_str()?.contains("node-2"))
+        .then_some(s)
+    });
+    assert_eq!(paused["rollout"]["nodes"]["applied"], 1, "{paused}");
+    assert!(!stack.nodes[1].path(WEB).exists(), "{paused}");
+    let node2 = stack.nodes_json().unwrap();
+    let node2 = node2
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "node-2")
+        .unwrap();
+    assert_eq!(node2["connected"], false, "{node2}");
+
+    // Woken, the agent finds its stream closed, reconnects and applies.
+    stack.nodes[1].agent.as_ref().unwrap().signal("CONT");
+    poll("r1 completed once node-2 answers again", DEADLINE, || {
+        (rollout_json(&stack, "r1")["rollout"]["state"] == "Completed").then_some(())
+    });
+    for node in &stack.nodes {
+        assert_eq!(
+            std::fs::read(node.path(WEB)).unwrap(),
+            bytes,
+            "{}",
+            node.name
+        );
+    }
+}
+
+/// libfaketime, from Debian's `faketime` package (installed by `.ci/run`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[test]
+fn s10_a_wall_clock_step_forward_does_not_time_out_a_node_that_is_applying() {
+    if !Path::new(LIBFAKETIME).exists() {
+        eprintln!(
+            "SKIPPED s10: {LIBFAKETIME} is missing (apt-get install faketime); \
+             the wall-clock step is not tested"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let offset = dir.path().join("faketime");
+    std::fs::write(&offset, "+0\n").unwrap();
+    // The distributor's wall clock comes from the file, read at every call; its monotonic
+    // clock is left alone (as an NTP step leaves CLOCK_MONOTONIC alone).
+    let tuning = Tuning {
+        distributor_env: [
+            ("LD_PRELOAD", LIBFAKETIME.to_owned()),
+            ("FAKETIME_TIMESTAMP_FILE", offset.display().to_string()),
+            ("FAKETIME_NO_CACHE", "1".to_owned()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .to_vec(),
+        ..Tuning::default()
+    };
+    let mut stack = Stack::start_tuned(&[("node-1", &["os=linux"])], tuning);
+    let bytes = profile(10, 0);
+    publish(&stack, "web", &bytes);
+    // node-1 holds its write just before the rename: Applying, for as long as the test says.
+    stack.nodes[0].agent.take().unwrap().kill();
+    stack.start_agent(0, Some("before-rename"));
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--waves",
+        "100%",
+        "--progress-deadline",
+        "60s",
+    ]);
+    stack.nodes[0]
+        .agent
+        .as_mut()
+        .unwrap()
+        .wait_line("paused before-rename", DEADLINE);
+
+    // Two hours forward, far past the 60 s deadline; seen by the distributor once a fresh
+    // audit entry (wall-clock time) is stamped at least an hour ahead.
+    std::fs::write(&offset, "+7200\n").unwrap();
+    let an_hour_ahead =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3600))
+            .to_string();
+    poll("the distributor's clock to step", DEADLINE, || {
+        let _ = stack.ctl(&["rollout", "pause", "r404"]);
+        let audit = stack.ctl_ok(&["audit", "--service", "distributor", "-o", "json"]);
+        let entries: serde_json::Value = serde_json::from_str(&audit).ok()?;
+        let latest = entries["entries"].as_array()?.last()?["time"]
+            .as_str()?
+            .to_owned();
+        (latest[..19] >= an_hour_ahead[..19]).then_some(())
+    });
+    // A failure would come at the next engine tick (every 500 ms): watch six of them (a
+    // window for something that must not happen, not a wait for a condition).
+    for _ in 0..30 {
+        let s = rollout_json(&stack, "r1");
+        assert_eq!(s["rollout"]["state"], "Progressing", "{s}");
+        assert_eq!(s["rollout"]["nodes"]["failed"], 0, "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stack.nodes[0].agent.as_mut().unwrap().release();
+    poll("r1 completed", DEADLINE, || {
+        (rollout_json(&stack, "r1")["rollout"]["state"] == "Completed").then_some(())
+    });
+    let s = rollout_json(&stack, "r1");
+    let states: Vec<&str> = s["rollout"]["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["state"].as_str())
+        .collect();
+    assert!(!states.contains(&"RollingBack"), "{s}");
+    assert_eq!(std::fs::read(stack.nodes[0].path(WEB)).unwrap(), bytes);
 }
