@@ -306,21 +306,25 @@ async fn arbitrary_agent_messages_never_panic_the_distributor() {
 
     // Every hostile stream has ended (so every message was handled): nothing panicked,
     // health says SERVING, and the distributor still works for an agent that behaves.
-    common::eventually("the hostile streams to end", Duration::from_secs(20), || {
-        let url = dist.url.clone();
-        async move {
-            let mut c = pb::distributor_client::DistributorClient::connect(url)
-                .await
-                .unwrap();
-            let nodes = c
-                .list_nodes(pb::ListNodesRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .nodes;
-            nodes.iter().all(|n| !n.connected)
-        }
-    })
+    common::eventually(
+        "the hostile streams to end",
+        Duration::from_secs(20),
+        || {
+            let url = dist.url.clone();
+            async move {
+                let mut c = pb::distributor_client::DistributorClient::connect(url)
+                    .await
+                    .unwrap();
+                let nodes = c
+                    .list_nodes(pb::ListNodesRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .nodes;
+                nodes.iter().all(|n| !n.connected)
+            }
+        },
+    )
     .await;
     assert_eq!(PANICS.load(Ordering::SeqCst), 0);
     let channel = tonic::transport::Endpoint::from_shared(dist.url.clone())
