@@ -88,6 +88,10 @@ pub struct Config {
     pub limits: seccomp_server::grpc::Limits,
     /// Audit entries older than this are deleted; `None` keeps them forever.
     pub audit_retention: Option<Duration>,
+    /// Finished rollouts nothing reads any more (not the newest of their NCI, its stable
+    /// one, or the newest completed one) are forgotten this long after they finished;
+    /// `None` keeps them all.
+    pub history_retention: Option<Duration>,
 }
 
 impl Config {
@@ -110,6 +114,7 @@ impl Config {
             hello_deadline: Duration::from_secs(10),
             limits: seccomp_server::grpc::Limits::default(),
             audit_retention: Some(seccomp_server::retention::DEFAULT_RETENTION),
+            history_retention: Some(seccomp_server::retention::DEFAULT_RETENTION),
         }
     }
 }
@@ -225,6 +230,7 @@ pub async fn run(
             policy: config.policy.clone(),
             clock: Arc::clone(&config.clock),
             forget_nodes_after: config.forget_nodes_after,
+            history_retention: config.history_retention,
         },
     )?);
     if let Some(on_start) = &config.on_start {

@@ -76,6 +76,12 @@ struct Args {
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_FORGET_NODES_AFTER", default_value = "7d", value_parser = humantime::parse_duration)]
     forget_nodes_after: Duration,
 
+    /// Forget finished rollouts this long after they finished (`0s`: keep all). The newest
+    /// rollout of every NCI, its stable one and the newest completed one are always kept:
+    /// what nodes hold and what a rollback restores never goes.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_HISTORY_RETENTION", default_value = "365d", value_parser = humantime::parse_duration)]
+    history_retention: Duration,
+
     /// CA of the registry's TLS certificate (an https:// --registry).
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_REGISTRY_CA", value_name = "FILE")]
     registry_ca: Option<PathBuf>,
@@ -142,6 +148,8 @@ async fn main() -> anyhow::Result<()> {
     config.forget_nodes_after = args.forget_nodes_after;
     config.limits = args.limits.limits();
     config.audit_retention = args.retention.retention();
+    config.history_retention =
+        (!args.history_retention.is_zero()).then_some(args.history_retention);
     config.policy =
         seccomp_rollout::policy::Policy::new(&args.allowed_root).context("--allowed-root")?;
     config.registry_credentials = Credentials::from_files(

@@ -97,3 +97,146 @@ async fn audit_entries_older_than_the_retention_are_deleted_and_younger_ones_kep
     dist.stop().await;
     reg.stop().await;
 }
+
+async fn rollout_of(
+    dc: &mut pb::distributor_client::DistributorClient<tonic::transport::Channel>,
+    version: u64,
+) -> String {
+    let r = dc
+        .create_rollout(pb::CreateRolloutRequest {
+            profile: "web".into(),
+            version,
+            target: Some(pb::Target {
+                selector: [("os".to_owned(), "linux".to_owned())].into(),
+                ..Default::default()
+            }),
+            strategy: Some(pb::Strategy {
+                waves: vec!["100%".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+    common::eventually(
+        &format!("rollout {} to complete", r.id),
+        Duration::from_secs(20),
+        || {
+            let mut dc = dc.clone();
+            let id = r.id.clone();
+            async move {
+                let got = dc
+                    .get_rollout(pb::GetRolloutRequest {
+                        id,
+                        include_nodes: false,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .rollout
+                    .unwrap();
+                got.state == pb::RolloutState::Completed as i32
+            }
+        },
+    )
+    .await;
+    r.id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_rollouts_past_the_history_retention_are_forgotten_but_not_what_nodes_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = common::registry(&tmp.path().join("registry")).await;
+    let dir = tmp.path().join("distributor");
+    let dist = common::distributor_with(&dir, &reg.url, |c| {
+        c.history_retention = Some(Duration::from_secs(1));
+    })
+    .await;
+    let v1 = common::publish(&reg.url, "web", b"{\"defaultAction\":\"SCMP_ACT_ERRNO\"}\n").await;
+    let v2 = common::publish(&reg.url, "web", b"{\"defaultAction\":\"SCMP_ACT_LOG\"}\n").await;
+    let agent = common::AutoAgent::start(
+        &dist.url,
+        "node-1",
+        &[("os", "linux")],
+        common::Behaviour::Apply,
+    )
+    .await;
+    let mut dc = pb::distributor_client::DistributorClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    let first = rollout_of(&mut dc, v1).await;
+    let second = rollout_of(&mut dc, v2).await;
+    let third = rollout_of(&mut dc, v1).await;
+    let sent_before = agent.desired_count();
+
+    // The first is superseded and past the retention: it goes. The second is the third's
+    // stable one (what a rollback restores) and the third is what the node holds.
+    let get = |id: String| {
+        let mut dc = dc.clone();
+        async move {
+            dc.get_rollout(pb::GetRolloutRequest {
+                id,
+                include_nodes: false,
+            })
+            .await
+        }
+    };
+    common::eventually(
+        "the first rollout to be forgotten",
+        Duration::from_secs(20),
+        || {
+            let first = first.clone();
+            async move {
+                match get(first).await {
+                    Err(s) => {
+                        assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
+                        true
+                    }
+                    Ok(_) => false,
+                }
+            }
+        },
+    )
+    .await;
+    let stable = get(third.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .rollout
+        .unwrap();
+    assert_eq!(stable.stable_version, Some(v2));
+    get(second.clone()).await.unwrap();
+    // Forgetting history changes no node's set.
+    assert_eq!(agent.desired_count(), sent_before);
+    let listed: Vec<String> = dc
+        .list_rollouts(pb::ListRolloutsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .rollouts
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, [third.clone(), second.clone()], "newest first");
+    dist.stop().await;
+
+    // Durably: a restart does not bring it back.
+    let dist = common::distributor_with(&dir, &reg.url, |c| c.history_retention = None).await;
+    let mut dc = pb::distributor_client::DistributorClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    let err = dc
+        .get_rollout(pb::GetRolloutRequest {
+            id: first,
+            include_nodes: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    agent.leave();
+    dist.stop().await;
+    reg.stop().await;
+}

@@ -241,6 +241,40 @@ impl RolloutRecord {
     }
 }
 
+/// The ids of the rollouts (`records`, oldest first) that may be forgotten: finished
+/// (terminal) before `before_ms`, and none of what is still read — the newest rollout of
+/// each NCI (it decides what nodes hold), the rollout it names as stable (what going back
+/// restores), and the newest completed rollout of each NCI (the next rollout's stable one).
+pub fn expired<'a>(
+    records: impl IntoIterator<Item = &'a RolloutRecord>,
+    before_ms: u64,
+) -> Vec<String> {
+    let records: Vec<&RolloutRecord> = records.into_iter().collect();
+    let mut kept: BTreeSet<&str> = BTreeSet::new();
+    let mut newest: BTreeMap<&str, &RolloutRecord> = BTreeMap::new();
+    let mut completed: BTreeMap<&str, &RolloutRecord> = BTreeMap::new();
+    for r in &records {
+        newest.insert(&r.nci_name, r);
+        if r.state == RolloutState::Completed {
+            completed.insert(&r.nci_name, r);
+        }
+    }
+    for r in newest.values() {
+        kept.insert(&r.id);
+        if let Some(stable) = &r.stable_id {
+            kept.insert(stable);
+        }
+    }
+    kept.extend(completed.values().map(|r| r.id.as_str()));
+    records
+        .iter()
+        .filter(|r| {
+            r.state.is_terminal() && r.updated_at_ms() < before_ms && !kept.contains(r.id.as_str())
+        })
+        .map(|r| r.id.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -250,8 +284,14 @@ mod tests {
     use super::*;
     use crate::nci::{ProfileRef, Target, render};
 
-    #[test]
-    fn history_keeps_its_first_and_newest_transitions_only() {
+    fn finished(id: &str, nci: &str, state: RolloutState, at_ms: u64) -> RolloutRecord {
+        let mut r = record(id);
+        r.nci_name = nci.into();
+        r.transition(state, "done", "t", at_ms);
+        r
+    }
+
+    fn record(id: &str) -> RolloutRecord {
         let nci = render(
             ProfileRef {
                 name: "web",
@@ -269,7 +309,33 @@ mod tests {
             digest: "sha256:x".into(),
             nci,
         };
-        let mut r = RolloutRecord::new("r1".into(), content, Strategy::default(), "t", 0);
+        RolloutRecord::new(id.into(), content, Strategy::default(), "t", 0)
+    }
+
+    #[test]
+    fn only_old_finished_rollouts_nothing_reads_any_more_expire() {
+        use RolloutState::{Aborted, Completed, Progressing, RolledBack};
+        let mut r6 = finished("r6", "a", Aborted, 10);
+        r6.stable_id = Some("r3".into());
+        let records = [
+            finished("r1", "a", Completed, 10),   // superseded: expires
+            finished("r2", "a", RolledBack, 10),  // expires
+            finished("r3", "a", Completed, 10),   // the newest one's stable: kept
+            finished("r4", "b", Completed, 10),   // the newest of b: kept
+            finished("r5", "a", Completed, 90),   // newest completed of a, and recent: kept
+            r6,                                   // the newest of a: kept
+            finished("r7", "c", Completed, 10),   // superseded by r9 (completed): expires
+            finished("r8", "c", Progressing, 10), // active: kept
+            finished("r9", "c", Completed, 20),   // newest completed and newest of c: kept
+        ];
+        assert_eq!(expired(&records, 50), ["r1", "r2", "r7"]);
+        // Nothing finished before the cutoff: nothing goes.
+        assert!(expired(&records, 5).is_empty());
+    }
+
+    #[test]
+    fn history_keeps_its_first_and_newest_transitions_only() {
+        let mut r = record("r1");
         r.transition(RolloutState::Pending, "created", "t", 0);
         for i in 1..=1000u64 {
             r.transition(RolloutState::Paused, format!("pause {i}"), "t", i);

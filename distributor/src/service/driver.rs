@@ -175,10 +175,41 @@ impl Distributor {
         Ok(())
     }
 
+    /// Forget the finished rollouts past `--history-retention` that nothing reads any more
+    /// (see [`seccomp_rollout::record::expired`]); looked at every tenth of the retention,
+    /// at most hourly.
+    async fn forget_old_rollouts(&self) -> Result<()> {
+        let Some(retention) = self.history_retention else {
+            return Ok(());
+        };
+        {
+            let mut last = self
+                .history_pruned
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let every = seccomp_server::retention::interval(retention);
+            if last.is_some_and(|at| at.elapsed() < every) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let before = self.now_ms().saturating_sub(super::millis(retention));
+        let all = self.store.all()?;
+        let ids = seccomp_rollout::record::expired(all.iter().map(|r| &**r), before);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.store.forget(&ids).await?;
+        tracing::info!(rollouts = ids.len(), first = %ids[0], "forgot finished rollouts past the history retention");
+        self.bump();
+        Ok(())
+    }
+
     pub(super) async fn tick_locked(&self) -> Result<()> {
         // What agents reported goes to the store, so a restart still knows offline nodes.
         self.store.put_nodes(&self.hub.take_changed())?;
         self.remember_nodes()?;
+        self.forget_old_rollouts().await?;
         if self.stale.load(Ordering::Acquire) {
             self.store.flush().await?;
             self.refresh_fleet()?;

@@ -104,6 +104,9 @@ pub struct Settings {
     pub clock: Arc<dyn Clock>,
     /// Nodes whose agents have been gone this long are forgotten.
     pub forget_nodes_after: Duration,
+    /// Finished rollouts nothing reads any more are forgotten this long after they
+    /// finished; `None` keeps them all.
+    pub history_retention: Option<Duration>,
 }
 
 /// What a rollout asks for.
@@ -152,6 +155,10 @@ pub struct Distributor {
     clock: Arc<dyn Clock>,
     /// Nodes whose agents have been gone this long are forgotten.
     forget_nodes_after: Duration,
+    /// See [`Settings::history_retention`].
+    history_retention: Option<Duration>,
+    /// When finished rollouts were last looked at for forgetting.
+    history_pruned: std::sync::Mutex<Option<Instant>>,
     /// Stored rollouts whose NCIs the policy refuses (found at start; new ones are checked
     /// when they are made): never served.
     refused: BTreeSet<String>,
@@ -232,6 +239,8 @@ impl Distributor {
             policy: settings.policy,
             clock: settings.clock,
             forget_nodes_after: settings.forget_nodes_after,
+            history_retention: settings.history_retention,
+            history_pruned: std::sync::Mutex::new(None),
             refused,
             write: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),

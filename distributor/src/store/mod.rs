@@ -251,6 +251,21 @@ impl RolloutStore {
         Ok(())
     }
 
+    /// Forget the rollouts `ids` (`--history-retention`), durably; memory lets go of them
+    /// once the disk has.
+    pub async fn forget(&self, ids: &[String]) -> Result<()> {
+        let numbers: Vec<u64> = ids.iter().filter_map(|id| id_number(id)).collect();
+        for &n in &numbers {
+            self.backend.remove_rollout(n)?;
+        }
+        self.backend.flush().await?;
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        for n in numbers {
+            cache.remove(&n);
+        }
+        Ok(())
+    }
+
     /// Store a rollout without waiting for durability (the engine's per-node bookkeeping;
     /// the next durable `put`, or the backend's own periodic flush, writes it).
     pub fn put_lazy(&self, r: &RolloutRecord) -> Result<()> {
