@@ -8,7 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{AutoAgent, Behaviour, distributor_on, eventually, publish, registry_with};
+use common::{
+    AutoAgent, Behaviour, Dist, distributor_on, eventually, publish, registry_with, wait_state,
+};
 use seccomp_proto::distributor::v1 as pb;
 use seccomp_proto::registry::v1 as reg;
 use tonic::Code;
@@ -18,7 +20,6 @@ const V2: &[u8] = b"{\"defaultAction\":\"SCMP_ACT_LOG\"}\n";
 const V3: &[u8] = b"{\"defaultAction\":\"SCMP_ACT_ALLOW\"}\n";
 const WAIT: Duration = Duration::from_secs(15);
 
-type Dist = pb::distributor_client::DistributorClient<tonic::transport::Channel>;
 type Reg = reg::registry_client::RegistryClient<tonic::transport::Channel>;
 
 async fn roll_out(dc: &mut Dist, version: u64, manual: bool) -> String {
@@ -41,27 +42,6 @@ async fn roll_out(dc: &mut Dist, version: u64, manual: bool) -> String {
         .rollout
         .unwrap();
     rollout.id
-}
-
-async fn wait_state(dc: &Dist, id: &str, state: pb::RolloutState) {
-    eventually(&format!("rollout {id} {state:?}"), WAIT, || {
-        let mut dc = dc.clone();
-        let id = id.to_owned();
-        async move {
-            let r = dc
-                .get_rollout(pb::GetRolloutRequest {
-                    id,
-                    include_nodes: false,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .rollout
-                .unwrap();
-            r.state == state as i32
-        }
-    })
-    .await;
 }
 
 async fn delete(rc: &mut Reg, version: u64) -> Result<(), tonic::Status> {

@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{AutoAgent, Behaviour, distributor_with, eventually, publish, registry};
+use common::{AutoAgent, Behaviour, distributor_with, publish, registry};
 use seccomp_distributor::BoxFuture;
 use seccomp_distributor::sinks::NciSink;
 use seccomp_proto::distributor::v1 as pb;
@@ -35,7 +35,7 @@ impl NciSink for BlackHole {
     }
 }
 
-async fn completed(dc: &mut pb::distributor_client::DistributorClient<tonic::transport::Channel>) {
+async fn completed(dc: &mut common::Dist) {
     let rollout = dc
         .create_rollout(pb::CreateRolloutRequest {
             profile: "web".into(),
@@ -54,24 +54,7 @@ async fn completed(dc: &mut pb::distributor_client::DistributorClient<tonic::tra
         .into_inner()
         .rollout
         .unwrap();
-    eventually("the rollout completes", WAIT, || {
-        let mut dc = dc.clone();
-        let id = rollout.id.clone();
-        async move {
-            let r = dc
-                .get_rollout(pb::GetRolloutRequest {
-                    id,
-                    include_nodes: false,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .rollout
-                .unwrap();
-            r.state == pb::RolloutState::Completed as i32
-        }
-    })
-    .await;
+    common::wait_state(dc, &rollout.id, pb::RolloutState::Completed).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,10 +98,7 @@ async fn audit_entries_older_than_the_retention_are_deleted_and_younger_ones_kep
     reg.stop().await;
 }
 
-async fn rollout_of(
-    dc: &mut pb::distributor_client::DistributorClient<tonic::transport::Channel>,
-    version: u64,
-) -> String {
+async fn rollout_of(dc: &mut common::Dist, version: u64) -> String {
     let r = dc
         .create_rollout(pb::CreateRolloutRequest {
             profile: "web".into(),
@@ -121,28 +118,7 @@ async fn rollout_of(
         .into_inner()
         .rollout
         .unwrap();
-    common::eventually(
-        &format!("rollout {} to complete", r.id),
-        Duration::from_secs(20),
-        || {
-            let mut dc = dc.clone();
-            let id = r.id.clone();
-            async move {
-                let got = dc
-                    .get_rollout(pb::GetRolloutRequest {
-                        id,
-                        include_nodes: false,
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .rollout
-                    .unwrap();
-                got.state == pb::RolloutState::Completed as i32
-            }
-        },
-    )
-    .await;
+    common::wait_state(dc, &r.id, pb::RolloutState::Completed).await;
     r.id
 }
 

@@ -216,6 +216,35 @@ where
     }
 }
 
+/// A distributor client.
+pub type Dist = pb::distributor_client::DistributorClient<tonic::transport::Channel>;
+
+/// Poll rollout `id` until it is in `state`, or fail after 20 s.
+pub async fn wait_state(dc: &Dist, id: &str, state: pb::RolloutState) {
+    eventually(
+        &format!("rollout {id} {state:?}"),
+        Duration::from_secs(20),
+        || {
+            let mut dc = dc.clone();
+            let id = id.to_owned();
+            async move {
+                let r = dc
+                    .get_rollout(pb::GetRolloutRequest {
+                        id,
+                        include_nodes: false,
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .rollout
+                    .unwrap();
+                r.state == state as i32
+            }
+        },
+    )
+    .await;
+}
+
 /// Publish `content` as `name`; returns the version.
 pub async fn publish(registry: &str, name: &str, content: &[u8]) -> u64 {
     use seccomp_proto::registry::v1 as reg;
