@@ -15,6 +15,7 @@ mod client;
 mod dev;
 mod nodes;
 mod output;
+mod plan;
 mod profile;
 mod render;
 mod rollback;

@@ -7,8 +7,8 @@ use seccomp_proto::distributor::v1 as pb;
 use crate::Outcome;
 use crate::client::{self, Service};
 use crate::output::{Format, outln, print_structured};
-use crate::rollout::WaitArgs;
 use crate::rollout::view::{RolloutOut, progress_line, transition_line};
+use crate::rollout::{GuardArgs, WaitArgs};
 use crate::watch;
 
 /// Arguments of `seccompctl rollback`.
@@ -25,6 +25,8 @@ pub struct Args {
     nci: Option<String>,
     #[command(flatten)]
     wait: WaitArgs,
+    #[command(flatten)]
+    guards: GuardArgs,
 }
 
 /// `seccompctl rollback`: one new rollout per NodeConfigItem, back to older content.
@@ -38,7 +40,25 @@ pub fn run(args: Args, dist: &str, format: Format) -> Result<Outcome> {
             profile: args.profile,
             to_version: args.to_version,
             nci_name: args.nci,
+            allow_removal: args.guards.allow_removal,
         };
+        if args.guards.dry_run || (args.wait.wait && args.guards.allow_removal) {
+            let asked = pb::PlanRolloutRequest {
+                change: Some(pb::plan_rollout_request::Change::Rollback(request.clone())),
+            };
+            let plan =
+                match client::answer(c.plan_rollout(asked).await, Service::Distributor, dist)? {
+                    Ok(p) => p,
+                    Err(outcome) => return Ok(outcome),
+                };
+            if args.guards.dry_run {
+                crate::plan::print(format, &plan)?;
+                return Ok(Outcome::Ok);
+            }
+            if plan.removal_nodes > 0 && format == Format::Table {
+                crate::plan::print(format, &plan)?;
+            }
+        }
         let rollouts = match client::answer(c.rollback(request).await, Service::Distributor, dist)?
         {
             Ok(r) => r.rollouts,

@@ -78,6 +78,30 @@ impl Stack {
         runtime.spawn(async move {
             let _ = seccomp_node_agent::sync::run(agent, agent_stop).await;
         });
+        // Rollouts are refused while their selector matches no known node: wait for it.
+        runtime.block_on(async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let connected =
+                    match pb::distributor_client::DistributorClient::connect(distributor.clone())
+                        .await
+                    {
+                        Ok(mut c) => c
+                            .list_nodes(pb::ListNodesRequest::default())
+                            .await
+                            .is_ok_and(|r| r.into_inner().nodes.iter().any(|n| n.connected)),
+                        Err(_) => false,
+                    };
+                if connected {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "node-a never connected"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
         Stack {
             registry,
             distributor,
@@ -643,6 +667,9 @@ fn a_reader_that_goes_away_ends_rollout_list_quietly() {
                 target: Some(target),
                 strategy: None,
                 nci_name: Some(format!("seccomp-pipe-{i}")),
+                // Rollouts only to list: they match no node.
+                allow_empty: true,
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -655,4 +682,103 @@ fn a_reader_that_goes_away_ends_rollout_list_quietly() {
     let closed = common::head_1(cmd);
     assert_eq!(closed.first_line, "[\n");
     common::assert_quiet(&closed, 0);
+}
+
+#[test]
+fn dry_runs_show_the_plan_and_the_guards_refuse_empty_selectors_and_removals() {
+    let stack = Stack::start();
+    stack.publish_web(PROFILE);
+    let old = stack.host.join("var/lib/kubelet/seccomp/web.json");
+    let moved = stack.host.join("var/lib/kubelet/seccomp/moved.json");
+    let create = |selector: &str, extra: &[&str]| {
+        stack
+            .ctl()
+            .args([
+                "rollout",
+                "create",
+                "web@1",
+                "--selector",
+                selector,
+                "--waves",
+                "100%",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    ok(&create(
+        "kubernetes.io/os=linux",
+        &["--wait", "--timeout", "30s"],
+    ));
+    assert!(old.exists());
+
+    // A selector without its prefix matches nothing: refused, naming the key meant.
+    let out = create("os=linux", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("did you mean kubernetes.io/os?"), "{err}");
+
+    // Another path takes web.json away: refused without --allow-removal, and nothing moves.
+    let elsewhere = ["--path", "/var/lib/kubelet/seccomp/moved.json"];
+    let out = create("kubernetes.io/os=linux", &elsewhere);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("node-a loses") && err.contains("--allow-removal"),
+        "{err}"
+    );
+
+    // The plan says so on its first line, and as JSON one entry per node with its action.
+    let plan = ok(&create(
+        "kubernetes.io/os=linux",
+        &[elsewhere[0], elsewhere[1], "--dry-run"],
+    ));
+    assert!(
+        plan.lines()
+            .next()
+            .unwrap()
+            .starts_with("plan: REMOVES FILES from 1 node(s) (node-a)"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("remove /var/lib/kubelet/seccomp/web.json"),
+        "{plan}"
+    );
+    let json = ok(&create(
+        "kubernetes.io/os=linux",
+        &[elsewhere[0], elsewhere[1], "--dry-run", "-o", "json"],
+    ));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["removals"], 1);
+    assert_eq!(v["nodes"][0]["node"], "node-a");
+    assert_eq!(v["nodes"][0]["action"], "remove");
+    let actions: Vec<(&str, &str)> = v["nodes"][0]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("/var/lib/kubelet/seccomp/moved.json", "add"),
+            ("/var/lib/kubelet/seccomp/web.json", "remove")
+        ]
+    );
+    assert!(old.exists() && !moved.exists(), "a dry run changes nothing");
+
+    // Allowed: the plan first, then the rollout moves the file.
+    let out = ok(&create(
+        "kubernetes.io/os=linux",
+        &[
+            elsewhere[0],
+            elsewhere[1],
+            "--allow-removal",
+            "--wait",
+            "--timeout",
+            "30s",
+        ],
+    ));
+    assert!(out.starts_with("plan: REMOVES FILES"), "{out}");
+    assert!(moved.exists() && !old.exists());
 }

@@ -197,6 +197,8 @@ async fn main() {
                     ..Default::default()
                 }),
                 nci_name: None,
+                allow_empty: false,
+                allow_removal: false,
             })
             .await
             .unwrap()

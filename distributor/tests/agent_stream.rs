@@ -68,8 +68,7 @@ async fn rollout_reaches_matching_agents_and_survives_restart() {
                 mode: "0640".into(),
                 ..Default::default()
             }),
-            strategy: None,
-            nci_name: None,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -279,6 +279,8 @@ async fn arbitrary_agent_messages_never_panic_the_distributor() {
             waves: vec!["50%".into(), "100%".into()],
             ..Default::default()
         }),
+        // Before any agent connected.
+        allow_empty: true,
         ..Default::default()
     })
     .await

@@ -34,7 +34,7 @@ async fn roll_out(dc: &mut Dist, version: u64, manual: bool) -> String {
                 pause: manual.then_some(pb::strategy::Pause::Manual(true)),
                 ..Default::default()
             }),
-            nci_name: None,
+            ..Default::default()
         })
         .await
         .unwrap()

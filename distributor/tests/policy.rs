@@ -24,6 +24,8 @@ fn request(path: &str, mode: &str) -> pb::CreateRolloutRequest {
             mode: mode.into(),
             ..Default::default()
         }),
+        // No agent connects in these tests: the policy is checked before any node.
+        allow_empty: true,
         ..Default::default()
     }
 }

@@ -104,6 +104,7 @@ async fn create(dc: &mut Client, version: u64, strategy: pb::Strategy) -> pb::Ro
         }),
         strategy: Some(strategy),
         nci_name: None,
+        ..Default::default()
     })
     .await
     .unwrap()
@@ -354,6 +355,7 @@ async fn manual_rollback_restores_older_content() {
             profile: "web".into(),
             to_version: None,
             nci_name: None,
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -377,6 +379,7 @@ async fn manual_rollback_restores_older_content() {
             profile: "web".into(),
             to_version: Some(3),
             nci_name: Some("seccomp-web".into()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -583,6 +586,7 @@ async fn a_restarted_distributor_resumes_without_resending() {
             }),
             strategy: Some(strategy(&["100%"])),
             nci_name: Some("seccomp-other".into()),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -774,6 +778,7 @@ async fn a_rollout_reports_where_it_loses_its_path() {
             }),
             strategy: Some(strategy(&["100%"])),
             nci_name: Some("seccomp-web-zone-a".into()),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -263,6 +263,10 @@ const EXPECTED: &[(&str, Access)] = &[
         Access::Read,
     ),
     (
+        "/seccomp.distributor.v1.Distributor/PlanRollout",
+        Access::Read,
+    ),
+    (
         "/seccomp.distributor.v1.Distributor/ListAudit",
         Access::Read,
     ),
@@ -528,6 +532,7 @@ async fn the_recorded_actors_are_the_verified_callers() {
             selector: [("os".to_owned(), "linux".to_owned())].into(),
             ..Default::default()
         }),
+        allow_empty: true,
         ..Default::default()
     });
     request

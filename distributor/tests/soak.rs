@@ -42,6 +42,7 @@ fn rollout(profile: &str, version: u64, i: usize) -> pb::CreateRolloutRequest {
             waves: vec!["100%".into()],
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 

@@ -510,12 +510,16 @@ impl Sessions {
                     removed = applied.removed.len(),
                     "desired set applied"
                 );
+                // What it removed is reported gone (agent.proto allows it), so the
+                // distributor sees a removal confirmed, not only a set acknowledged.
+                let gone = applied.removed.iter().map(ObservedFile::missing);
                 Up::Ack(pb::Ack {
                     revision,
                     nonce,
                     observed: applied
                         .observed
                         .into_iter()
+                        .chain(gone)
                         .map(observed_to_proto)
                         .collect(),
                 })

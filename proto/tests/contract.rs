@@ -48,6 +48,7 @@ fn descriptor_set_exports_every_service_for_reflection() {
         rpcs("seccomp.distributor.v1.Distributor"),
         [
             "CreateRollout",
+            "PlanRollout",
             "GetRollout",
             "ListRollouts",
             "PauseRollout",

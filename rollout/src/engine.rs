@@ -51,6 +51,9 @@ pub struct Live {
     pub state: NodeState,
     /// Detail (errors) for Failed and Drifted.
     pub message: String,
+    /// It matches only the NCI's stable rollout, not this one: targeting it takes the
+    /// stable file away (a narrower selector, a retired profile).
+    pub removal: bool,
 }
 
 /// What a step changed.
@@ -330,6 +333,7 @@ fn progress(r: &mut RolloutRecord, live: &[Live], now_ms: u64, out: &mut Step) -
         .filter(|l| !r.nodes.contains_key(&l.name) && l.state != NodeState::Unknown)
         .map(|l| (l.name.clone(), l.labels.clone()))
         .collect();
+    let removal: HashMap<&str, bool> = live.iter().map(|l| (l.name.as_str(), l.removal)).collect();
     let total = r.nodes.len() + untargeted.len();
     let plan = r.strategy.plan(total);
     let waves = plan.len() as u32;
@@ -354,6 +358,7 @@ fn progress(r: &mut RolloutRecord, live: &[Live], now_ms: u64, out: &mut Step) -
     let take = need.min(budget);
     if take > 0 {
         for name in order_nodes(&untargeted).into_iter().take(take) {
+            let removal = removal.get(name.as_str()).copied().unwrap_or(false);
             r.nodes.insert(
                 name,
                 NodeRecord {
@@ -361,6 +366,7 @@ fn progress(r: &mut RolloutRecord, live: &[Live], now_ms: u64, out: &mut Step) -
                     state: NodeState::Applying,
                     since_ms: now_ms,
                     message: String::new(),
+                    removal,
                 },
             );
         }

@@ -12,6 +12,8 @@
 //!   the stable node order;
 //! - [`node`]: a node as the domain sees it (observed files, errors, state) and how its state
 //!   follows for one file and one NCI;
+//! - [`plan`]: what a change does to a node before it does it (add, update, remove,
+//!   unchanged per path; conflicts made and ended);
 //! - [`policy`]: what an NCI may put on a node (only profiles, only under the allowed root,
 //!   safe modes);
 //! - [`record`]: a rollout as stored (state, wave, targeted nodes, history);
@@ -23,6 +25,7 @@ pub mod error;
 pub mod fileset;
 pub mod nci;
 pub mod node;
+pub mod plan;
 pub mod policy;
 pub mod record;
 pub mod selector;

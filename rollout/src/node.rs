@@ -175,6 +175,55 @@ impl NodeView {
     }
 }
 
+impl NodeView {
+    /// The state of this node as one that is to lose the files at `paths` (a removal): Applied
+    /// once the agent acknowledged the node's current set (which no longer has them) and
+    /// reports none of them still there; Failed when it refused a path or one is still on
+    /// disk; a path another NCI now writes is that NCI's, not a removal.
+    pub fn state_for_removal(&self, paths: &[&str]) -> (NodeState, String) {
+        let gone: Vec<&str> = paths
+            .iter()
+            .copied()
+            .filter(|p| !self.desired.files.iter().any(|f| f.path == *p))
+            .collect();
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|e| gone.contains(&e.path.as_str()))
+            .map(|e| format!("{}: {} ({})", e.path, e.message, e.code))
+            .collect();
+        if !errors.is_empty() {
+            return (NodeState::Failed, errors.join("; "));
+        }
+        match self.state {
+            NodeState::Unknown | NodeState::Applying | NodeState::Pending => {
+                return (self.state, String::new());
+            }
+            _ => {}
+        }
+        if self.revision != self.desired.revision {
+            return (NodeState::Applying, String::new());
+        }
+        let left: Vec<&str> = self
+            .observed
+            .iter()
+            .filter(|o| o.exists && gone.contains(&o.path.as_str()))
+            .map(|o| o.path.as_str())
+            .collect();
+        if left.is_empty() {
+            (NodeState::Applied, String::new())
+        } else {
+            (
+                NodeState::Failed,
+                format!(
+                    "still on disk after the agent applied a set without it: {}",
+                    left.join(", ")
+                ),
+            )
+        }
+    }
+}
+
 /// Whether an observation shows exactly the desired entry. Owners and groups match by name,
 /// or by numeric id when the desired value is numeric. An existing directory is left as the
 /// host has it, so only its presence counts.

@@ -77,6 +77,10 @@ pub struct NodeRecord {
     /// Detail for Failed, Drifted and Unknown.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// Targeted to lose the stable file (it matched only the stable rollout's selector):
+    /// an abort gives it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removal: bool,
 }
 
 fn completed() -> RolloutState {

@@ -42,6 +42,48 @@ pub fn parse(text: &str) -> Result<Selector> {
     Ok(out)
 }
 
+/// The keys of `known` a selector key `key` that matches nothing was probably meant as,
+/// nearest first: those with the same name under another prefix (`os` for
+/// `kubernetes.io/os`), then those within two edits (`zome` for `zone`). At most three.
+pub fn nearest_keys<'a>(key: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let base = |k: &str| k.rsplit('/').next().unwrap_or(k).to_ascii_lowercase();
+    let wanted = base(key);
+    // Nearest by name, then by the whole key.
+    let mut scored: Vec<(usize, usize, &str)> = known
+        .into_iter()
+        .filter(|k| *k != key)
+        .filter_map(|k| {
+            let d = edit_distance(&wanted, &base(k));
+            (d == 0 || (d <= 2 && d < wanted.len())).then(|| (d, edit_distance(key, k), k))
+        })
+        .collect();
+    scored.sort_unstable();
+    scored.dedup();
+    scored
+        .into_iter()
+        .take(3)
+        .map(|(_, _, k)| k.to_owned())
+        .collect()
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// Render a selector as `k=v,k2=v2` (the inverse of [`parse`]).
 pub fn format(selector: &Selector) -> String {
     selector
@@ -92,6 +134,36 @@ pub fn check_label_value(value: &str) -> Result<()> {
         return Ok(());
     }
     check_name(value, "value", value)
+}
+
+#[cfg(test)]
+mod nearest {
+    use super::nearest_keys;
+
+    #[test]
+    fn a_key_without_its_prefix_or_with_a_typo_names_the_keys_that_exist() {
+        let known = [
+            "kubernetes.io/os",
+            "topology.kubernetes.io/zone",
+            "zone",
+            "pool",
+        ];
+        assert_eq!(nearest_keys("os", known), ["kubernetes.io/os"]);
+        assert_eq!(
+            nearest_keys("zome", known),
+            ["zone", "topology.kubernetes.io/zone"]
+        );
+        assert_eq!(
+            nearest_keys("kubernetes.io/zone", known),
+            ["topology.kubernetes.io/zone", "zone"]
+        );
+        assert!(
+            nearest_keys("gpu", known).is_empty(),
+            "nothing near: nothing named"
+        );
+        // Short keys are not "near" everything of their length.
+        assert!(nearest_keys("ab", ["xy"]).is_empty());
+    }
 }
 
 #[cfg(test)]

@@ -91,6 +91,7 @@ impl Sim {
                 // Untargeted nodes have the stable version: Applied as far as the hub knows.
                 state: *self.state.get(name).unwrap_or(&NodeState::Applied),
                 message: String::new(),
+                removal: false,
             })
             .collect()
     }
@@ -206,8 +207,29 @@ fn live(nodes: &[(&str, NodeState)]) -> Vec<Live> {
             labels: BTreeMap::new(),
             state: *state,
             message: String::new(),
+            removal: false,
         })
         .collect()
+}
+
+#[test]
+fn nodes_that_lose_the_file_go_through_the_waves_and_are_marked_as_removals() {
+    let mut r = record(strategy(
+        vec![WaveSpec::Count(1), WaveSpec::Percent(100)],
+        10,
+        0,
+    ));
+    let mut fleet = live(&[("a", NodeState::Applied), ("b", NodeState::Applied)]);
+    fleet[0].removal = true;
+    step(&mut r, &fleet, 0, true);
+    // Wave 1 takes one node in name order: the removal `a`, marked as one.
+    assert_eq!(r.nodes.keys().collect::<Vec<_>>(), ["a"]);
+    assert!(r.nodes["a"].removal);
+    step(&mut r, &fleet, 1, true);
+    assert_eq!(r.nodes.len(), 2);
+    assert!(!r.nodes["b"].removal);
+    step(&mut r, &fleet, 2, true);
+    assert_eq!(r.state, RolloutState::Completed);
 }
 
 #[test]

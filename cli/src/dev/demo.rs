@@ -138,6 +138,7 @@ impl Stack<'_> {
                 target: Some(wire_target(t)),
                 strategy: Some(strategy),
                 nci_name: Some(nci_name.to_owned()),
+                ..Default::default()
             })
             .await
             .map_err(|s| status_error(&s, "create rollout"))?
@@ -317,6 +318,7 @@ pub async fn run(registry_url: &str, distributor_url: &str, nodes: &[Node]) -> R
             profile: DEMO_PROFILE.to_owned(),
             to_version: None,
             nci_name: Some(NCI_ALL.to_owned()),
+            ..Default::default()
         })
         .await
         .map_err(|s| status_error(&s, "rollback"))?

@@ -147,7 +147,7 @@ impl StrategyArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct WaitArgs {
     /// Follow the rollout until it ends: exit 0 when it completed, 1 when it was rolled back
-    /// or aborted, or `--timeout` passed.
+    /// or aborted, or `--timeout` passed. A change that removes files shows its plan first.
     #[arg(long)]
     pub wait: bool,
     /// With --wait, give up after this long (`90s`, `5m`).
@@ -163,10 +163,34 @@ pub struct Args {
     reference: String,
     #[command(flatten)]
     target: TargetArgs,
+    /// Create it although its selector matches no node the distributor knows (nodes that
+    /// connect later get it). Without it such a rollout is refused, with the label keys
+    /// nearest to the ones given (a typo such as `os=linux` for `kubernetes.io/os=linux`).
+    #[arg(long)]
+    allow_empty: bool,
     #[command(flatten)]
     strategy: StrategyArgs,
     #[command(flatten)]
     wait: WaitArgs,
+    #[command(flatten)]
+    guards: GuardArgs,
+}
+
+/// The plan and the guards (`rollout create`, `rollback`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GuardArgs {
+    /// Show what the change would do (per node: add, update, remove or unchanged, from which
+    /// NodeConfigItem and version; the waves; the conflicts; what the sinks get) and change
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Go ahead although the change takes a profile file away from some nodes (a narrower
+    /// selector, another path). Those nodes lose it through the same waves, limits and
+    /// confirmation as the others, and an abort or a rollback gives it back. Without it
+    /// such a change is refused, naming the nodes; `--dry-run` lists them.
+    #[arg(long)]
+    pub allow_removal: bool,
 }
 
 impl Args {
@@ -193,6 +217,8 @@ impl Args {
             target: Some(wire_target(&target)),
             strategy: Some(strategy),
             nci_name: self.target.name.clone(),
+            allow_empty: self.allow_empty,
+            allow_removal: self.guards.allow_removal,
         })
     }
 }
@@ -217,6 +243,22 @@ pub async fn run(
     args: &Args,
 ) -> Result<Outcome> {
     let request = args.to_request()?;
+    if args.guards.dry_run || (args.wait.wait && args.guards.allow_removal) {
+        let asked = pb::PlanRolloutRequest {
+            change: Some(pb::plan_rollout_request::Change::Create(request.clone())),
+        };
+        let plan = match client::answer(c.plan_rollout(asked).await, Service::Distributor, dist)? {
+            Ok(p) => p,
+            Err(outcome) => return Ok(outcome),
+        };
+        if args.guards.dry_run {
+            crate::plan::print(format, &plan)?;
+            return Ok(Outcome::Ok);
+        }
+        if plan.removal_nodes > 0 && format == Format::Table {
+            crate::plan::print(format, &plan)?;
+        }
+    }
     let reply = match client::answer(c.create_rollout(request).await, Service::Distributor, dist)? {
         Ok(r) => r,
         Err(outcome) => return Ok(outcome),

@@ -11,7 +11,7 @@ pub mod view;
 use anyhow::{Result, anyhow};
 use seccomp_proto::distributor::v1 as pb;
 
-pub use self::create::{TargetArgs, WaitArgs, wire_target};
+pub use self::create::{GuardArgs, TargetArgs, WaitArgs, wire_target};
 use self::view::{RolloutOut, progress_line, transition_line};
 use crate::Outcome;
 use crate::client::{self, Service};

@@ -91,6 +91,8 @@ pub async fn status(
         #[serde(skip_serializing_if = "String::is_empty")]
         message: String,
         since: String,
+        /// The node loses the file (it matches only the stable version's selector).
+        removal: bool,
     }
     #[derive(Serialize)]
     struct Status<'a> {
@@ -105,6 +107,7 @@ pub async fn status(
             state: node_state_name(n.state),
             message: n.message.clone(),
             since: time_text(n.since.as_ref()),
+            removal: n.removal,
         })
         .collect();
     let doc = Status {
@@ -138,10 +141,11 @@ pub async fn status(
     }
     outln!("  nodes:");
     for n in &doc.nodes {
+        let what = if n.removal { " (removal)" } else { "" };
         if n.message.is_empty() {
-            outln!("    {}: {}", n.name, n.state);
+            outln!("    {}{what}: {}", n.name, n.state);
         } else {
-            outln!("    {}: {} ({})", n.name, n.state, n.message);
+            outln!("    {}{what}: {} ({})", n.name, n.state, n.message);
         }
     }
     Ok(Outcome::Ok)

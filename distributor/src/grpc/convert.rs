@@ -6,8 +6,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use seccomp_proto::agent::v1 as agent;
 use seccomp_proto::distributor::v1 as pb;
+use seccomp_rollout::fileset::Conflict;
 use seccomp_rollout::nci::{self, FileType, Target};
 use seccomp_rollout::node::{FileError, NodeState, NodeView, ObservedFile, ObservedKind};
+use seccomp_rollout::plan::Action;
 use seccomp_rollout::record::RolloutState;
 use seccomp_rollout::selector::{self, Selector};
 use seccomp_rollout::strategy::{self, MaxUnavailable, Pause, Strategy};
@@ -15,7 +17,9 @@ use tonic::Status;
 
 use crate::error::Error;
 use crate::hub::DesiredMsg;
-use crate::service::{ConflictView, Counts, FileSources, NodeRow, RolloutView};
+use crate::service::{
+    ConflictView, Counts, FileSources, NodeRow, Plan, RolloutView, Versions, version_of,
+};
 
 pub(super) fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -286,6 +290,7 @@ pub(super) fn node_row_to(n: &NodeRow) -> pb::RolloutNode {
         state: node_state(n.state) as i32,
         message: n.message.clone(),
         since: (n.since_ms > 0).then(|| timestamp_ms(n.since_ms)),
+        removal: n.removal,
     }
 }
 
@@ -380,4 +385,103 @@ pub(super) fn audit_to(e: &crate::store::AuditEntry) -> pb::AuditEntry {
         result: e.result.clone(),
         message: e.message.clone(),
     }
+}
+
+fn plan_action(a: Action) -> pb::PlanAction {
+    match a {
+        Action::Unchanged => pb::PlanAction::Unchanged,
+        Action::Add => pb::PlanAction::Add,
+        Action::Update => pb::PlanAction::Update,
+        Action::Remove => pb::PlanAction::Remove,
+    }
+}
+
+fn planned_conflict(c: &Conflict) -> pb::PlannedConflict {
+    pb::PlannedConflict {
+        path: c.path.clone(),
+        winning_nci: c.winner.clone(),
+        losing_nci: c.loser.clone(),
+    }
+}
+
+/// A plan as the API returns it, with the versions of the files' contents.
+pub(super) fn plan_to(plan: &Plan, versions: &Versions) -> Result<pb::PlanRolloutResponse, Status> {
+    let side = |s: Option<&seccomp_rollout::plan::Side>| match s {
+        Some(s) => (s.nci.clone(), version_of(versions, &s.nci, &s.sha256)),
+        None => (String::new(), None),
+    };
+    let nodes = plan
+        .nodes
+        .iter()
+        .map(|n| pb::PlannedNode {
+            node_name: n.name.clone(),
+            action: plan_action(n.change.action) as i32,
+            files: n
+                .change
+                .files
+                .iter()
+                .map(|f| {
+                    let (from_nci, from_version) = side(f.before.as_ref());
+                    let (to_nci, to_version) = side(f.after.as_ref());
+                    pb::PlannedFile {
+                        path: f.path.clone(),
+                        action: plan_action(f.action) as i32,
+                        from_nci,
+                        from_version,
+                        to_nci,
+                        to_version,
+                    }
+                })
+                .collect(),
+            conflicts_added: n
+                .change
+                .conflicts_added
+                .iter()
+                .map(planned_conflict)
+                .collect(),
+            conflicts_gone: n
+                .change
+                .conflicts_gone
+                .iter()
+                .map(planned_conflict)
+                .collect(),
+            wave: n.wave.as_ref().map_or(0, |(w, _)| *w),
+            wave_nci: n
+                .wave
+                .as_ref()
+                .map(|(_, nci)| nci.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let rollouts = plan
+        .rollouts
+        .iter()
+        .map(|p| {
+            Ok(pb::PlannedRollout {
+                nci_name: p.record.nci_name.clone(),
+                profile: p.record.profile.clone(),
+                version: p.record.version,
+                stable_version: p.record.stable_version,
+                wave_sizes: p.wave_sizes.clone(),
+                nci_yaml: p.record.nci.to_yaml().map_err(Error::from)?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(pb::PlanRolloutResponse {
+        rollouts,
+        nodes,
+        sink_changes: plan
+            .sink_changes
+            .iter()
+            .map(|c| pb::PlannedSinkChange {
+                nci_name: c.nci_name.clone(),
+                action: plan_action(c.action) as i32,
+                from_version: c.from_version,
+                to_version: c.to_version,
+            })
+            .collect(),
+        sinks: plan.sinks.clone(),
+        removal_nodes: u32::try_from(plan.removals().count()).unwrap_or(u32::MAX),
+        matching_nodes: u32::try_from(plan.matching_nodes).unwrap_or(u32::MAX),
+    })
 }

@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    audit_to, node_row_to, node_to, rollout_to, selector_from, strategy_from, target_from,
+    audit_to, node_row_to, node_to, plan_to, rollout_to, selector_from, strategy_from, target_from,
     timestamp,
 };
 use crate::error::Error;
@@ -76,23 +76,8 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         request: Request<pb::CreateRolloutRequest>,
     ) -> Result<Response<pb::CreateRolloutResponse>, Status> {
         let actor = actor(&request);
-        let r = request.into_inner();
-        if r.profile.is_empty() {
-            return Err(Status::invalid_argument("profile is required"));
-        }
-        let target = target_from(r.target)?;
-        let strategy = strategy_from(r.strategy)?;
-        let view = self
-            .distributor
-            .create_rollout(RolloutRequest {
-                profile: r.profile,
-                version: (r.version != 0).then_some(r.version),
-                target,
-                strategy,
-                nci_name: r.nci_name,
-                actor,
-            })
-            .await?;
+        let req = create_request(request.into_inner(), actor)?;
+        let view = self.distributor.create_rollout(req).await?;
         Ok(Response::new(pb::CreateRolloutResponse {
             rollout: Some(rollout_to(&view)),
         }))
@@ -176,24 +161,8 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
         let actor = actor(&request);
-        let r = request.into_inner();
-        if r.profile.is_empty() {
-            return Err(Status::invalid_argument("profile is required"));
-        }
-        if r.to_version == Some(0) {
-            return Err(Status::invalid_argument(
-                "to_version 0 is not a version: leave it unset for the stable version",
-            ));
-        }
-        let views = self
-            .distributor
-            .rollback(RollbackRequest {
-                profile: r.profile,
-                to_version: r.to_version,
-                nci_name: r.nci_name,
-                actor,
-            })
-            .await?;
+        let req = rollback_request(request.into_inner(), actor)?;
+        let views = self.distributor.rollback(req).await?;
         Ok(Response::new(pb::RollbackResponse {
             rollouts: views.iter().map(rollout_to).collect(),
         }))
@@ -308,6 +277,35 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         }))
     }
 
+    async fn plan_rollout(
+        &self,
+        request: Request<pb::PlanRolloutRequest>,
+    ) -> Result<Response<pb::PlanRolloutResponse>, Status> {
+        let actor = actor(&request);
+        let plan = match request.into_inner().change {
+            Some(pb::plan_rollout_request::Change::Create(r)) => {
+                self.distributor
+                    .plan_create(create_request(r, actor)?)
+                    .await?
+            }
+            Some(pb::plan_rollout_request::Change::Rollback(r)) => {
+                self.distributor
+                    .plan_rollback(rollback_request(r, actor)?)
+                    .await?
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "change is required: a create or a rollback to plan",
+                ));
+            }
+        };
+        let versions = self
+            .distributor
+            .plan_versions(&plan.rollouts)
+            .map_err(Status::from)?;
+        Ok(Response::new(plan_to(&plan, &versions)?))
+    }
+
     async fn render_nci(
         &self,
         request: Request<pb::RenderNciRequest>,
@@ -322,6 +320,8 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
                 strategy: Strategy::default(),
                 nci_name: (!r.name.is_empty()).then_some(r.name),
                 actor: String::new(),
+                allow_empty: true,
+                allow_removal: true,
             })
             .await?;
         Ok(Response::new(pb::RenderNciResponse {
@@ -331,6 +331,42 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
             digest: p.digest,
         }))
     }
+}
+
+/// A CreateRollout request as the service takes it.
+fn create_request(r: pb::CreateRolloutRequest, actor: String) -> Result<RolloutRequest, Status> {
+    if r.profile.is_empty() {
+        return Err(Status::invalid_argument("profile is required"));
+    }
+    Ok(RolloutRequest {
+        target: target_from(r.target)?,
+        strategy: strategy_from(r.strategy)?,
+        profile: r.profile,
+        version: (r.version != 0).then_some(r.version),
+        nci_name: r.nci_name,
+        actor,
+        allow_empty: r.allow_empty,
+        allow_removal: r.allow_removal,
+    })
+}
+
+/// A Rollback request as the service takes it.
+fn rollback_request(r: pb::RollbackRequest, actor: String) -> Result<RollbackRequest, Status> {
+    if r.profile.is_empty() {
+        return Err(Status::invalid_argument("profile is required"));
+    }
+    if r.to_version == Some(0) {
+        return Err(Status::invalid_argument(
+            "to_version 0 is not a version: leave it unset for the stable version",
+        ));
+    }
+    Ok(RollbackRequest {
+        profile: r.profile,
+        to_version: r.to_version,
+        nci_name: r.nci_name,
+        actor,
+        allow_removal: r.allow_removal,
+    })
 }
 
 /// Records the calls the auth layer refused in the distributor's audit log.

@@ -11,7 +11,10 @@ use seccomp_rollout::node::NodeState;
 use seccomp_rollout::record::{Content, PauseCause, RolloutRecord, RolloutState};
 use seccomp_rollout::strategy::{self, Pause, Strategy, WaveSpec};
 
-use super::{Distributor, FetchedProfile, RollbackRequest, RolloutRequest, RolloutView};
+use super::{Distributor, FetchedProfile, Plan, RollbackRequest, RolloutRequest, RolloutView};
+
+/// The id a planned rollout is rendered with (a plan stores nothing and takes no id).
+const PLANNED_ID: &str = "planned";
 use crate::error::{Error, Result};
 
 impl Distributor {
@@ -116,13 +119,13 @@ impl Distributor {
         Ok(record)
     }
 
-    /// Create a rollout: render its NCI, persist it, and start its first wave. Refused while
-    /// another rollout of the same NCI is active.
-    async fn create_rollout_unaudited(&self, req: RolloutRequest) -> Result<RolloutView> {
-        req.strategy.validate()?;
-        let p = self.fetch(&req.profile, req.version).await?;
-        let _w = self.write.lock().await;
-        let id = self.store.next_id()?;
+    /// The record a CreateRollout of `p` would store as `id` (checked, not stored).
+    fn create_record(
+        &self,
+        req: &RolloutRequest,
+        p: FetchedProfile,
+        id: String,
+    ) -> Result<RolloutRecord> {
         let nci = self.render_checked(&p, &req.target, req.nci_name.as_deref(), Some(&id))?;
         self.refuse_if_active(&nci.metadata.name)?;
         let reason = format!(
@@ -135,8 +138,44 @@ impl Distributor {
             digest: p.digest,
             nci,
         };
-        let record = self.new_record(id, content, req.strategy, &req.actor, reason)?;
+        let record = self.new_record(id, content, req.strategy.clone(), &req.actor, reason)?;
         self.check_builds(&record)?;
+        Ok(record)
+    }
+
+    /// What CreateRollout would do with `req`, changing nothing.
+    pub async fn plan_create(&self, req: RolloutRequest) -> Result<Plan> {
+        req.strategy.validate()?;
+        let p = self.fetch(&req.profile, req.version).await?;
+        let _w = self.write.lock().await;
+        let record = self.create_record(&req, p, PLANNED_ID.to_owned())?;
+        self.plan_records(vec![record])
+    }
+
+    /// What Rollback would do with `req`, changing nothing.
+    pub async fn plan_rollback(&self, req: RollbackRequest) -> Result<Plan> {
+        let fetched = match req.to_version {
+            Some(v) => Some(self.fetch(&req.profile, Some(v)).await?),
+            None => None,
+        };
+        let _w = self.write.lock().await;
+        let prepared =
+            self.prepare_rollback(&req, fetched.as_ref(), &mut || Ok(PLANNED_ID.to_owned()))?;
+        self.plan_records(prepared.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// Create a rollout: render its NCI, persist it, and start its first wave. Refused while
+    /// another rollout of the same NCI is active, when its selector matches no known node
+    /// (unless `allow_empty`), and when it takes a file from some node (unless
+    /// `allow_removal`).
+    async fn create_rollout_unaudited(&self, req: RolloutRequest) -> Result<RolloutView> {
+        req.strategy.validate()?;
+        let p = self.fetch(&req.profile, req.version).await?;
+        let _w = self.write.lock().await;
+        let id = self.store.next_id()?;
+        let record = self.create_record(&req, p, id)?;
+        let plan = self.plan_records(vec![record.clone()])?;
+        self.guard(&plan, req.allow_empty, req.allow_removal)?;
         self.store.put(&record).await?;
         tracing::info!(rollout = %record.id, profile = %record.profile, version = record.version, nci = %record.nci_name, "rollout created");
         self.tick_locked().await?;
@@ -253,16 +292,14 @@ impl Distributor {
         self.rollout(id)
     }
 
-    /// Roll NCIs of a profile forward to older content as new rollouts: every matching node
-    /// at once, within `max_unavailable`. An active rollout of such an NCI is aborted first.
-    async fn rollback_unaudited(&self, req: RollbackRequest) -> Result<Vec<RolloutView>> {
-        // The registry is asked before the lock is taken: a slow registry must not stall the
-        // engine.
-        let fetched = match req.to_version {
-            Some(v) => Some(self.fetch(&req.profile, Some(v)).await?),
-            None => None,
-        };
-        let _w = self.write.lock().await;
+    /// The new records a Rollback would store, each with the current record of its NCI
+    /// (checked, not stored); ids from `next_id`.
+    fn prepare_rollback(
+        &self,
+        req: &RollbackRequest,
+        fetched: Option<&FetchedProfile>,
+        next_id: &mut dyn FnMut() -> Result<String>,
+    ) -> Result<Vec<(RolloutRecord, RolloutRecord)>> {
         let targets: Vec<RolloutRecord> = self
             .store
             .current()?
@@ -277,11 +314,10 @@ impl Distributor {
                 None => format!("no rollout of profile \"{}\"", req.profile),
             }));
         }
-        // Work out every NCI's content before changing anything.
-        let mut plans = Vec::with_capacity(targets.len());
+        let mut out = Vec::with_capacity(targets.len());
         for current in targets {
-            let id = self.store.next_id()?;
-            let (nci, version, digest) = match &fetched {
+            let id = next_id()?;
+            let (nci, version, digest) = match fetched {
                 Some(p) => {
                     let all = self.store.all()?;
                     // The target that version had on this NCI, if it was ever rolled out here.
@@ -319,20 +355,6 @@ impl Distributor {
                     )
                 }
             };
-            plans.push((current, id, nci, version, digest));
-        }
-        let mut ids = Vec::with_capacity(plans.len());
-        for (mut current, id, nci, version, digest) in plans {
-            let now = self.now_ms();
-            if current.state.is_active() {
-                current.transition(
-                    RolloutState::Aborted,
-                    format!("superseded by rollback {id}"),
-                    &req.actor,
-                    now,
-                );
-                self.store.put(&current).await?;
-            }
             // No waves; and a rollback that fails stops where it is rather than sending the
             // nodes back to the version being rolled away from.
             let strategy = Strategy {
@@ -349,7 +371,7 @@ impl Distributor {
                 nci,
             };
             let mut record = self.new_record(
-                id.clone(),
+                id,
                 content,
                 strategy,
                 &req.actor,
@@ -360,9 +382,41 @@ impl Distributor {
             )?;
             record.rollback = true;
             self.check_builds(&record)?;
+            out.push((current, record));
+        }
+        Ok(out)
+    }
+
+    /// Roll NCIs of a profile forward to older content as new rollouts: every matching node
+    /// at once, within `max_unavailable`. An active rollout of such an NCI is aborted first.
+    /// Refused when that takes a file from some node, unless `allow_removal`.
+    async fn rollback_unaudited(&self, req: RollbackRequest) -> Result<Vec<RolloutView>> {
+        // The registry is asked before the lock is taken: a slow registry must not stall the
+        // engine.
+        let fetched = match req.to_version {
+            Some(v) => Some(self.fetch(&req.profile, Some(v)).await?),
+            None => None,
+        };
+        let _w = self.write.lock().await;
+        // Work out every NCI's content before changing anything.
+        let prepared =
+            self.prepare_rollback(&req, fetched.as_ref(), &mut || self.store.next_id())?;
+        let plan = self.plan_records(prepared.iter().map(|(_, r)| r.clone()).collect())?;
+        self.guard(&plan, true, req.allow_removal)?;
+        let mut ids = Vec::with_capacity(prepared.len());
+        for (mut current, record) in prepared {
+            if current.state.is_active() {
+                current.transition(
+                    RolloutState::Aborted,
+                    format!("superseded by rollback {}", record.id),
+                    &req.actor,
+                    self.now_ms(),
+                );
+                self.store.put(&current).await?;
+            }
             self.store.put(&record).await?;
-            tracing::info!(rollout = %id, nci = %record.nci_name, from, to = version, "rollback created");
-            ids.push(id);
+            tracing::info!(rollout = %record.id, nci = %record.nci_name, from = current.version, to = record.version, "rollback created");
+            ids.push(record.id);
         }
         self.tick_locked().await?;
         ids.iter().map(|id| self.rollout(id)).collect()

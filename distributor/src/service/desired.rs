@@ -79,8 +79,21 @@ impl Distributor {
                 out.extend(stable.map(|s| (s.nci.clone(), Scope::All)));
             } else {
                 let targeted: Arc<BTreeSet<String>> = Arc::new(r.nodes.keys().cloned().collect());
-                out.push((r.nci.clone(), Scope::Only(Arc::clone(&targeted))));
-                out.extend(stable.map(|s| (s.nci.clone(), Scope::Except(targeted))));
+                // The stable content everywhere but on the nodes given the new one; an
+                // aborted rollout gives back what it took from the nodes it removed it from.
+                let given: Arc<BTreeSet<String>> = if super::plan::gives_removed_back(r.state) {
+                    Arc::new(
+                        r.nodes
+                            .iter()
+                            .filter(|(_, n)| !n.removal)
+                            .map(|(name, _)| name.clone())
+                            .collect(),
+                    )
+                } else {
+                    Arc::clone(&targeted)
+                };
+                out.push((r.nci.clone(), Scope::Only(targeted)));
+                out.extend(stable.map(|s| (s.nci.clone(), Scope::Except(given))));
             }
         }
         Ok(out)

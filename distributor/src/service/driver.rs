@@ -288,9 +288,12 @@ impl Distributor {
         }
     }
 
-    /// The matching nodes of `r` as the engine sees them.
+    /// The nodes `r` changes, as the engine sees them: those its selector matches, and
+    /// those only its stable rollout's selector matches (they lose the stable file: a
+    /// removal, confirmed once the agent applied a set without it).
     pub(super) fn live(&self, r: &RolloutRecord) -> Vec<Live> {
-        self.hub
+        let mut live: Vec<Live> = self
+            .hub
             .nodes(&r.nci.spec.nodeconfigselector)
             .iter()
             .map(|n| {
@@ -300,8 +303,36 @@ impl Distributor {
                     labels: n.labels.clone(),
                     state,
                     message,
+                    removal: false,
                 }
             })
-            .collect()
+            .collect();
+        let stable = r
+            .stable_id
+            .as_deref()
+            .and_then(|id| self.store.get_shared(id).ok());
+        if let Some(stable) = stable {
+            let paths = super::plan::file_paths(&stable);
+            let matching: HashSet<String> = live.iter().map(|l| l.name.clone()).collect();
+            for n in self.hub.nodes(&stable.nci.spec.nodeconfigselector) {
+                if matching.contains(&n.name) {
+                    continue;
+                }
+                // Until targeted (and while going back) it holds the stable file.
+                let (state, message) = if r.nodes.contains_key(&n.name) && !r.reverted {
+                    n.state_for_removal(&paths)
+                } else {
+                    n.state_for_nci(&r.nci_name)
+                };
+                live.push(Live {
+                    name: n.name.clone(),
+                    labels: n.labels.clone(),
+                    state,
+                    message,
+                    removal: true,
+                });
+            }
+        }
+        live
     }
 }

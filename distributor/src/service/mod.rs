@@ -18,6 +18,8 @@
 //! - [`desired`]: what is desired: the NCIs in force, the variants the agents get, the
 //!   records the sinks get;
 //! - [`commands`]: the commands: create, pause, resume, abort, roll back, render;
+//! - [`plan`]: what a change would do to every node and sink, and the guards on it (no
+//!   matching node, removals);
 //! - [`driver`]: what moves rollouts on: the engine tick, settling after a restart, node
 //!   sightings, sink syncs and their retries;
 //! - [`audit`]: the audit log of commands and refused calls;
@@ -28,6 +30,7 @@ mod audit;
 mod commands;
 mod desired;
 mod driver;
+mod plan;
 mod views;
 
 use std::collections::BTreeSet;
@@ -48,6 +51,7 @@ use crate::sinks::NciSink;
 use crate::store::RolloutStore;
 
 pub use audit::AuditPage;
+pub use plan::{Plan, PlannedNode, PlannedRollout, SinkChange, Versions, version_of};
 pub use views::{ConflictView, Counts, FileSources, NodeRow, RolloutView, WatchCursor, WatchEvent};
 
 /// A profile version fetched from the registry.
@@ -124,6 +128,10 @@ pub struct RolloutRequest {
     pub nci_name: Option<String>,
     /// Who asks.
     pub actor: String,
+    /// Create it even when its selector matches no known node.
+    pub allow_empty: bool,
+    /// Create it even when it takes a file away from some node.
+    pub allow_removal: bool,
 }
 
 /// What a rollback asks for.
@@ -137,6 +145,8 @@ pub struct RollbackRequest {
     pub nci_name: Option<String>,
     /// Who asks.
     pub actor: String,
+    /// Go back even when that takes a file away from some node.
+    pub allow_removal: bool,
 }
 
 /// What the nodes and the sinks should have, from the stored rollouts.

@@ -72,6 +72,8 @@ pub struct NodeRow {
     pub message: String,
     /// When it entered the state (ms since the epoch); 0 when not known.
     pub since_ms: u64,
+    /// It loses the NCI's file (it matches only the stable version's selector).
+    pub removal: bool,
 }
 
 /// A rollout as clients see it.
@@ -190,25 +192,42 @@ impl Distributor {
                         state,
                         message,
                         since_ms,
-                    });
-                } else if !record.nodes.contains_key(&n.name) {
-                    rows.push(NodeRow {
-                        name: n.name.clone(),
-                        state: NodeState::Pending,
-                        message: String::new(),
-                        since_ms: record.created_at_ms,
+                        removal: false,
                     });
                 }
             }
+            if record.state != RolloutState::Completed {
+                // Not targeted yet: the matching nodes, and those that are to lose the file.
+                rows.extend(
+                    self.live(&record)
+                        .into_iter()
+                        .filter(|l| !record.nodes.contains_key(&l.name))
+                        .map(|l| NodeRow {
+                            name: l.name,
+                            state: NodeState::Pending,
+                            message: String::new(),
+                            since_ms: record.created_at_ms,
+                            removal: l.removal,
+                        }),
+                );
+            }
         }
-        if !(current && record.state == RolloutState::Completed) {
-            rows.extend(record.nodes.iter().map(|(name, n)| NodeRow {
-                name: name.clone(),
-                state: n.state,
-                message: n.message.clone(),
-                since_ms: n.since_ms,
-            }));
-        }
+        let completed = current && record.state == RolloutState::Completed;
+        // Targeted nodes as recorded (of a completed rollout, those it took the file from:
+        // the matching ones are shown as they are now, above).
+        rows.extend(
+            record
+                .nodes
+                .iter()
+                .filter(|(_, n)| !completed || n.removal)
+                .map(|(name, n)| NodeRow {
+                    name: name.clone(),
+                    state: n.state,
+                    message: n.message.clone(),
+                    since_ms: n.since_ms,
+                    removal: n.removal,
+                }),
+        );
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         let mut counts = Counts::default();
         for row in &rows {
@@ -385,6 +404,7 @@ mod tests {
                     state: *state,
                     message: String::new(),
                     since_ms: 0,
+                    removal: false,
                 }
             })
             .collect();

@@ -159,6 +159,10 @@ pub const RULES: &[(&str, Access)] = &[
         Access::Read,
     ),
     (
+        "/seccomp.distributor.v1.Distributor/PlanRollout",
+        Access::Read,
+    ),
+    (
         "/seccomp.distributor.v1.Distributor/ListAudit",
         Access::Read,
     ),
