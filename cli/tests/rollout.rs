@@ -781,4 +781,23 @@ fn dry_runs_show_the_plan_and_the_guards_refuse_empty_selectors_and_removals() {
     ));
     assert!(out.starts_with("plan: REMOVES FILES"), "{out}");
     assert!(moved.exists() && !old.exists());
+
+    // Retiring the NodeConfigItem: the plan, then the file goes.
+    let remove = |extra: &[&str]| {
+        stack
+            .ctl()
+            .args(["rollout", "remove", "seccomp-web", "--waves", "100%"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let plan = ok(&remove(&["--dry-run"]));
+    assert!(
+        plan.starts_with("plan: REMOVES FILES from 1 node(s) (node-a)"),
+        "{plan}"
+    );
+    assert!(moved.exists(), "a dry run changes nothing");
+    let out = ok(&remove(&["--wait", "--timeout", "30s"]));
+    assert!(out.contains("retiring r"), "{out}");
+    assert!(!moved.exists() && !old.exists());
 }

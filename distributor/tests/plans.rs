@@ -360,3 +360,121 @@ async fn removals_are_planned_guarded_staged_and_undone() {
     dist.stop().await;
     reg.stop().await;
 }
+
+async fn retire(dc: &mut Dist, waves: &[&str], manual: bool) -> Result<String, tonic::Status> {
+    let r = dc
+        .retire_nci(pb::RetireNciRequest {
+            nci_name: "seccomp-web".into(),
+            strategy: Some(pb::Strategy {
+                waves: waves.iter().map(|w| (*w).to_owned()).collect(),
+                max_unavailable: "100%".into(),
+                pause: manual.then_some(pb::strategy::Pause::Manual(true)),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    Ok(r.into_inner().rollout.unwrap().id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retiring_an_nci_takes_its_file_off_in_waves_and_abort_or_rollback_gives_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(&tmp.path().join("registry")).await;
+    let dir = tmp.path().join("distributor");
+    let dist = distributor(&dir, &reg.url).await;
+    let v1 = publish(&reg.url, "web", b"{\"defaultAction\":\"SCMP_ACT_ERRNO\"}\n").await;
+    let linux = [("os", "linux")];
+    let a = AutoAgent::start(&dist.url, "node-a", &linux, Behaviour::Apply).await;
+    let b = AutoAgent::start(&dist.url, "node-b", &linux, Behaviour::Apply).await;
+    let mut dc = pb::distributor_client::DistributorClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    let yaml = dir.join("gitops/seccomp-web.yaml");
+
+    // Nothing to retire before a version completed.
+    assert_eq!(
+        retire(&mut dc, &["100%"], false).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+    let first = create(&mut dc, web(v1, &linux, &["100%"])).await;
+    wait_state(&dc, &first, pb::RolloutState::Completed).await;
+    let start = settled(&dc).await;
+    eventually("the YAML sink to hold the NCI", WAIT, || async {
+        yaml.exists()
+    })
+    .await;
+
+    // The plan: both nodes lose the file, and the sinks delete the NCI.
+    let p = dc
+        .plan_rollout(pb::PlanRolloutRequest {
+            change: Some(pb::plan_rollout_request::Change::Retire(
+                pb::RetireNciRequest {
+                    nci_name: "seccomp-web".into(),
+                    strategy: Some(pb::Strategy {
+                        waves: vec!["1".into(), "100%".into()],
+                        ..Default::default()
+                    }),
+                },
+            )),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p.removal_nodes, 2);
+    assert_eq!(p.rollouts[0].wave_sizes, [1, 1]);
+    assert!(p.nodes.iter().all(|n| action_name(n.action) == "remove"));
+    assert_eq!(action_name(p.sink_changes[0].action), "remove");
+    assert_eq!(listed(&dc).await, 1, "planning stores nothing");
+
+    // In waves: after wave 1 only node-a has lost it; abort gives it back.
+    let staged = retire(&mut dc, &["1", "100%"], true).await.unwrap();
+    wait_state(&dc, &staged, pb::RolloutState::Paused).await;
+    let mid = settled(&dc).await;
+    assert!(!mid["node-a"].contains_key(WEB), "{mid:?}");
+    assert!(mid["node-b"].contains_key(WEB), "{mid:?}");
+    assert!(
+        yaml.exists(),
+        "the sinks keep the NCI until the retirement completes"
+    );
+    dc.abort_rollout(pb::AbortRolloutRequest {
+        id: staged,
+        reason: String::new(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(settled(&dc).await, start);
+
+    // To the end: no node has it, the YAML sink deleted it, and it cannot be retired twice.
+    let done = retire(&mut dc, &["100%"], false).await.unwrap();
+    wait_state(&dc, &done, pb::RolloutState::Completed).await;
+    let end = settled(&dc).await;
+    assert!(end.values().all(|f| !f.contains_key(WEB)), "{end:?}");
+    eventually("the YAML sink to delete the NCI", WAIT, || async {
+        !yaml.exists()
+    })
+    .await;
+    let again = retire(&mut dc, &["100%"], false).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        again.message().contains("already retired"),
+        "{}",
+        again.message()
+    );
+
+    // A rollback brings the version back everywhere.
+    let back = dc
+        .rollback(pb::RollbackRequest {
+            profile: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rollouts;
+    wait_state(&dc, &back[0].id, pb::RolloutState::Completed).await;
+    assert_eq!(settled(&dc).await, start);
+    a.leave();
+    b.leave();
+    dist.stop().await;
+    reg.stop().await;
+}

@@ -267,6 +267,10 @@ const EXPECTED: &[(&str, Access)] = &[
         Access::Read,
     ),
     (
+        "/seccomp.distributor.v1.Distributor/RetireNci",
+        Access::Operate,
+    ),
+    (
         "/seccomp.distributor.v1.Distributor/ListAudit",
         Access::Read,
     ),

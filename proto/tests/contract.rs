@@ -49,6 +49,7 @@ fn descriptor_set_exports_every_service_for_reflection() {
         [
             "CreateRollout",
             "PlanRollout",
+            "RetireNci",
             "GetRollout",
             "ListRollouts",
             "PauseRollout",

@@ -112,7 +112,7 @@ fn names(list: &[impl AsRef<str>]) -> String {
 pub fn stable_text(r: &RolloutRecord) -> String {
     match r.stable_version {
         Some(v) => format!("version {v}"),
-        None => "no file (there is no earlier completed version)".to_owned(),
+        None => "no file (there is no earlier completed version, or it was retired)".to_owned(),
     }
 }
 
@@ -398,7 +398,11 @@ fn progress(r: &mut RolloutRecord, live: &[Live], now_ms: u64, out: &mut Step) -
             .values()
             .filter(|n| n.state == NodeState::Failed)
             .count();
-        let mut reason = format!("all {total} matching node(s) reached version {}", r.version);
+        let mut reason = if r.retires() {
+            format!("the file is gone from all {total} node(s) that had it")
+        } else {
+            format!("all {total} matching node(s) reached version {}", r.version)
+        };
         if failed > 0 {
             reason = format!(
                 "{reason} but {failed} failed (threshold {})",

@@ -239,6 +239,17 @@ impl RolloutRecord {
         }
     }
 
+    /// Whether it retires its NCI: it puts no file on any node (version 0, no file entry),
+    /// so the nodes that had the NCI's file lose it.
+    pub fn retires(&self) -> bool {
+        !self
+            .nci
+            .spec
+            .files
+            .iter()
+            .any(|f| f.kind == crate::nci::FileType::File)
+    }
+
     /// When it last changed.
     pub fn updated_at_ms(&self) -> u64 {
         self.history.last().map_or(self.created_at_ms, |t| t.at_ms)

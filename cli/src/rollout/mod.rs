@@ -1,10 +1,13 @@
-//! `seccompctl rollout create|list|status|pause|resume|abort`: rollouts on the distributor.
+//! `seccompctl rollout create|remove|list|status|pause|resume|abort`: rollouts on the
+//! distributor.
 //!
 //! Layout: `create` (its flags, also used by `render` and `rollback`, and the call),
+//! `remove` (retiring a NodeConfigItem),
 //! `status` (`list` and `status`), `view` (how a rollout reads in every format). Following a
 //! rollout live (`--wait`, `--watch`) is [`crate::watch`].
 
 mod create;
+mod remove;
 mod status;
 pub mod view;
 
@@ -34,6 +37,14 @@ pub enum Command {
     /// With --wait, follows it to the end: exit 0 when it completed, 1 when it was rolled
     /// back or aborted or `--timeout` passed.
     Create(Box<create::Args>),
+    /// Retire a NodeConfigItem: take its file off every node that has it, in waves.
+    ///
+    /// A rollout like any other: the nodes lose the file wave by wave, within
+    /// `--max-unavailable`, each done when its agent reports the file gone; a failure rolls
+    /// it back (the file returns), and `rollout abort` gives it back too. Once it completes,
+    /// the YAML directory and the cluster delete the NodeConfigItem. Prints the plan first
+    /// (which nodes, which wave); `--dry-run` prints only the plan.
+    Remove(Box<remove::Args>),
     /// List rollouts, newest first.
     List {
         /// Only active rollouts (pending, progressing, paused, rolling back).
@@ -91,8 +102,14 @@ fn print_rollout(format: Format, verb: &str, rollout: Option<pb::Rollout>) -> Re
 /// Run a `rollout` subcommand against the distributor at `dist`.
 pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
     // Bad flags are usage errors before any connection.
-    if let Command::Create(args) = &command {
-        args.to_request()?;
+    match &command {
+        Command::Create(args) => {
+            args.to_request()?;
+        }
+        Command::Remove(args) => {
+            args.to_request()?;
+        }
+        _ => {}
     }
     client::runtime()?.block_on(async {
         let mut c = client::distributor(dist).await?;
@@ -103,6 +120,7 @@ pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
         };
         match command {
             Command::Create(args) => create::run(&mut c, dist, format, &args).await,
+            Command::Remove(args) => remove::run(&mut c, dist, format, &args).await,
             Command::List { active } => status::list(&mut c, dist, format, active).await,
             Command::Status { id, watch: true } => {
                 watch::follow(&mut c, &id, dist, format, None).await

@@ -17,7 +17,8 @@ use super::convert::{
 };
 use crate::error::Error;
 use crate::service::{
-    Distributor, RollbackRequest, RolloutRequest, RolloutView, WatchCursor, WatchEvent,
+    Distributor, RetireRequest, RollbackRequest, RolloutRequest, RolloutView, WatchCursor,
+    WatchEvent,
 };
 
 /// A list call's page size: 0 means 100, larger than 1000 means 1000.
@@ -293,6 +294,11 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
                     .plan_rollback(rollback_request(r, actor)?)
                     .await?
             }
+            Some(pb::plan_rollout_request::Change::Retire(r)) => {
+                self.distributor
+                    .plan_retire(retire_request(r, actor)?)
+                    .await?
+            }
             None => {
                 return Err(Status::invalid_argument(
                     "change is required: a create or a rollback to plan",
@@ -304,6 +310,20 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
             .plan_versions(&plan.rollouts)
             .map_err(Status::from)?;
         Ok(Response::new(plan_to(&plan, &versions)?))
+    }
+
+    async fn retire_nci(
+        &self,
+        request: Request<pb::RetireNciRequest>,
+    ) -> Result<Response<pb::RetireNciResponse>, Status> {
+        let actor = actor(&request);
+        let view = self
+            .distributor
+            .retire(retire_request(request.into_inner(), actor)?)
+            .await?;
+        Ok(Response::new(pb::RetireNciResponse {
+            rollout: Some(rollout_to(&view)),
+        }))
     }
 
     async fn render_nci(
@@ -347,6 +367,18 @@ fn create_request(r: pb::CreateRolloutRequest, actor: String) -> Result<RolloutR
         actor,
         allow_empty: r.allow_empty,
         allow_removal: r.allow_removal,
+    })
+}
+
+/// A RetireNci request as the service takes it.
+fn retire_request(r: pb::RetireNciRequest, actor: String) -> Result<RetireRequest, Status> {
+    if r.nci_name.is_empty() {
+        return Err(Status::invalid_argument("nci_name is required"));
+    }
+    Ok(RetireRequest {
+        nci_name: r.nci_name,
+        strategy: strategy_from(r.strategy)?,
+        actor,
     })
 }
 

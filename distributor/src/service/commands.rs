@@ -11,7 +11,9 @@ use seccomp_rollout::node::NodeState;
 use seccomp_rollout::record::{Content, PauseCause, RolloutRecord, RolloutState};
 use seccomp_rollout::strategy::{self, Pause, Strategy, WaveSpec};
 
-use super::{Distributor, FetchedProfile, Plan, RollbackRequest, RolloutRequest, RolloutView};
+use super::{
+    Distributor, FetchedProfile, Plan, RetireRequest, RollbackRequest, RolloutRequest, RolloutView,
+};
 
 /// The id a planned rollout is rendered with (a plan stores nothing and takes no id).
 const PLANNED_ID: &str = "planned";
@@ -113,7 +115,8 @@ impl Distributor {
             .map_or(1, |r| r.revision + 1);
         if let Some(stable) = self.last_completed(&name, None, None)? {
             record.stable_id = Some(stable.id.clone());
-            record.stable_version = Some(stable.version);
+            // After a retirement, going back means no file.
+            record.stable_version = (!stable.retires()).then_some(stable.version);
         }
         record.transition(RolloutState::Pending, reason, actor, now);
         Ok(record)
@@ -141,6 +144,64 @@ impl Distributor {
         let record = self.new_record(id, content, req.strategy.clone(), &req.actor, reason)?;
         self.check_builds(&record)?;
         Ok(record)
+    }
+
+    /// The record a RetireNci would store as `id`: the NCI of its newest completed
+    /// version, without files.
+    fn retire_record(&self, req: &RetireRequest, id: String) -> Result<RolloutRecord> {
+        let name = &req.nci_name;
+        if !self.store.current()?.contains_key(name) {
+            return Err(Error::NotFound(format!("NCI \"{name}\" has no rollout")));
+        }
+        self.refuse_if_active(name)?;
+        let stable = self.last_completed(name, None, None)?.ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "no version of NCI \"{name}\" ever completed: nothing is on the nodes to retire"
+            ))
+        })?;
+        if stable.retires() {
+            return Err(Error::FailedPrecondition(format!(
+                "NCI \"{name}\" is already retired (rollout {})",
+                stable.id
+            )));
+        }
+        let mut nci = stable.nci.relabelled(&id);
+        nci.spec.files.clear();
+        let content = Content {
+            profile: stable.profile.clone(),
+            version: 0,
+            digest: String::new(),
+            nci,
+        };
+        let reason = format!(
+            "created to retire NCI {name} (version {} off the nodes): waves {}",
+            stable.version,
+            strategy::format_waves(&req.strategy.waves)
+        );
+        let record = self.new_record(id, content, req.strategy.clone(), &req.actor, reason)?;
+        self.check_builds(&record)?;
+        Ok(record)
+    }
+
+    /// What RetireNci would do with `req`, changing nothing.
+    pub async fn plan_retire(&self, req: RetireRequest) -> Result<Plan> {
+        req.strategy.validate()?;
+        let _w = self.write.lock().await;
+        let record = self.retire_record(&req, PLANNED_ID.to_owned())?;
+        self.plan_records(vec![record])
+    }
+
+    /// Retire an NCI: a rollout that takes its file off every node that has it (see
+    /// [`RolloutRecord::retires`]).
+    async fn retire_unaudited(&self, req: RetireRequest) -> Result<RolloutView> {
+        req.strategy.validate()?;
+        let _w = self.write.lock().await;
+        let id = self.store.next_id()?;
+        let record = self.retire_record(&req, id)?;
+        self.store.put(&record).await?;
+        tracing::info!(rollout = %record.id, nci = %record.nci_name, "retirement created");
+        self.tick_locked().await?;
+        self.rollout(&record.id)
     }
 
     /// What CreateRollout would do with `req`, changing nothing.
@@ -441,6 +502,21 @@ impl Distributor {
                     v.record.profile, v.record.version, v.record.nci_name
                 )
             }),
+        )
+        .await;
+        result
+    }
+
+    /// Retire an NCI: its file goes away from every node through the strategy's waves.
+    pub async fn retire(&self, req: RetireRequest) -> Result<RolloutView> {
+        let (actor, nci) = (req.actor.clone(), req.nci_name.clone());
+        let result = self.retire_unaudited(req).await;
+        let target = result.as_ref().map_or(nci, |v| v.record.id.clone());
+        self.audit_command(
+            &actor,
+            "RetireNci",
+            &target,
+            summary(&result, |v| format!("retire NCI {}", v.record.nci_name)),
         )
         .await;
         result

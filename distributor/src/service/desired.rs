@@ -55,11 +55,13 @@ impl Distributor {
             .in_force()?
             .into_iter()
             .filter_map(|(r, stable)| {
-                if r.state == RolloutState::Completed {
+                let holds = if r.state == RolloutState::Completed {
                     Some(r)
                 } else {
                     stable
-                }
+                };
+                // A retired NCI is deleted from the sinks.
+                holds.filter(|r| !r.retires())
             })
             .collect())
     }

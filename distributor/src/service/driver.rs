@@ -292,10 +292,13 @@ impl Distributor {
     /// those only its stable rollout's selector matches (they lose the stable file: a
     /// removal, confirmed once the agent applied a set without it).
     pub(super) fn live(&self, r: &RolloutRecord) -> Vec<Live> {
+        // A retirement gives no node anything: every node with the file loses it.
+        let adds = !r.retires();
         let mut live: Vec<Live> = self
             .hub
             .nodes(&r.nci.spec.nodeconfigselector)
             .iter()
+            .filter(|_| adds)
             .map(|n| {
                 let (state, message) = n.state_for_nci(&r.nci_name);
                 Live {
@@ -311,7 +314,7 @@ impl Distributor {
             .stable_id
             .as_deref()
             .and_then(|id| self.store.get_shared(id).ok());
-        if let Some(stable) = stable {
+        if let Some(stable) = stable.filter(|s| !s.retires()) {
             let paths = super::plan::file_paths(&stable);
             let matching: HashSet<String> = live.iter().map(|l| l.name.clone()).collect();
             for n in self.hub.nodes(&stable.nci.spec.nodeconfigselector) {

@@ -134,6 +134,17 @@ pub struct RolloutRequest {
     pub allow_removal: bool,
 }
 
+/// What a retirement asks for.
+#[derive(Debug, Clone)]
+pub struct RetireRequest {
+    /// The NCI whose file goes away.
+    pub nci_name: String,
+    /// How it proceeds.
+    pub strategy: Strategy,
+    /// Who asks.
+    pub actor: String,
+}
+
 /// What a rollback asks for.
 #[derive(Debug, Clone)]
 pub struct RollbackRequest {

@@ -193,6 +193,8 @@ impl Distributor {
             .map(|p| {
                 let old = now.get(&p.record.nci_name);
                 let action = match old {
+                    None if p.record.retires() => Action::Unchanged,
+                    Some(_) if p.record.retires() => Action::Remove,
                     None => Action::Add,
                     Some(o) if o.nci.spec == p.record.nci.spec => Action::Unchanged,
                     Some(_) => Action::Update,
@@ -201,7 +203,7 @@ impl Distributor {
                     nci_name: p.record.nci_name.clone(),
                     action,
                     from_version: old.map(|o| o.version),
-                    to_version: Some(p.record.version),
+                    to_version: (!p.record.retires()).then_some(p.record.version),
                 }
             })
             .collect())

@@ -184,7 +184,7 @@ impl Distributor {
                         }),
                     }
                 }
-                if record.state == RolloutState::Completed {
+                if record.state == RolloutState::Completed && !record.retires() {
                     let (state, message) = n.state_for_nci(&record.nci_name);
                     let since_ms = record.nodes.get(&n.name).map_or(0, |x| x.since_ms);
                     rows.push(NodeRow {

@@ -163,6 +163,10 @@ pub const RULES: &[(&str, Access)] = &[
         Access::Read,
     ),
     (
+        "/seccomp.distributor.v1.Distributor/RetireNci",
+        Access::Operate,
+    ),
+    (
         "/seccomp.distributor.v1.Distributor/ListAudit",
         Access::Read,
     ),
