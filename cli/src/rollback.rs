@@ -41,6 +41,7 @@ pub fn run(args: Args, dist: &str, format: Format) -> Result<Outcome> {
             to_version: args.to_version,
             nci_name: args.nci,
             allow_removal: args.guards.allow_removal,
+            force: args.guards.force,
         };
         if args.guards.dry_run || (args.wait.wait && args.guards.allow_removal) {
             let asked = pb::PlanRolloutRequest {

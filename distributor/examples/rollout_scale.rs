@@ -197,8 +197,7 @@ async fn main() {
                     ..Default::default()
                 }),
                 nci_name: None,
-                allow_empty: false,
-                allow_removal: false,
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -13,6 +13,8 @@
 //! - [`service`]: the operations, transport-free: what is desired, the commands (create,
 //!   pause, resume, abort, roll back), the driver (the engine tick, settling, sink syncs) and
 //!   the views (counts, waves, conflicts, watch events);
+//! - [`pods`]: the cluster's pods, asked which profile files they name before a change
+//!   takes one away (`--check-pods`);
 //! - [`sinks`]: where NCIs go besides the agents: a YAML directory for GitOps, a cluster
 //!   (the only module that uses kube);
 //! - [`grpc`]: the only module that uses tonic: the `AgentSync` stream, the `Distributor`
@@ -23,6 +25,7 @@ pub mod clock;
 pub mod error;
 pub mod grpc;
 pub mod hub;
+pub mod pods;
 pub mod service;
 pub mod sinks;
 pub mod store;
@@ -67,6 +70,12 @@ pub struct Config {
     pub yaml_dir: Option<PathBuf>,
     /// Also apply the NCIs to the cluster of the kubeconfig (server-side apply, prune).
     pub apply_to_cluster: bool,
+    /// Before a change takes a file from a node, ask the cluster of the kubeconfig which
+    /// pods name it, and refuse the change when one does (unless forced).
+    pub check_pods: bool,
+    /// Asked which pods use a file before it is taken away (tests inject one; `check_pods`
+    /// sets the cluster's).
+    pub profile_users: Option<Arc<dyn service::ProfileUsers>>,
     /// Further sinks (for a program that embeds the distributor, and tests).
     pub sinks: Vec<Arc<dyn sinks::NciSink>>,
     /// Called with the distributor once it is made (for a program that embeds it, and tests).
@@ -104,6 +113,8 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             yaml_dir: None,
             apply_to_cluster: false,
+            check_pods: false,
+            profile_users: None,
             sinks: Vec::new(),
             on_start: None,
             clock: Arc::new(clock::MonotonicClock::new()),
@@ -220,6 +231,14 @@ pub async fn run(
     if config.apply_to_cluster {
         sinks.push(Arc::new(sinks::ClusterSink::from_default_config().await?));
     }
+    let mut profile_users = config.profile_users.clone();
+    if config.check_pods {
+        profile_users = Some(Arc::new(pods::ClusterPods(
+            seccomp_k8s::PodProfiles::from_default_config()
+                .await
+                .map_err(|e| Error::Kube(e.to_string()))?,
+        )));
+    }
     let distributor = Arc::new(service::Distributor::new(
         store,
         Arc::clone(&hub),
@@ -231,6 +250,7 @@ pub async fn run(
             clock: Arc::clone(&config.clock),
             forget_nodes_after: config.forget_nodes_after,
             history_retention: config.history_retention,
+            profile_users,
         },
     )?);
     if let Some(on_start) = &config.on_start {

@@ -76,6 +76,13 @@ struct Args {
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_FORGET_NODES_AFTER", default_value = "7d", value_parser = humantime::parse_duration)]
     forget_nodes_after: Duration,
 
+    /// Before a change takes a profile file away from a node, ask the cluster (kubeconfig or
+    /// in-cluster service account; needs `list` on pods) which pods name it in their
+    /// seccompProfile, and refuse the change when one on that node does, unless the caller
+    /// gives --force. A cluster that cannot be asked refuses the change too.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_CHECK_PODS")]
+    check_pods: bool,
+
     /// Forget finished rollouts this long after they finished (`0s`: keep all). The newest
     /// rollout of every NCI, its stable one and the newest completed one are always kept:
     /// what nodes hold and what a rollback restores never goes.
@@ -144,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
     config.unknown_after = Duration::from_secs(args.unknown_after_secs);
     config.yaml_dir = args.yaml_dir;
     config.apply_to_cluster = args.apply_to_cluster;
+    config.check_pods = args.check_pods;
     config.security = security;
     config.forget_nodes_after = args.forget_nodes_after;
     config.limits = args.limits.limits();

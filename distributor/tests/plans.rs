@@ -259,6 +259,11 @@ async fn removals_are_planned_guarded_staged_and_undone() {
     staged.allow_removal = true;
     staged.strategy.as_mut().unwrap().pause = Some(pb::strategy::Pause::Manual(true));
     let staged = create(&mut dc, staged).await;
+    assert_eq!(
+        (first.as_str(), staged.as_str()),
+        ("r1", "r4"),
+        "refused and planned changes take no rollout id"
+    );
     wait_state(&dc, &staged, pb::RolloutState::Paused).await;
     let mid = settled(&dc).await;
     assert!(!mid["node-3"].contains_key(WEB), "{mid:?}");
@@ -371,6 +376,7 @@ async fn retire(dc: &mut Dist, waves: &[&str], manual: bool) -> Result<String, t
                 pause: manual.then_some(pb::strategy::Pause::Manual(true)),
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await?;
     Ok(r.into_inner().rollout.unwrap().id)
@@ -414,6 +420,7 @@ async fn retiring_an_nci_takes_its_file_off_in_waves_and_abort_or_rollback_gives
                         waves: vec!["1".into(), "100%".into()],
                         ..Default::default()
                     }),
+                    ..Default::default()
                 },
             )),
         })

@@ -3,14 +3,18 @@
 //!
 //! Layout:
 //! - [`token_review`]: Kubernetes ServiceAccount tokens checked with TokenReview, the
-//!   [`seccomp_server::auth::TokenReviewer`] behind `--auth-kubernetes`.
+//!   [`seccomp_server::auth::TokenReviewer`] behind `--auth-kubernetes`;
+//! - [`pods`]: which pods name a profile file on their node (the distributor's
+//!   `--check-pods`, before it takes a file away).
 
+pub mod pods;
 pub mod token_review;
 
 use std::sync::Arc;
 
 use seccomp_server::security::{Security, SecurityError};
 
+pub use pods::{PodProfiles, PodUse, PodsError};
 pub use token_review::KubeTokenReview;
 
 /// With `--auth-kubernetes` (`security.kubernetes`): connect to the cluster's API, so that

@@ -239,6 +239,12 @@ impl RolloutRecord {
         }
     }
 
+    /// Give a record prepared under a placeholder id its real one (in its NCI's labels too).
+    pub fn take_id(&mut self, id: String) {
+        self.nci = self.nci.relabelled(&id);
+        self.id = id;
+    }
+
     /// Whether it retires its NCI: it puts no file on any node (version 0, no file entry),
     /// so the nodes that had the NCI's file lose it.
     pub fn retires(&self) -> bool {

@@ -191,6 +191,11 @@ pub struct GuardArgs {
     /// such a change is refused, naming the nodes; `--dry-run` lists them.
     #[arg(long)]
     pub allow_removal: bool,
+
+    /// Take files away even from nodes where a pod names them (a distributor with
+    /// --check-pods otherwise refuses, naming the pods).
+    #[arg(long)]
+    pub force: bool,
 }
 
 impl Args {
@@ -219,6 +224,7 @@ impl Args {
             nci_name: self.target.name.clone(),
             allow_empty: self.allow_empty,
             allow_removal: self.guards.allow_removal,
+            force: self.guards.force,
         })
     }
 }

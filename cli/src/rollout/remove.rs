@@ -25,6 +25,10 @@ pub struct Args {
     /// Show which nodes lose the file, and in which wave, and change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Take the file away even from nodes where a pod names it (a distributor with
+    /// --check-pods otherwise refuses, naming the pods).
+    #[arg(long)]
+    force: bool,
 }
 
 impl Args {
@@ -33,6 +37,7 @@ impl Args {
         Ok(pb::RetireNciRequest {
             nci_name: self.nci.clone(),
             strategy: Some(self.strategy.to_proto()?),
+            force: self.force,
         })
     }
 }

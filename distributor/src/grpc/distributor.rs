@@ -342,6 +342,7 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
                 actor: String::new(),
                 allow_empty: true,
                 allow_removal: true,
+                force: false,
             })
             .await?;
         Ok(Response::new(pb::RenderNciResponse {
@@ -367,6 +368,7 @@ fn create_request(r: pb::CreateRolloutRequest, actor: String) -> Result<RolloutR
         actor,
         allow_empty: r.allow_empty,
         allow_removal: r.allow_removal,
+        force: r.force,
     })
 }
 
@@ -379,6 +381,7 @@ fn retire_request(r: pb::RetireNciRequest, actor: String) -> Result<RetireReques
         nci_name: r.nci_name,
         strategy: strategy_from(r.strategy)?,
         actor,
+        force: r.force,
     })
 }
 
@@ -398,6 +401,7 @@ fn rollback_request(r: pb::RollbackRequest, actor: String) -> Result<RollbackReq
         nci_name: r.nci_name,
         actor,
         allow_removal: r.allow_removal,
+        force: r.force,
     })
 }
 

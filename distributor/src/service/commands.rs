@@ -122,13 +122,10 @@ impl Distributor {
         Ok(record)
     }
 
-    /// The record a CreateRollout of `p` would store as `id` (checked, not stored).
-    fn create_record(
-        &self,
-        req: &RolloutRequest,
-        p: FetchedProfile,
-        id: String,
-    ) -> Result<RolloutRecord> {
+    /// The record a CreateRollout of `p` would store (checked, not stored), under the
+    /// placeholder id (see [`RolloutRecord::take_id`]).
+    fn create_record(&self, req: &RolloutRequest, p: FetchedProfile) -> Result<RolloutRecord> {
+        let id = PLANNED_ID.to_owned();
         let nci = self.render_checked(&p, &req.target, req.nci_name.as_deref(), Some(&id))?;
         self.refuse_if_active(&nci.metadata.name)?;
         let reason = format!(
@@ -146,9 +143,10 @@ impl Distributor {
         Ok(record)
     }
 
-    /// The record a RetireNci would store as `id`: the NCI of its newest completed
-    /// version, without files.
-    fn retire_record(&self, req: &RetireRequest, id: String) -> Result<RolloutRecord> {
+    /// The record a RetireNci would store, under the placeholder id: the NCI of its newest
+    /// completed version, without files.
+    fn retire_record(&self, req: &RetireRequest) -> Result<RolloutRecord> {
+        let id = PLANNED_ID.to_owned();
         let name = &req.nci_name;
         if !self.store.current()?.contains_key(name) {
             return Err(Error::NotFound(format!("NCI \"{name}\" has no rollout")));
@@ -187,7 +185,7 @@ impl Distributor {
     pub async fn plan_retire(&self, req: RetireRequest) -> Result<Plan> {
         req.strategy.validate()?;
         let _w = self.write.lock().await;
-        let record = self.retire_record(&req, PLANNED_ID.to_owned())?;
+        let record = self.retire_record(&req)?;
         self.plan_records(vec![record])
     }
 
@@ -195,9 +193,14 @@ impl Distributor {
     /// [`RolloutRecord::retires`]).
     async fn retire_unaudited(&self, req: RetireRequest) -> Result<RolloutView> {
         req.strategy.validate()?;
+        let checked = self
+            .check_users(req.force, || Ok(vec![self.retire_record(&req)?]))
+            .await?;
         let _w = self.write.lock().await;
-        let id = self.store.next_id()?;
-        let record = self.retire_record(&req, id)?;
+        let mut record = self.retire_record(&req)?;
+        let plan = self.plan_records(vec![record.clone()])?;
+        Self::still_checked(&plan, checked.as_ref())?;
+        record.take_id(self.store.next_id()?);
         self.store.put(&record).await?;
         tracing::info!(rollout = %record.id, nci = %record.nci_name, "retirement created");
         self.tick_locked().await?;
@@ -209,7 +212,7 @@ impl Distributor {
         req.strategy.validate()?;
         let p = self.fetch(&req.profile, req.version).await?;
         let _w = self.write.lock().await;
-        let record = self.create_record(&req, p, PLANNED_ID.to_owned())?;
+        let record = self.create_record(&req, p)?;
         self.plan_records(vec![record])
     }
 
@@ -220,8 +223,7 @@ impl Distributor {
             None => None,
         };
         let _w = self.write.lock().await;
-        let prepared =
-            self.prepare_rollback(&req, fetched.as_ref(), &mut || Ok(PLANNED_ID.to_owned()))?;
+        let prepared = self.prepare_rollback(&req, fetched.as_ref())?;
         self.plan_records(prepared.into_iter().map(|(_, r)| r).collect())
     }
 
@@ -232,11 +234,16 @@ impl Distributor {
     async fn create_rollout_unaudited(&self, req: RolloutRequest) -> Result<RolloutView> {
         req.strategy.validate()?;
         let p = self.fetch(&req.profile, req.version).await?;
+        let checked = self
+            .check_users(req.force, || Ok(vec![self.create_record(&req, p.clone())?]))
+            .await?;
         let _w = self.write.lock().await;
-        let id = self.store.next_id()?;
-        let record = self.create_record(&req, p, id)?;
+        let mut record = self.create_record(&req, p)?;
         let plan = self.plan_records(vec![record.clone()])?;
         self.guard(&plan, req.allow_empty, req.allow_removal)?;
+        Self::still_checked(&plan, checked.as_ref())?;
+        // A refused request takes no id.
+        record.take_id(self.store.next_id()?);
         self.store.put(&record).await?;
         tracing::info!(rollout = %record.id, profile = %record.profile, version = record.version, nci = %record.nci_name, "rollout created");
         self.tick_locked().await?;
@@ -354,12 +361,11 @@ impl Distributor {
     }
 
     /// The new records a Rollback would store, each with the current record of its NCI
-    /// (checked, not stored); ids from `next_id`.
+    /// (checked, not stored), under the placeholder id (see [`RolloutRecord::take_id`]).
     fn prepare_rollback(
         &self,
         req: &RollbackRequest,
         fetched: Option<&FetchedProfile>,
-        next_id: &mut dyn FnMut() -> Result<String>,
     ) -> Result<Vec<(RolloutRecord, RolloutRecord)>> {
         let targets: Vec<RolloutRecord> = self
             .store
@@ -377,7 +383,7 @@ impl Distributor {
         }
         let mut out = Vec::with_capacity(targets.len());
         for current in targets {
-            let id = next_id()?;
+            let id = PLANNED_ID.to_owned();
             let (nci, version, digest) = match fetched {
                 Some(p) => {
                     let all = self.store.all()?;
@@ -458,14 +464,21 @@ impl Distributor {
             Some(v) => Some(self.fetch(&req.profile, Some(v)).await?),
             None => None,
         };
+        let checked = self
+            .check_users(req.force, || {
+                let prepared = self.prepare_rollback(&req, fetched.as_ref())?;
+                Ok(prepared.into_iter().map(|(_, r)| r).collect())
+            })
+            .await?;
         let _w = self.write.lock().await;
         // Work out every NCI's content before changing anything.
-        let prepared =
-            self.prepare_rollback(&req, fetched.as_ref(), &mut || self.store.next_id())?;
+        let prepared = self.prepare_rollback(&req, fetched.as_ref())?;
         let plan = self.plan_records(prepared.iter().map(|(_, r)| r.clone()).collect())?;
         self.guard(&plan, true, req.allow_removal)?;
+        Self::still_checked(&plan, checked.as_ref())?;
         let mut ids = Vec::with_capacity(prepared.len());
-        for (mut current, record) in prepared {
+        for (mut current, mut record) in prepared {
+            record.take_id(self.store.next_id()?);
             if current.state.is_active() {
                 current.transition(
                     RolloutState::Aborted,

@@ -69,6 +69,27 @@ pub struct FetchedProfile {
     pub deprecated: bool,
 }
 
+/// A pod (or other user) that names a profile file on a node.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FileUser {
+    /// The node.
+    pub node: String,
+    /// The node path it names.
+    pub path: String,
+    /// Who: `namespace/pod`.
+    pub user: String,
+}
+
+/// Who uses profile files on nodes (the cluster's pods, `--check-pods`), asked before a
+/// change takes a file away.
+pub trait ProfileUsers: Send + Sync + 'static {
+    /// Of `files` (node name to the node paths it is to lose), the users of one.
+    fn users<'a>(
+        &'a self,
+        files: &'a std::collections::BTreeMap<String, Vec<String>>,
+    ) -> BoxFuture<'a, Result<Vec<FileUser>>>;
+}
+
 /// Where profile versions come from (the registry over gRPC, or a test double).
 pub trait ProfileSource: Send + Sync + 'static {
     /// Fetch `name` at `version`, or its latest version when `None`.
@@ -111,6 +132,8 @@ pub struct Settings {
     /// Finished rollouts nothing reads any more are forgotten this long after they
     /// finished; `None` keeps them all.
     pub history_retention: Option<Duration>,
+    /// Asked before a change takes a file from a node; `None`: nobody is asked.
+    pub profile_users: Option<Arc<dyn ProfileUsers>>,
 }
 
 /// What a rollout asks for.
@@ -132,6 +155,8 @@ pub struct RolloutRequest {
     pub allow_empty: bool,
     /// Create it even when it takes a file away from some node.
     pub allow_removal: bool,
+    /// Take files away even from nodes where a pod names them.
+    pub force: bool,
 }
 
 /// What a retirement asks for.
@@ -143,6 +168,8 @@ pub struct RetireRequest {
     pub strategy: Strategy,
     /// Who asks.
     pub actor: String,
+    /// Take the file away even from nodes where a pod names it.
+    pub force: bool,
 }
 
 /// What a rollback asks for.
@@ -158,6 +185,8 @@ pub struct RollbackRequest {
     pub actor: String,
     /// Go back even when that takes a file away from some node.
     pub allow_removal: bool,
+    /// Take files away even from nodes where a pod names them.
+    pub force: bool,
 }
 
 /// What the nodes and the sinks should have, from the stored rollouts.
@@ -178,6 +207,8 @@ pub struct Distributor {
     forget_nodes_after: Duration,
     /// See [`Settings::history_retention`].
     history_retention: Option<Duration>,
+    /// See [`Settings::profile_users`].
+    profile_users: Option<Arc<dyn ProfileUsers>>,
     /// When finished rollouts were last looked at for forgetting.
     history_pruned: std::sync::Mutex<Option<Instant>>,
     /// Stored rollouts whose NCIs the policy refuses (found at start; new ones are checked
@@ -261,6 +292,7 @@ impl Distributor {
             clock: settings.clock,
             forget_nodes_after: settings.forget_nodes_after,
             history_retention: settings.history_retention,
+            profile_users: settings.profile_users,
             history_pruned: std::sync::Mutex::new(None),
             refused,
             write: tokio::sync::Mutex::new(()),

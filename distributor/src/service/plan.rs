@@ -72,7 +72,25 @@ impl Plan {
             .iter()
             .filter(|n| n.change.action == Action::Remove)
     }
+
+    /// Per node that loses files, their paths.
+    pub fn removed_files(&self) -> Removals {
+        self.removals()
+            .map(|n| {
+                (
+                    n.name.clone(),
+                    n.change.removed().map(str::to_owned).collect(),
+                )
+            })
+            .collect()
+    }
 }
+
+/// Node name to the node paths a change takes from it.
+pub type Removals = BTreeMap<String, Vec<String>>;
+
+/// How long the users of files (the cluster's pods) may take to answer.
+const USERS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// (NCI name, hex sha256) to profile version, for the plan's files.
 pub type Versions = HashMap<(String, String), u64>;
@@ -207,6 +225,78 @@ impl Distributor {
                 }
             })
             .collect())
+    }
+
+    /// With `--check-pods` and without `force`: plan the change `make` builds (under the
+    /// write lock, released before asking), and refuse it when some node it takes a file
+    /// from runs a pod that names the file. Returns the removals that were checked; the
+    /// caller plans again under the lock and may not remove anything else
+    /// ([`Distributor::still_checked`]). `None`: nothing to check.
+    pub(super) async fn check_users(
+        &self,
+        force: bool,
+        make: impl FnOnce() -> Result<Vec<RolloutRecord>>,
+    ) -> Result<Option<Removals>> {
+        let Some(users) = self.profile_users.clone().filter(|_| !force) else {
+            return Ok(None);
+        };
+        let removals = {
+            let _w = self.write.lock().await;
+            self.plan_records(make()?)?.removed_files()
+        };
+        if removals.is_empty() {
+            return Ok(Some(removals));
+        }
+        let found = tokio::time::timeout(USERS_TIMEOUT, users.users(&removals))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "the cluster did not say within {}s which pods use the files this change removes; try again, or give --force to remove them unchecked",
+                    USERS_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| match e {
+                Error::Unavailable(m) | Error::Kube(m) => Error::Unavailable(format!(
+                    "cannot check which pods use the files this change removes ({m}); give --force to remove them unchecked"
+                )),
+                other => other,
+            })?;
+        if let Some(first) = found.first() {
+            let sample: Vec<String> = found
+                .iter()
+                .take(3)
+                .map(|u| format!("pod {} on {} names {}", u.user, u.node, u.path))
+                .collect();
+            let more = found.len().saturating_sub(sample.len());
+            tracing::info!(pod = %first.user, node = %first.node, "refused a removal of a file a pod names");
+            return Err(Error::FailedPrecondition(format!(
+                "this change removes a file that running pods name ({}{}): their next container start would fail; move the pods first, or give --force",
+                sample.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                },
+            )));
+        }
+        Ok(Some(removals))
+    }
+
+    /// Whether `plan` removes nothing beyond what `checked` covered (the fleet may have
+    /// changed while the pods were asked).
+    pub(super) fn still_checked(plan: &Plan, checked: Option<&Removals>) -> Result<()> {
+        let Some(checked) = checked else {
+            return Ok(());
+        };
+        for (node, paths) in plan.removed_files() {
+            let known = checked.get(&node);
+            if paths.iter().any(|p| known.is_none_or(|k| !k.contains(p))) {
+                return Err(Error::FailedPrecondition(format!(
+                    "the nodes changed while their pods were checked (node {node} now loses another file); try again"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The guards every change passes: its selectors match some known node (unless

@@ -275,6 +275,7 @@ impl Stack {
                 // before the agent, or take a file away.
                 allow_empty: true,
                 allow_removal: true,
+                force: false,
             })
             .await
             .unwrap()

@@ -1,0 +1,36 @@
+//! The cluster's pods as [`ProfileUsers`] (`--check-pods`): before a change takes a file
+//! from a node, the pods on that node that name it (see [`seccomp_k8s::pods`]).
+
+use std::collections::BTreeMap;
+
+use seccomp_k8s::PodProfiles;
+
+use crate::BoxFuture;
+use crate::error::{Error, Result};
+use crate::service::{FileUser, ProfileUsers};
+
+/// The pods of the cluster of the kubeconfig (or the in-cluster service account).
+pub struct ClusterPods(pub PodProfiles);
+
+impl ProfileUsers for ClusterPods {
+    fn users<'a>(
+        &'a self,
+        files: &'a BTreeMap<String, Vec<String>>,
+    ) -> BoxFuture<'a, Result<Vec<FileUser>>> {
+        Box::pin(async move {
+            let found = self
+                .0
+                .users(files)
+                .await
+                .map_err(|e| Error::Kube(e.to_string()))?;
+            Ok(found
+                .into_iter()
+                .map(|u| FileUser {
+                    node: u.node,
+                    path: u.path,
+                    user: u.pod,
+                })
+                .collect())
+        })
+    }
+}
