@@ -800,4 +800,20 @@ fn dry_runs_show_the_plan_and_the_guards_refuse_empty_selectors_and_removals() {
     let out = ok(&remove(&["--wait", "--timeout", "30s"]));
     assert!(out.contains("retiring r"), "{out}");
     assert!(!moved.exists() && !old.exists());
+
+    // A rollback's plan: the file comes back.
+    let plan = ok(&stack
+        .ctl()
+        .args(["rollback", "web", "--dry-run"])
+        .output()
+        .unwrap());
+    assert!(
+        plan.starts_with("plan: no file is removed; 1 of 1 known node(s) change"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("add /var/lib/kubelet/seccomp/moved.json"),
+        "{plan}"
+    );
+    assert!(!moved.exists(), "a dry run changes nothing");
 }

@@ -358,7 +358,16 @@ async fn removals_are_planned_guarded_staged_and_undone() {
         ("seccomp-web", v2),
         "the rollback gives node-1 its file back"
     );
-    silent.leave();
+    // And once node-1 answers again, it has it.
+    let applied = silent.disconnect();
+    let back_agent =
+        AutoAgent::resume(&dist.url, "node-1", &labels[0].1, Behaviour::Apply, applied).await;
+    let restored = settled(&dc).await;
+    assert_eq!(
+        restored["node-1"][WEB],
+        ("seccomp-web".to_owned(), v2, true)
+    );
+    back_agent.leave();
     for a in agents.into_values() {
         a.leave();
     }
