@@ -7,7 +7,40 @@ use anyhow::Result;
 use seccomp_proto::distributor::v1 as pb;
 use serde::Serialize;
 
+use crate::Outcome;
+use crate::client::{self, Service};
 use crate::output::{Format, outln, print_structured, print_table, table};
+
+/// Before a change: with `dry_run`, print its plan and stop (`Some(Ok)`); with `before_wait`
+/// (a `--wait` that may remove files), print the plan when it removes any, in the table
+/// format, and go on (`None`). `Some(outcome)` also when the distributor refused the plan.
+pub async fn preview(
+    c: &mut client::Distributor,
+    dist: &str,
+    format: Format,
+    change: pb::plan_rollout_request::Change,
+    dry_run: bool,
+    before_wait: bool,
+) -> Result<Option<Outcome>> {
+    if !dry_run && !before_wait {
+        return Ok(None);
+    }
+    let asked = pb::PlanRolloutRequest {
+        change: Some(change),
+    };
+    let plan = match client::answer(c.plan_rollout(asked).await, Service::Distributor, dist)? {
+        Ok(p) => p,
+        Err(outcome) => return Ok(Some(outcome)),
+    };
+    if dry_run {
+        print(format, &plan)?;
+        return Ok(Some(Outcome::Ok));
+    }
+    if plan.removal_nodes > 0 && format == Format::Table {
+        print(format, &plan)?;
+    }
+    Ok(None)
+}
 
 /// The name of a plan action.
 fn action(a: i32) -> &'static str {

@@ -43,22 +43,19 @@ pub fn run(args: Args, dist: &str, format: Format) -> Result<Outcome> {
             allow_removal: args.guards.allow_removal,
             force: args.guards.force,
         };
-        if args.guards.dry_run || (args.wait.wait && args.guards.allow_removal) {
-            let asked = pb::PlanRolloutRequest {
-                change: Some(pb::plan_rollout_request::Change::Rollback(request.clone())),
-            };
-            let plan =
-                match client::answer(c.plan_rollout(asked).await, Service::Distributor, dist)? {
-                    Ok(p) => p,
-                    Err(outcome) => return Ok(outcome),
-                };
-            if args.guards.dry_run {
-                crate::plan::print(format, &plan)?;
-                return Ok(Outcome::Ok);
-            }
-            if plan.removal_nodes > 0 && format == Format::Table {
-                crate::plan::print(format, &plan)?;
-            }
+        let change = pb::plan_rollout_request::Change::Rollback(request.clone());
+        let before_wait = args.wait.wait && args.guards.allow_removal;
+        if let Some(outcome) = crate::plan::preview(
+            &mut c,
+            dist,
+            format,
+            change,
+            args.guards.dry_run,
+            before_wait,
+        )
+        .await?
+        {
+            return Ok(outcome);
         }
         let rollouts = match client::answer(c.rollback(request).await, Service::Distributor, dist)?
         {

@@ -333,24 +333,11 @@ async fn removals_are_planned_guarded_staged_and_undone() {
         nanos: 0,
     });
     let failing = create(&mut dc, failing).await;
-    eventually("the failing removal to roll back", WAIT, || {
-        let mut dc = dc.clone();
-        let id = failing.clone();
-        async move {
-            let r = dc
-                .get_rollout(pb::GetRolloutRequest {
-                    id,
-                    include_nodes: false,
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .rollout
-                .unwrap();
-            r.state == pb::RolloutState::RollingBack as i32
-                || r.state == pb::RolloutState::Aborted as i32
-        }
-    })
+    common::wait_states(
+        &dc,
+        &failing,
+        &[pb::RolloutState::RollingBack, pb::RolloutState::Aborted],
+    )
     .await;
     let given = files(&mut dc).await;
     assert_eq!(

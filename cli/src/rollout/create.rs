@@ -10,12 +10,9 @@ use seccomp_rollout::nci::{self, Target};
 use seccomp_rollout::selector;
 use seccomp_rollout::strategy::{self, MaxUnavailable, Pause, Strategy};
 
-use super::print_rollout;
-use super::view::{RolloutOut, progress_line};
 use crate::Outcome;
 use crate::client::{self, Service};
-use crate::output::{Format, outln};
-use crate::watch;
+use crate::output::Format;
 
 /// Where and how a profile lands on nodes, and in which NodeConfigItem (shared by `rollout
 /// create` and `render`).
@@ -249,34 +246,16 @@ pub async fn run(
     args: &Args,
 ) -> Result<Outcome> {
     let request = args.to_request()?;
-    if args.guards.dry_run || (args.wait.wait && args.guards.allow_removal) {
-        let asked = pb::PlanRolloutRequest {
-            change: Some(pb::plan_rollout_request::Change::Create(request.clone())),
-        };
-        let plan = match client::answer(c.plan_rollout(asked).await, Service::Distributor, dist)? {
-            Ok(p) => p,
-            Err(outcome) => return Ok(outcome),
-        };
-        if args.guards.dry_run {
-            crate::plan::print(format, &plan)?;
-            return Ok(Outcome::Ok);
-        }
-        if plan.removal_nodes > 0 && format == Format::Table {
-            crate::plan::print(format, &plan)?;
-        }
+    let change = pb::plan_rollout_request::Change::Create(request.clone());
+    let before_wait = args.wait.wait && args.guards.allow_removal;
+    if let Some(outcome) =
+        crate::plan::preview(c, dist, format, change, args.guards.dry_run, before_wait).await?
+    {
+        return Ok(outcome);
     }
     let reply = match client::answer(c.create_rollout(request).await, Service::Distributor, dist)? {
         Ok(r) => r,
         Err(outcome) => return Ok(outcome),
     };
-    let rollout = reply
-        .rollout
-        .ok_or_else(|| anyhow!("no rollout in the reply"))?;
-    if !args.wait.wait {
-        return print_rollout(format, "created", Some(rollout));
-    }
-    if format == Format::Table {
-        outln!("created {}", progress_line(&RolloutOut::from(&rollout)));
-    }
-    watch::follow(c, &rollout.id, dist, format, Some(args.wait.timeout)).await
+    super::started(c, dist, format, "created", reply.rollout, &args.wait).await
 }

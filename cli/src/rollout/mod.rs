@@ -100,6 +100,25 @@ fn print_rollout(format: Format, verb: &str, rollout: Option<pb::Rollout>) -> Re
 }
 
 /// Run a `rollout` subcommand against the distributor at `dist`.
+/// After a command started a rollout: print it, or with `--wait` follow it to its end.
+async fn started(
+    c: &mut client::Distributor,
+    dist: &str,
+    format: Format,
+    verb: &str,
+    rollout: Option<pb::Rollout>,
+    wait: &WaitArgs,
+) -> Result<Outcome> {
+    let rollout = rollout.ok_or_else(|| anyhow!("no rollout in the reply"))?;
+    if !wait.wait {
+        return print_rollout(format, verb, Some(rollout));
+    }
+    if format == Format::Table {
+        outln!("{verb} {}", progress_line(&RolloutOut::from(&rollout)));
+    }
+    watch::follow(c, &rollout.id, dist, format, Some(wait.timeout)).await
+}
+
 pub fn run(command: Command, dist: &str, format: Format) -> Result<Outcome> {
     // Bad flags are usage errors before any connection.
     match &command {

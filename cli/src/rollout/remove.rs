@@ -1,16 +1,13 @@
 //! `seccompctl rollout remove NCI`: retire a NodeConfigItem, taking its file off every node
 //! that has it through the strategy's waves (`--dry-run` shows which nodes first).
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use seccomp_proto::distributor::v1 as pb;
 
 use super::create::{StrategyArgs, WaitArgs};
-use super::print_rollout;
-use super::view::{RolloutOut, progress_line};
 use crate::Outcome;
 use crate::client::{self, Service};
-use crate::output::{Format, outln};
-use crate::watch;
+use crate::output::Format;
 
 /// Arguments of `seccompctl rollout remove`.
 #[derive(Debug, clap::Args)]
@@ -50,31 +47,15 @@ pub async fn run(
     args: &Args,
 ) -> Result<Outcome> {
     let request = args.to_request()?;
-    if args.dry_run || (args.wait.wait && format == Format::Table) {
-        let asked = pb::PlanRolloutRequest {
-            change: Some(pb::plan_rollout_request::Change::Retire(request.clone())),
-        };
-        let plan = match client::answer(c.plan_rollout(asked).await, Service::Distributor, dist)? {
-            Ok(p) => p,
-            Err(outcome) => return Ok(outcome),
-        };
-        crate::plan::print(format, &plan)?;
-        if args.dry_run {
-            return Ok(Outcome::Ok);
-        }
+    let change = pb::plan_rollout_request::Change::Retire(request.clone());
+    if let Some(outcome) =
+        crate::plan::preview(c, dist, format, change, args.dry_run, args.wait.wait).await?
+    {
+        return Ok(outcome);
     }
     let reply = match client::answer(c.retire_nci(request).await, Service::Distributor, dist)? {
         Ok(r) => r,
         Err(outcome) => return Ok(outcome),
     };
-    let rollout = reply
-        .rollout
-        .ok_or_else(|| anyhow!("no rollout in the reply"))?;
-    if !args.wait.wait {
-        return print_rollout(format, "retiring", Some(rollout));
-    }
-    if format == Format::Table {
-        outln!("retiring {}", progress_line(&RolloutOut::from(&rollout)));
-    }
-    watch::follow(c, &rollout.id, dist, format, Some(args.wait.timeout)).await
+    super::started(c, dist, format, "retiring", reply.rollout, &args.wait).await
 }

@@ -221,8 +221,13 @@ pub type Dist = pb::distributor_client::DistributorClient<tonic::transport::Chan
 
 /// Poll rollout `id` until it is in `state`, or fail after 20 s.
 pub async fn wait_state(dc: &Dist, id: &str, state: pb::RolloutState) {
+    wait_states(dc, id, &[state]).await;
+}
+
+/// Poll rollout `id` until it is in one of `states`, or fail after 20 s.
+pub async fn wait_states(dc: &Dist, id: &str, states: &[pb::RolloutState]) {
     eventually(
-        &format!("rollout {id} {state:?}"),
+        &format!("rollout {id} {states:?}"),
         Duration::from_secs(20),
         || {
             let mut dc = dc.clone();
@@ -238,7 +243,7 @@ pub async fn wait_state(dc: &Dist, id: &str, state: pb::RolloutState) {
                     .into_inner()
                     .rollout
                     .unwrap();
-                r.state == state as i32
+                states.iter().any(|s| r.state == *s as i32)
             }
         },
     )
