@@ -481,3 +481,54 @@ async fn retiring_an_nci_takes_its_file_off_in_waves_and_abort_or_rollback_gives
     dist.stop().await;
     reg.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_move_to_another_path_leaves_no_node_without_the_old_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = registry(&tmp.path().join("registry")).await;
+    let dist = distributor(&tmp.path().join("distributor"), &reg.url).await;
+    let v1 = publish(&reg.url, "web", b"{\"defaultAction\":\"SCMP_ACT_ERRNO\"}\n").await;
+    let v2 = publish(&reg.url, "web", b"{\"defaultAction\":\"SCMP_ACT_LOG\"}\n").await;
+    let linux = [("os", "linux")];
+    let a = AutoAgent::start(&dist.url, "node-a", &linux, Behaviour::Apply).await;
+    let b = AutoAgent::start(&dist.url, "node-b", &linux, Behaviour::Apply).await;
+    let mut dc = pb::distributor_client::DistributorClient::connect(dist.url.clone())
+        .await
+        .unwrap();
+    let first = create(&mut dc, web(v1, &linux, &["100%"])).await;
+    wait_state(&dc, &first, pb::RolloutState::Completed).await;
+
+    // v2 at another path: node-a, in wave 1, has the new file and not the old one.
+    let moved = "/var/lib/kubelet/seccomp/moved.json";
+    let mut req = web(v2, &linux, &["1", "100%"]);
+    req.target.as_mut().unwrap().path = moved.into();
+    req.strategy.as_mut().unwrap().pause = Some(pb::strategy::Pause::Manual(true));
+    let refused = dc.create_rollout(req.clone()).await.unwrap_err();
+    assert!(
+        refused.message().contains("removes a file from 2 node(s)"),
+        "{}",
+        refused.message()
+    );
+    req.allow_removal = true;
+    let id = create(&mut dc, req).await;
+    wait_state(&dc, &id, pb::RolloutState::Paused).await;
+    let mid = settled(&dc).await;
+    assert_eq!(mid["node-a"].keys().collect::<Vec<_>>(), [moved]);
+    assert_eq!(mid["node-b"].keys().collect::<Vec<_>>(), [WEB]);
+
+    // Aborted: node-a keeps the new file and gets the old one back.
+    dc.abort_rollout(pb::AbortRolloutRequest {
+        id,
+        reason: String::new(),
+    })
+    .await
+    .unwrap();
+    let end = settled(&dc).await;
+    assert_eq!(end["node-a"][moved].1, v2);
+    assert_eq!(end["node-a"][WEB].1, v1);
+    assert_eq!(end["node-b"].keys().collect::<Vec<_>>(), [WEB]);
+    a.leave();
+    b.leave();
+    dist.stop().await;
+    reg.stop().await;
+}

@@ -83,16 +83,11 @@ impl Distributor {
                 let targeted: Arc<BTreeSet<String>> = Arc::new(r.nodes.keys().cloned().collect());
                 // The stable content everywhere but on the nodes given the new one; an
                 // aborted rollout gives back what it took from the nodes it removed it from.
-                let given: Arc<BTreeSet<String>> = if super::plan::gives_removed_back(r.state) {
-                    Arc::new(
-                        r.nodes
-                            .iter()
-                            .filter(|(_, n)| !n.removal)
-                            .map(|(name, _)| name.clone())
-                            .collect(),
-                    )
-                } else {
-                    Arc::clone(&targeted)
+                let given: Arc<BTreeSet<String>> = match &stable {
+                    Some(s) if super::plan::gives_removed_back(r.state) => {
+                        Arc::new(super::plan::kept_by_abort(&r, s))
+                    }
+                    _ => Arc::clone(&targeted),
                 };
                 out.push((r.nci.clone(), Scope::Only(targeted)));
                 out.extend(stable.map(|s| (s.nci.clone(), Scope::Except(given))));

@@ -416,3 +416,18 @@ pub(super) fn file_paths(r: &RolloutRecord) -> Vec<&str> {
 pub(super) fn gives_removed_back(state: RolloutState) -> bool {
     state == RolloutState::Aborted
 }
+
+/// The targeted nodes of the aborted `r` that get no stable content back: those that lost
+/// nothing (the new content at the stable one's paths). A node that lost a path (a removal,
+/// or a new path) gets the stable file back, next to what it was given.
+pub(super) fn kept_by_abort(r: &RolloutRecord, stable: &RolloutRecord) -> BTreeSet<String> {
+    let ours = file_paths(r);
+    if !file_paths(stable).iter().all(|p| ours.contains(p)) {
+        return BTreeSet::new();
+    }
+    r.nodes
+        .iter()
+        .filter(|(_, n)| !n.removal)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
