@@ -105,9 +105,20 @@ struct Node {
     connected_once: bool,
 }
 
+/// Node facts from the cluster (`--watch-nodes`): which nodes exist and their labels.
+#[derive(Debug, Default)]
+struct Cluster {
+    /// The first complete list has arrived; until then no node counts.
+    ready: bool,
+    /// The Node objects' labels, by node name.
+    labels: BTreeMap<String, Labels>,
+}
+
 struct State {
     fleet: Arc<Fleet>,
     nodes: BTreeMap<String, Node>,
+    /// With `--watch-nodes`: the cluster's nodes, which decide labels and membership.
+    cluster: Option<Cluster>,
     next_session: u64,
     next_nonce: u64,
     /// Nodes whose record changed since [`Hub::take_changed`] last ran.
@@ -123,6 +134,42 @@ pub struct Hub {
 }
 
 impl State {
+    /// Whether node `name` counts for selectors and rollouts: always, unless the cluster's
+    /// nodes decide; then only once they are listed, and only the nodes the cluster has.
+    fn member(&self, name: &str) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.ready && c.labels.contains_key(name))
+    }
+
+    /// Give node `name` its cluster labels and the set they select, sending it when its
+    /// agent does not have it.
+    fn refresh(&mut self, name: &str) {
+        let Some(labels) = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.labels.get(name))
+            .cloned()
+        else {
+            return;
+        };
+        let fleet = Arc::clone(&self.fleet);
+        let Some(node) = self.nodes.get_mut(name) else {
+            return;
+        };
+        if node.labels != labels {
+            node.labels = labels;
+            self.changed.insert(name.to_owned());
+        }
+        let set = Arc::new(fleet.effective_for(name, &node.labels));
+        let sent = node.desired.revision == set.revision
+            && (node.in_flight || (node.acked == set.revision && all_match(&set, &node.observed)));
+        node.desired = set;
+        if !sent {
+            self.send(name);
+        }
+    }
+
     fn send(&mut self, name: &str) {
         let nonce = self.next_nonce;
         let Some(node) = self.nodes.get_mut(name) else {
@@ -190,6 +237,7 @@ impl Hub {
                 next_session: 1,
                 next_nonce: 1,
                 changed: std::collections::BTreeSet::new(),
+                cluster: None,
             }),
             grace,
             changes: tokio::sync::watch::Sender::new(0),
@@ -212,17 +260,89 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Take node labels and membership from the cluster's Node objects from now on
+    /// (`--watch-nodes`): agents' own labels are ignored, and until the first list arrives
+    /// ([`Hub::cluster_nodes`]) no node counts and no agent is sent a set.
+    pub fn watch_cluster_nodes(&self) {
+        self.lock().cluster = Some(Cluster::default());
+    }
+
+    /// Whether node facts are complete: always, unless they come from the cluster and its
+    /// nodes were not listed yet.
+    pub fn cluster_ready(&self) -> bool {
+        self.lock().cluster.as_ref().is_none_or(|c| c.ready)
+    }
+
+    /// Every node of the cluster (a list or relist): nodes not in it are gone.
+    pub fn cluster_nodes(&self, all: BTreeMap<String, Labels>) {
+        let mut st = self.lock();
+        let Some(c) = st.cluster.as_mut() else {
+            return;
+        };
+        c.ready = true;
+        c.labels = all;
+        let names: Vec<String> = st.nodes.keys().cloned().collect();
+        for name in names {
+            st.refresh(&name);
+        }
+        drop(st);
+        self.bump();
+    }
+
+    /// A node of the cluster was added or changed.
+    pub fn cluster_node(&self, name: String, labels: Labels) {
+        let mut st = self.lock();
+        let Some(c) = st.cluster.as_mut() else {
+            return;
+        };
+        c.labels.insert(name.clone(), labels);
+        if c.ready {
+            st.refresh(&name);
+        }
+        drop(st);
+        self.bump();
+    }
+
+    /// A node of the cluster was deleted: it leaves every selector and rollout (its agent,
+    /// if still connected, keeps its files and is sent nothing more).
+    pub fn cluster_node_gone(&self, name: &str) {
+        let mut st = self.lock();
+        if let Some(c) = st.cluster.as_mut() {
+            c.labels.remove(name);
+        }
+        drop(st);
+        self.bump();
+    }
+
     /// Open a session. Returns its id; what the node's stream should send goes to `tx`. A
-    /// session the node already has is told it was replaced.
+    /// session the node already has is told it was replaced. With the cluster's nodes, the
+    /// labels are the Node object's, and a node the cluster does not have (yet) is sent
+    /// nothing.
     pub fn hello(&self, hello: Hello, tx: Outbox) -> SessionId {
         let mut st = self.lock();
         let id = st.next_session;
         st.next_session += 1;
-        let desired = Arc::new(st.fleet.effective_for(&hello.node, &hello.labels));
-        let up_to_date =
-            hello.current_revision == desired.revision && all_match(&desired, &hello.observed);
+        let member = st.member(&hello.node);
+        let labels = match &st.cluster {
+            None => hello.labels,
+            Some(c) => {
+                let theirs = c
+                    .labels
+                    .get(&hello.node)
+                    .or(st.nodes.get(&hello.node).map(|n| &n.labels))
+                    .cloned()
+                    .unwrap_or_default();
+                if c.ready && !hello.labels.is_empty() && hello.labels != theirs {
+                    tracing::info!(node = %hello.node, "the agent's own labels differ from its Node object's; the Node's are used");
+                }
+                theirs
+            }
+        };
+        let desired = Arc::new(st.fleet.effective_for(&hello.node, &labels));
+        let up_to_date = !member
+            || (hello.current_revision == desired.revision && all_match(&desired, &hello.observed));
         let node = Node {
-            labels: hello.labels,
+            labels,
             agent_version: hello.agent_version,
             session: Some(Session {
                 id,
@@ -452,8 +572,14 @@ impl Hub {
         let mut st = self.lock();
         st.fleet = Arc::new(fleet);
         let fleet = Arc::clone(&st.fleet);
-        let names: Vec<String> = st.nodes.keys().cloned().collect();
-        let sets = fleet.effective_all(st.nodes.iter().map(|(n, node)| (n.as_str(), &node.labels)));
+        // Nodes that do not count (not in the cluster, or not listed yet) are left as they are.
+        let names: Vec<String> = st.nodes.keys().filter(|n| st.member(n)).cloned().collect();
+        let sets = fleet.effective_all(
+            st.nodes
+                .iter()
+                .filter(|(n, _)| st.member(n))
+                .map(|(n, node)| (n.as_str(), &node.labels)),
+        );
         let sets: BTreeMap<String, Arc<EffectiveSet>> =
             sets.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         for name in names {
@@ -521,11 +647,12 @@ impl Hub {
             .collect()
     }
 
-    /// Every known node's name and labels.
+    /// Every known node's name and labels (of the nodes that count, see `member`).
     pub fn labels(&self) -> Vec<(String, Labels)> {
-        self.lock()
-            .nodes
+        let st = self.lock();
+        st.nodes
             .iter()
+            .filter(|(name, _)| st.member(name))
             .map(|(name, n)| (name.clone(), n.labels.clone()))
             .collect()
     }
@@ -538,12 +665,16 @@ impl Hub {
             .is_some_and(|n| n.connected_once)
     }
 
-    /// Whether the node's labels match `filter` now; `None` when it never connected.
+    /// Whether the node's labels match `filter` now; `None` when it never connected, or
+    /// while the cluster's nodes are not listed yet; `false` for a node the cluster does not
+    /// have (deleted).
     pub fn matches(&self, name: &str, filter: &Selector) -> Option<bool> {
-        self.lock()
-            .nodes
-            .get(name)
-            .map(|n| selector::matches(filter, &n.labels))
+        let st = self.lock();
+        if !st.cluster.as_ref().is_none_or(|c| c.ready) {
+            return None;
+        }
+        let node = st.nodes.get(name)?;
+        Some(st.member(name) && selector::matches(filter, &node.labels))
     }
 
     /// Known nodes matching `filter`, by name, after the node `after`, at most `limit`.
@@ -565,13 +696,13 @@ impl Hub {
             .collect()
     }
 
-    /// Every known node matching `selector`, by name.
+    /// Every known node matching `selector`, by name (of the nodes that count).
     pub fn nodes(&self, filter: &Selector) -> Vec<NodeView> {
         let st = self.lock();
         let now = Instant::now();
         st.nodes
             .iter()
-            .filter(|(_, n)| selector::matches(filter, &n.labels))
+            .filter(|(name, n)| st.member(name) && selector::matches(filter, &n.labels))
             .map(|(name, n)| self.view(name, n, now))
             .collect()
     }

@@ -73,6 +73,9 @@ pub struct Config {
     /// Before a change takes a file from a node, ask the cluster of the kubeconfig which
     /// pods name it, and refuse the change when one does (unless forced).
     pub check_pods: bool,
+    /// Take node labels and membership from the cluster's Node objects (`--watch-nodes`):
+    /// agents' own labels are ignored, and a deleted Node leaves every rollout.
+    pub node_watch: Option<seccomp_k8s::NodeWatch>,
     /// Asked which pods use a file before it is taken away (tests inject one; `check_pods`
     /// sets the cluster's).
     pub profile_users: Option<Arc<dyn service::ProfileUsers>>,
@@ -114,6 +117,7 @@ impl Config {
             yaml_dir: None,
             apply_to_cluster: false,
             check_pods: false,
+            node_watch: None,
             profile_users: None,
             sinks: Vec::new(),
             on_start: None,
@@ -231,6 +235,9 @@ pub async fn run(
     if config.apply_to_cluster {
         sinks.push(Arc::new(sinks::ClusterSink::from_default_config().await?));
     }
+    if config.node_watch.is_some() {
+        hub.watch_cluster_nodes();
+    }
     let mut profile_users = config.profile_users.clone();
     if config.check_pods {
         profile_users = Some(Arc::new(pods::ClusterPods(
@@ -282,6 +289,21 @@ pub async fn run(
         let stopped = stopped(tasks_stopped.clone());
         tokio::spawn(async move { distributor.run_sinks(stopped).await })
     };
+    let nodes = config.node_watch.clone().map(|watch| {
+        let hub = Arc::clone(&hub);
+        let stop = stopped(tasks_stopped.clone());
+        tokio::spawn(async move {
+            let events = watch.run(move |e| match e {
+                seccomp_k8s::NodeEvent::All(all) => hub.cluster_nodes(all),
+                seccomp_k8s::NodeEvent::Applied(name, labels) => hub.cluster_node(name, labels),
+                seccomp_k8s::NodeEvent::Deleted(name) => hub.cluster_node_gone(&name),
+            });
+            tokio::select! {
+                () = events => {}
+                () = stop => {}
+            }
+        })
+    });
     let pruning = config.audit_retention.map(|retention| {
         let distributor = Arc::clone(&distributor);
         tokio::spawn(seccomp_server::retention::prune_until(
@@ -309,6 +331,9 @@ pub async fn run(
     let _ = engine.await;
     let _ = sinks.await;
     if let Some(task) = pruning {
+        let _ = task.await;
+    }
+    if let Some(task) = nodes {
         let _ = task.await;
     }
     Ok(())

@@ -83,6 +83,13 @@ struct Args {
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_CHECK_PODS")]
     check_pods: bool,
 
+    /// Take node labels and membership from the cluster's Node objects (kubeconfig or
+    /// in-cluster service account; needs get/list/watch on nodes) instead of what each agent
+    /// reports: label changes move nodes in and out of selectors at once, a deleted Node
+    /// leaves every rollout, and a node cannot claim labels it does not have.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_WATCH_NODES")]
+    watch_nodes: bool,
+
     /// Forget finished rollouts this long after they finished (`0s`: keep all). The newest
     /// rollout of every NCI, its stable one and the newest completed one are always kept:
     /// what nodes hold and what a rollback restores never goes.
@@ -152,6 +159,13 @@ async fn main() -> anyhow::Result<()> {
     config.yaml_dir = args.yaml_dir;
     config.apply_to_cluster = args.apply_to_cluster;
     config.check_pods = args.check_pods;
+    if args.watch_nodes {
+        config.node_watch = Some(
+            seccomp_k8s::NodeWatch::from_default_config()
+                .await
+                .context("--watch-nodes: connecting to the cluster")?,
+        );
+    }
     config.security = security;
     config.forget_nodes_after = args.forget_nodes_after;
     config.limits = args.limits.limits();

@@ -4,9 +4,12 @@
 //! Layout:
 //! - [`token_review`]: Kubernetes ServiceAccount tokens checked with TokenReview, the
 //!   [`seccomp_server::auth::TokenReviewer`] behind `--auth-kubernetes`;
+//! - [`nodes`]: the cluster's nodes and their labels, watched (the distributor's
+//!   `--watch-nodes`);
 //! - [`pods`]: which pods name a profile file on their node (the distributor's
 //!   `--check-pods`, before it takes a file away).
 
+pub mod nodes;
 pub mod pods;
 pub mod token_review;
 
@@ -14,6 +17,7 @@ use std::sync::Arc;
 
 use seccomp_server::security::{Security, SecurityError};
 
+pub use nodes::{NodeEvent, NodeWatch};
 pub use pods::{PodProfiles, PodUse, PodsError};
 pub use token_review::KubeTokenReview;
 

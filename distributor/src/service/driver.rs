@@ -125,6 +125,10 @@ impl Distributor {
         if self.settled.load(Ordering::Acquire) {
             return Ok(true);
         }
+        // With the cluster's nodes: nothing moves before they are listed.
+        if !self.hub.cluster_ready() {
+            return Ok(false);
+        }
         let back = self.expected.iter().all(|n| self.hub.is_known(n));
         if !(back || Instant::now() >= self.settle_until) {
             return Ok(false);
