@@ -119,6 +119,8 @@ struct State {
     nodes: BTreeMap<String, Node>,
     /// With `--watch-nodes`: the cluster's nodes, which decide labels and membership.
     cluster: Option<Cluster>,
+    /// Counted when served (`--metrics-listen`).
+    metrics: Option<Arc<crate::metrics::DistributorMetrics>>,
     next_session: u64,
     next_nonce: u64,
     /// Nodes whose record changed since [`Hub::take_changed`] last ran.
@@ -186,6 +188,9 @@ impl State {
             set: Arc::clone(&node.desired),
         };
         if session.tx.send(Some(Outbound::Desired(msg))).is_ok() {
+            if let Some(m) = &self.metrics {
+                m.sets_sent.inc();
+            }
             session.nonce = Some(nonce);
             node.in_flight = true;
             node.errors.clear();
@@ -238,6 +243,7 @@ impl Hub {
                 next_nonce: 1,
                 changed: std::collections::BTreeSet::new(),
                 cluster: None,
+                metrics: None,
             }),
             grace,
             changes: tokio::sync::watch::Sender::new(0),
@@ -258,6 +264,11 @@ impl Hub {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than stopping the service; keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Count what happens in the hub in `metrics`.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::DistributorMetrics>) {
+        self.lock().metrics = Some(metrics);
     }
 
     /// Take node labels and membership from the cluster's Node objects from now on
@@ -410,9 +421,19 @@ impl Hub {
         observed: Vec<ObservedFile>,
     ) {
         let mut st = self.lock();
+        let metrics = st.metrics.clone();
         let Some(n) = st.answered(node, session, nonce, "nack") else {
             return;
         };
+        if let Some(m) = metrics {
+            for e in &errors {
+                m.nacks
+                    .get_or_create(&crate::metrics::CodeLabels {
+                        code: e.code.clone(),
+                    })
+                    .inc();
+            }
+        }
         n.errors = errors;
         n.observed = observed;
         n.in_flight = false;
@@ -432,6 +453,9 @@ impl Hub {
         errors: Vec<FileError>,
     ) {
         let mut st = self.lock();
+        if let Some(m) = &st.metrics {
+            m.drift_reports.inc();
+        }
         let Some(n) = st.heard_from(node, session) else {
             return;
         };
@@ -596,9 +620,24 @@ impl Hub {
         self.bump();
     }
 
-    fn view(&self, name: &str, n: &Node, now: Instant) -> NodeView {
+    /// How many agents are connected, and the nodes that count by state.
+    pub fn state_counts(&self) -> (usize, BTreeMap<NodeState, usize>) {
+        let st = self.lock();
+        let now = Instant::now();
+        let mut by_state = BTreeMap::new();
+        let mut connected = 0;
+        for (name, n) in &st.nodes {
+            connected += usize::from(n.session.is_some());
+            if st.member(name) {
+                *by_state.entry(self.state_of(n, now)).or_insert(0) += 1;
+            }
+        }
+        (connected, by_state)
+    }
+
+    fn state_of(&self, n: &Node, now: Instant) -> NodeState {
         let silent = now.saturating_duration_since(n.heard) > self.grace;
-        let state = if n.session.is_none() && silent {
+        if n.session.is_none() && silent {
             NodeState::Unknown
         } else if !n.errors.is_empty() {
             NodeState::Failed
@@ -616,7 +655,11 @@ impl Hub {
             NodeState::Drifted
         } else {
             NodeState::Failed
-        };
+        }
+    }
+
+    fn view(&self, name: &str, n: &Node, now: Instant) -> NodeView {
+        let state = self.state_of(n, now);
         NodeView {
             name: name.to_owned(),
             labels: n.labels.clone(),

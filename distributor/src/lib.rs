@@ -13,6 +13,7 @@
 //! - [`service`]: the operations, transport-free: what is desired, the commands (create,
 //!   pause, resume, abort, roll back), the driver (the engine tick, settling, sink syncs) and
 //!   the views (counts, waves, conflicts, watch events);
+//! - [`metrics`]: the distributor's Prometheus metrics (`--metrics-listen`);
 //! - [`pods`]: the cluster's pods, asked which profile files they name before a change
 //!   takes one away (`--check-pods`);
 //! - [`sinks`]: where NCIs go besides the agents: a YAML directory for GitOps, a cluster
@@ -25,6 +26,7 @@ pub mod clock;
 pub mod error;
 pub mod grpc;
 pub mod hub;
+pub mod metrics;
 pub mod pods;
 pub mod service;
 pub mod sinks;
@@ -73,6 +75,11 @@ pub struct Config {
     /// Before a change takes a file from a node, ask the cluster of the kubeconfig which
     /// pods name it, and refuse the change when one does (unless forced).
     pub check_pods: bool,
+    /// Where the metrics go (`--metrics-listen` serves it): gRPC requests and the
+    /// distributor's own ([`metrics`]); `None`: none are kept.
+    pub metrics_registry: Option<Arc<std::sync::Mutex<prometheus_client::registry::Registry>>>,
+    /// Set while the distributor serves with its engine running (`GET /readyz`).
+    pub readiness: seccomp_server::metrics::Readiness,
     /// Take node labels and membership from the cluster's Node objects (`--watch-nodes`):
     /// agents' own labels are ignored, and a deleted Node leaves every rollout.
     pub node_watch: Option<seccomp_k8s::NodeWatch>,
@@ -118,6 +125,8 @@ impl Config {
             apply_to_cluster: false,
             check_pods: false,
             node_watch: None,
+            metrics_registry: None,
+            readiness: seccomp_server::metrics::Readiness::default(),
             profile_users: None,
             sinks: Vec::new(),
             on_start: None,
@@ -174,6 +183,7 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
 async fn supervise_engine(
     distributor: Arc<service::Distributor>,
     health: seccomp_server::grpc::HealthReporter,
+    ready: seccomp_server::metrics::Readiness,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -187,13 +197,17 @@ async fn supervise_engine(
             Err(e) if e.is_panic() => {
                 tracing::error!(error = %e, "the rollout engine panicked; restarting it from the store");
                 seccomp_server::grpc::set_not_serving(&health, &SERVICES).await;
+                ready.set(false);
                 // Not at once: a panic that comes back at every tick must not spin.
                 tokio::time::sleep(ENGINE_RESTART).await;
                 if *stop.borrow() {
                     return;
                 }
                 match distributor.reload().await {
-                    Ok(()) => seccomp_server::grpc::set_serving(&health, &SERVICES).await,
+                    Ok(()) => {
+                        seccomp_server::grpc::set_serving(&health, &SERVICES).await;
+                        ready.set(true);
+                    }
                     Err(e) => tracing::error!(error = %e, "cannot reload the rollouts; retrying"),
                 }
             }
@@ -238,6 +252,16 @@ pub async fn run(
     if config.node_watch.is_some() {
         hub.watch_cluster_nodes();
     }
+    let (grpc_metrics, metrics) = match &config.metrics_registry {
+        Some(registry) => {
+            let mut r = registry.lock().unwrap_or_else(|e| e.into_inner());
+            let grpc = seccomp_server::metrics::GrpcMetrics::register(&mut r);
+            let ours = metrics::DistributorMetrics::register(&mut r);
+            hub.set_metrics(Arc::clone(&ours));
+            (Some(grpc), Some(ours))
+        }
+        None => (None, None),
+    };
     let mut profile_users = config.profile_users.clone();
     if config.check_pods {
         profile_users = Some(Arc::new(pods::ClusterPods(
@@ -258,8 +282,15 @@ pub async fn run(
             forget_nodes_after: config.forget_nodes_after,
             history_retention: config.history_retention,
             profile_users,
+            metrics,
         },
     )?);
+    if let Some(registry) = &config.metrics_registry {
+        metrics::DistributorMetrics::register_gauges(
+            &mut registry.lock().unwrap_or_else(|e| e.into_inner()),
+            Arc::clone(&distributor),
+        );
+    }
     if let Some(on_start) = &config.on_start {
         on_start(Arc::clone(&distributor));
     }
@@ -268,6 +299,7 @@ pub async fn run(
         Arc::new(grpc::AuditRefusals(Arc::clone(&distributor))),
     )?;
     let router = seccomp_server::grpc::server_builder(&config.limits)
+        .layer(tower::util::option_layer(grpc_metrics))
         .layer(security.layer)
         .add_service(grpc::agent_service(
             Arc::clone(&hub),
@@ -282,6 +314,7 @@ pub async fn run(
     let engine = tokio::spawn(supervise_engine(
         Arc::clone(&distributor),
         health.clone(),
+        config.readiness.clone(),
         tasks_stopped.clone(),
     ));
     let sinks = {
@@ -313,6 +346,7 @@ pub async fn run(
         ))
     });
     tracing::info!(%addr, tls = security.tls.is_some(), data_dir = %config.data_dir.display(), registry = %config.registry, "distributor serving");
+    config.readiness.set(true);
     // Agent streams never end on their own: close them so connections can drain.
     let streams = Arc::clone(&hub);
     seccomp_server::grpc::serve(
@@ -326,6 +360,7 @@ pub async fn run(
         move || streams.close_all(),
     )
     .await?;
+    config.readiness.set(false);
     // Stop the engine between ticks, so the database is released with nothing half-done.
     let _ = stop_tasks.send(true);
     let _ = engine.await;

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -82,6 +83,11 @@ struct Args {
     /// gives --force. A cluster that cannot be asked refuses the change too.
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_CHECK_PODS")]
     check_pods: bool,
+
+    /// Address for Prometheus metrics (`GET /metrics`), `GET /healthz` and `GET /readyz`
+    /// (200 while serving with the rollout engine running); off when not given.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
 
     /// Take node labels and membership from the cluster's Node objects (kubeconfig or
     /// in-cluster service account; needs get/list/watch on nodes) instead of what each agent
@@ -180,6 +186,25 @@ async fn main() -> anyhow::Result<()> {
         args.registry_key,
         args.registry_token_file,
     );
+    let mut metrics_task = None;
+    if let Some(addr) = args.metrics_listen {
+        let registry = Arc::new(std::sync::Mutex::new(
+            prometheus_client::registry::Registry::default(),
+        ));
+        config.metrics_registry = Some(Arc::clone(&registry));
+        metrics_task = Some(
+            seccomp_server::metrics::start(
+                addr,
+                registry,
+                config.readiness.clone(),
+                shutdown.clone().cancelled_owned(),
+            )
+            .await?,
+        );
+    }
     seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
+    if let Some(task) = metrics_task {
+        task.await??;
+    }
     Ok(())
 }

@@ -322,7 +322,11 @@ pub struct Stack {
 /// Extra arguments and environment of the distributor.
 #[derive(Debug, Clone, Default)]
 pub struct Tuning {
-    /// Appended to its command line.
+    /// Appended to the registry's command line.
+    pub registry_args: Vec<String>,
+    /// Appended to every agent's command line.
+    pub agent_args: Vec<String>,
+    /// Appended to the distributor's command line.
     pub distributor_args: Vec<String>,
     /// Set in its environment.
     pub distributor_env: Vec<(String, String)>,
@@ -399,12 +403,13 @@ impl Stack {
 
     /// Starts the registry on `port` (0: any) over its data dir and waits until it listens.
     pub fn start_registry(&mut self, port: u16) {
-        let args = vec![
+        let mut args = vec![
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--data-dir".into(),
             self.dir.path().join("registry").display().to_string(),
         ];
+        args.extend(self.tuning.registry_args.iter().cloned());
         let mut p = Proc::spawn("seccomp-registry", "registry", &self.logs(), &args, &[]);
         self.registry_addr = p.wait_listening();
         self.registry = Some(p);
@@ -482,6 +487,7 @@ impl Stack {
             args.push("--label".into());
             args.push(l.clone());
         }
+        args.extend(self.tuning.agent_args.iter().cloned());
         let envs: Vec<(&str, &str)> = pause
             .map(|p| vec![("SECCOMP_AGENT_PAUSE", p)])
             .unwrap_or_default();

@@ -45,6 +45,7 @@ mod applier;
 mod error;
 mod fsops;
 pub mod hook;
+pub mod metrics;
 pub mod model;
 pub mod node;
 mod paths;

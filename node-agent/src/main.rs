@@ -124,6 +124,11 @@ struct Args {
     #[arg(long, env = "SECCOMP_AGENT_SCAN_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     scan_interval: Duration,
 
+    /// Address for Prometheus metrics (`GET /metrics`), `GET /healthz` and `GET /readyz`
+    /// (200 while the stream to the distributor is up); off when not given.
+    #[arg(long, env = "SECCOMP_AGENT_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -170,6 +175,25 @@ async fn main() -> anyhow::Result<()> {
                 .context(seccomp_node_agent::hook::PAUSE_ENV)?,
         );
     }
+    let mut metrics_task = None;
+    if let Some(addr) = args.metrics_listen {
+        let mut registry = prometheus_client::registry::Registry::default();
+        config.metrics = Some(seccomp_node_agent::metrics::AgentMetrics::register(
+            &mut registry,
+        ));
+        metrics_task = Some(
+            seccomp_server::metrics::start(
+                addr,
+                std::sync::Arc::new(std::sync::Mutex::new(registry)),
+                config.readiness.clone(),
+                shutdown.clone().cancelled_owned(),
+            )
+            .await?,
+        );
+    }
     sync::run(config, shutdown.cancelled_owned()).await?;
+    if let Some(task) = metrics_task {
+        task.await??;
+    }
     Ok(())
 }

@@ -139,6 +139,10 @@ pub struct Config {
     /// Take over files the agent did not place at desired paths instead of refusing the set
     /// (see [`Applier::with_adopt_existing`]).
     pub adopt_existing: bool,
+    /// Counted when served (`--metrics-listen`).
+    pub metrics: Option<Arc<crate::metrics::AgentMetrics>>,
+    /// Set while the stream to the distributor is up (`GET /readyz`).
+    pub readiness: seccomp_server::metrics::Readiness,
 }
 
 impl Config {
@@ -162,6 +166,8 @@ impl Config {
             backoff: Backoff::default(),
             hook: None,
             adopt_existing: false,
+            metrics: None,
+            readiness: seccomp_server::metrics::Readiness::default(),
         }
     }
 }
@@ -241,6 +247,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         applied: Arc::clone(&applied),
         stop: stop.clone(),
         hold: interrupted,
+        metrics: config.metrics.clone(),
     };
     let drift = tokio::spawn(drift.run().in_current_span());
     let mut sessions = Sessions {
@@ -357,7 +364,12 @@ impl Sessions {
         let mut delays = self.config.backoff.delays();
         while !self.stop.is_cancelled() {
             let mut connected_at = None;
-            match self.session(&mut connected_at).await {
+            let ended = self.session(&mut connected_at).await;
+            self.config.readiness.set(false);
+            if let Some(m) = &self.config.metrics {
+                m.connected.set(0);
+            }
+            match ended {
                 Ok(Ended::Shutdown) => return Ok(()),
                 Ok(Ended::Closed) => tracing::info!("the distributor closed the stream"),
                 Err(SessionError::Fatal(e)) => return Err(e),
@@ -423,6 +435,10 @@ impl Sessions {
             }
         };
         *connected_at = Some(Instant::now());
+        self.config.readiness.set(true);
+        if let Some(m) = &self.config.metrics {
+            m.connected.set(1);
+        }
         tracing::info!(
             distributor = %self.config.distributor,
             revision = %revision,
@@ -510,6 +526,12 @@ impl Sessions {
                     removed = applied.removed.len(),
                     "desired set applied"
                 );
+                if let Some(m) = &self.config.metrics {
+                    crate::metrics::AgentMetrics::count(&m.applies, "applied");
+                    m.files_written.inc_by(applied.written.len() as u64);
+                    m.files_removed.inc_by(applied.removed.len() as u64);
+                    m.synced(applied.observed.len());
+                }
                 // What it removed is reported gone (agent.proto allows it), so the
                 // distributor sees a removal confirmed, not only a set acknowledged.
                 let gone = applied.removed.iter().map(ObservedFile::missing);
@@ -526,6 +548,9 @@ impl Sessions {
             }
             Err(rejected) => {
                 tracing::warn!(revision = %revision, entries, "{rejected}");
+                if let Some(m) = &self.config.metrics {
+                    crate::metrics::AgentMetrics::count(&m.applies, "refused");
+                }
                 Up::Nack(pb::Nack {
                     revision,
                     nonce,
@@ -553,6 +578,8 @@ struct DriftLoop {
     stop: CancellationToken,
     /// No repairs until the next apply (the last one was interrupted).
     hold: bool,
+    /// Counted when served.
+    metrics: Option<Arc<crate::metrics::AgentMetrics>>,
 }
 
 impl DriftLoop {
@@ -609,6 +636,14 @@ impl DriftLoop {
                 .iter()
                 .map(|d| d.observed.path.as_str())
                 .collect();
+            if let Some(m) = &self.metrics {
+                let result = if report.repaired {
+                    "repaired"
+                } else {
+                    "failed"
+                };
+                crate::metrics::AgentMetrics::count(&m.repairs, result);
+            }
             if report.repaired {
                 tracing::info!(revision = %report.revision, ?paths, "drift repaired");
             } else {

@@ -8,6 +8,7 @@
 //!   and one flush;
 //! - [`service`]: the behaviour (publish with idempotency and compare-and-set, reads, diff,
 //!   deprecate, delete, audit), with no tonic in it;
+//! - [`metrics`]: the registry's Prometheus metrics (`--metrics-listen`);
 //! - [`usage`]: whether a version is in use, asked of the distributor before a hard delete;
 //! - [`error`]: the error enum and its categories;
 //! - [`grpc`]: the tonic service, proto <-> domain conversion, and the only
@@ -21,6 +22,7 @@
 pub mod error;
 pub mod grpc;
 pub mod journal;
+pub mod metrics;
 pub mod service;
 pub mod store;
 pub mod usage;
@@ -54,8 +56,11 @@ pub struct Config {
     pub max_profile_bytes: usize,
     /// How long shutdown waits for in-flight calls before dropping connections.
     pub shutdown_grace: Duration,
-    /// gRPC request metrics, when the binary serves them.
-    pub metrics: Option<GrpcMetrics>,
+    /// Where the metrics go (`--metrics-listen` serves it): gRPC requests and the
+    /// registry's own ([`metrics`]); `None`: none are kept.
+    pub metrics: Option<Arc<std::sync::Mutex<prometheus_client::registry::Registry>>>,
+    /// Set while the registry serves (`GET /readyz` on the metrics address).
+    pub readiness: seccomp_server::metrics::Readiness,
     /// The distributor asked before a hard delete whether the version is in use
     /// (`http://host:port`); without one, deletes are not checked.
     pub distributor: Option<String>,
@@ -77,6 +82,7 @@ impl Config {
             max_profile_bytes: DEFAULT_MAX_PROFILE_BYTES,
             shutdown_grace: Duration::from_secs(30),
             metrics: None,
+            readiness: seccomp_server::metrics::Readiness::default(),
             distributor: None,
             distributor_credentials: Credentials::default(),
             security: Security::none(),
@@ -165,6 +171,11 @@ pub async fn run(
         usage,
     );
 
+    let grpc_metrics = config.metrics.as_ref().map(|m| {
+        let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
+        registry.set_metrics(metrics::RegistryMetrics::register(&mut m, &registry));
+        GrpcMetrics::register(&mut m)
+    });
     let security = config
         .security
         .prepare(addr, Arc::new(grpc::AuditRefusals(registry.clone())))?;
@@ -172,7 +183,7 @@ pub async fn run(
         .layer(MapResponseLayer::new(
             seccomp_server::grpc::oversize_as_resource_exhausted,
         ))
-        .layer(tower::util::option_layer(config.metrics.clone()))
+        .layer(tower::util::option_layer(grpc_metrics))
         .layer(security.layer)
         .add_service(grpc::service(registry.clone()));
     let (router, health) =
@@ -190,7 +201,8 @@ pub async fn run(
         ))
     });
     info!(%addr, tls = security.tls.is_some(), data_dir = %config.data_dir.display(), "registry serving");
-    seccomp_server::grpc::serve(
+    config.readiness.set(true);
+    let served = seccomp_server::grpc::serve(
         router,
         &health,
         &[SERVICE_NAME],
@@ -200,7 +212,9 @@ pub async fn run(
         config.shutdown_grace,
         || {},
     )
-    .await?;
+    .await;
+    config.readiness.set(false);
+    served?;
     let _ = stop_pruning.send(());
     if let Some(task) = pruning {
         let _ = task.await;

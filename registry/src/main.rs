@@ -131,20 +131,17 @@ async fn main() -> anyhow::Result<()> {
 
     let mut metrics_task = None;
     if let Some(addr) = args.metrics_listen {
-        let mut registry = prometheus_client::registry::Registry::default();
-        config.metrics = Some(seccomp_server::metrics::GrpcMetrics::register(
-            &mut registry,
-        ));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind metrics address {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "metrics serving");
-        let stop = shutdown.clone().cancelled_owned();
-        metrics_task = Some(tokio::spawn(seccomp_server::metrics::serve(
-            listener,
-            Arc::new(Mutex::new(registry)),
-            stop,
-        )));
+        let registry = Arc::new(Mutex::new(prometheus_client::registry::Registry::default()));
+        config.metrics = Some(Arc::clone(&registry));
+        metrics_task = Some(
+            seccomp_server::metrics::start(
+                addr,
+                registry,
+                config.readiness.clone(),
+                shutdown.clone().cancelled_owned(),
+            )
+            .await?,
+        );
     }
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,5 +1,7 @@
 //! Prometheus metrics: a tower layer that counts gRPC requests by method and status and
-//! observes their latency, and a small HTTP server for `GET /metrics`.
+//! observes their latency, and a small HTTP server for `GET /metrics`, `GET /healthz` (the
+//! process serves) and `GET /readyz` (its [`Readiness`]), for every binary's
+//! `--metrics-listen`.
 //!
 //! The status is read from the response headers, which is where gRPC puts it for every
 //! error a unary handler returns (a trailers-only response); a response without it is an OK
@@ -8,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -136,41 +139,115 @@ where
     }
 }
 
-/// Serve `GET /metrics` from `registry` on `listener` until `shutdown` completes.
+/// Whether a binary is ready for work (`GET /readyz`): set by the binary when it serves,
+/// cleared while it cannot (a restarting engine, a drain).
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Say whether it is ready.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    /// Whether it is ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Encode one gauge family with these `values` (for collectors that read their numbers at
+/// scrape time).
+pub fn encode_gauges<L>(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (L, i64)>,
+) -> Result<(), std::fmt::Error>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    use prometheus_client::encoding::EncodeMetric as _;
+    use prometheus_client::metrics::TypedMetric as _;
+    use prometheus_client::metrics::gauge::Gauge;
+    let family: Family<L, Gauge> = Family::default();
+    for (labels, value) in values {
+        family.get_or_create(&labels).set(value);
+    }
+    let metric = encoder.encode_descriptor(name, help, None, Family::<L, Gauge>::TYPE)?;
+    family.encode(metric)
+}
+
+/// Bind `addr` and serve [`serve`] there on a task of its own until `shutdown`; what a
+/// binary's `--metrics-listen` does.
+pub async fn start(
+    addr: std::net::SocketAddr,
+    registry: Arc<Mutex<Registry>>,
+    ready: Readiness,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot bind the metrics address {addr}: {e}"),
+        )
+    })?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics, /healthz and /readyz serving");
+    Ok(tokio::spawn(serve(listener, registry, ready, shutdown)))
+}
+
+/// Serve `GET /metrics` from `registry`, `GET /healthz` (200 while the process serves) and
+/// `GET /readyz` (200 when `ready`, else 503) on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: Arc<Mutex<Registry>>,
+    ready: Readiness,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut body = String::new();
-                let encoded = match registry.lock() {
-                    Ok(r) => prometheus_client::encoding::text::encode(&mut body, &r).is_ok(),
-                    Err(_) => false,
-                };
-                if encoded {
-                    (
-                        http::StatusCode::OK,
-                        [(
-                            CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
-                } else {
-                    (
-                        http::StatusCode::INTERNAL_SERVER_ERROR,
-                        [(CONTENT_TYPE, "text/plain")],
-                        "cannot encode metrics".to_owned(),
-                    )
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.get();
+                async move {
+                    if ready {
+                        (http::StatusCode::OK, "ready\n")
+                    } else {
+                        (http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
                 }
-            }
-        }),
-    );
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    let encoded = match registry.lock() {
+                        Ok(r) => prometheus_client::encoding::text::encode(&mut body, &r).is_ok(),
+                        Err(_) => false,
+                    };
+                    if encoded {
+                        (
+                            http::StatusCode::OK,
+                            [(
+                                CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            body,
+                        )
+                    } else {
+                        (
+                            http::StatusCode::INTERNAL_SERVER_ERROR,
+                            [(CONTENT_TYPE, "text/plain")],
+                            "cannot encode metrics".to_owned(),
+                        )
+                    }
+                }
+            }),
+        );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -217,9 +294,32 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Arc::new(Mutex::new(registry)), async {
-            let _ = stopped.await;
-        }));
+        let ready = Readiness::default();
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(Mutex::new(registry)),
+            ready.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let get = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut text = String::new();
+            stream.read_to_string(&mut text).await.unwrap();
+            text
+        };
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 503"));
+        ready.set(true);
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream
             .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")

@@ -48,10 +48,12 @@ impl Distributor {
                 }
                 Ok(Err(e)) => {
                     all_ok = false;
+                    self.count_sink_error(sink.as_ref());
                     tracing::error!(sink = %sink.describe(), error = %e, "sink sync failed")
                 }
                 Err(_) => {
                     all_ok = false;
+                    self.count_sink_error(sink.as_ref());
                     tracing::error!(sink = %sink.describe(), timeout = ?SINK_TIMEOUT, "sink sync timed out")
                 }
             }
@@ -64,6 +66,31 @@ impl Distributor {
                 Some(Instant::now() + SINK_RETRY);
         }
         Ok(())
+    }
+
+    fn count_sink_error(&self, sink: &dyn crate::sinks::NciSink) {
+        if let Some(m) = &self.metrics {
+            m.sink_errors
+                .get_or_create(&crate::metrics::SinkLabels {
+                    sink: sink.describe(),
+                })
+                .inc();
+        }
+    }
+
+    /// Record, for the nodes of `after` that reached Applied in this step, how long they
+    /// took from being targeted.
+    fn count_confirmations(&self, before: &RolloutRecord, after: &RolloutRecord, now_ms: u64) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        for (name, n) in &after.nodes {
+            let was = before.nodes.get(name).map(|b| b.state);
+            if n.state == NodeState::Applied && was != Some(NodeState::Applied) {
+                let ms = now_ms.saturating_sub(n.targeted_at_ms);
+                m.confirmation.observe(ms as f64 / 1000.0);
+            }
+        }
     }
 
     /// Move every active rollout on (see [`engine::step`]): called by the engine task on
@@ -246,7 +273,9 @@ impl Distributor {
                 r.nodes.remove(name);
             }
             let before = r.state;
-            let step = engine::step(&mut r, &live, self.now_ms(), settled);
+            let now = self.now_ms();
+            let step = engine::step(&mut r, &live, now, settled);
+            self.count_confirmations(&shared, &r, now);
             // Nodes leaving the rollout change what nodes get, like a step's scope change.
             let rescoped = step.scope || !moved.is_empty();
             if rescoped {

@@ -134,6 +134,8 @@ pub struct Settings {
     pub history_retention: Option<Duration>,
     /// Asked before a change takes a file from a node; `None`: nobody is asked.
     pub profile_users: Option<Arc<dyn ProfileUsers>>,
+    /// Counted when served (`--metrics-listen`).
+    pub metrics: Option<Arc<crate::metrics::DistributorMetrics>>,
 }
 
 /// What a rollout asks for.
@@ -209,6 +211,8 @@ pub struct Distributor {
     history_retention: Option<Duration>,
     /// See [`Settings::profile_users`].
     profile_users: Option<Arc<dyn ProfileUsers>>,
+    /// See [`Settings::metrics`].
+    metrics: Option<Arc<crate::metrics::DistributorMetrics>>,
     /// When finished rollouts were last looked at for forgetting.
     history_pruned: std::sync::Mutex<Option<Instant>>,
     /// Stored rollouts whose NCIs the policy refuses (found at start; new ones are checked
@@ -293,6 +297,7 @@ impl Distributor {
             forget_nodes_after: settings.forget_nodes_after,
             history_retention: settings.history_retention,
             profile_users: settings.profile_users,
+            metrics: settings.metrics,
             history_pruned: std::sync::Mutex::new(None),
             refused,
             write: tokio::sync::Mutex::new(()),

@@ -92,6 +92,25 @@ pub struct RolloutView {
 }
 
 impl Distributor {
+    /// Connected agents, and the known nodes by state (for metrics).
+    pub fn node_counts(&self) -> (usize, BTreeMap<String, usize>) {
+        let (connected, by_state) = self.hub.state_counts();
+        let named = by_state
+            .into_iter()
+            .map(|(s, n)| (format!("{s:?}"), n))
+            .collect();
+        (connected, named)
+    }
+
+    /// Stored rollouts by state (for metrics).
+    pub fn rollout_counts(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for r in self.store.all().unwrap_or_default() {
+            *out.entry(r.state.to_string()).or_insert(0) += 1;
+        }
+        out
+    }
+
     /// One rollout with its node states.
     pub fn rollout(&self, id: &str) -> Result<RolloutView> {
         let record = self.store.get_shared(id)?;

@@ -168,6 +168,8 @@ struct Inner {
     usage: Arc<dyn UsageCheck>,
     writer: Mutex<()>,
     tasks: TaskTracker,
+    /// Counted when served (`--metrics-listen`).
+    metrics: std::sync::OnceLock<Arc<crate::metrics::RegistryMetrics>>,
 }
 
 /// The registry service. Cheap to clone.
@@ -186,8 +188,36 @@ impl Registry {
                 usage,
                 writer: Mutex::new(()),
                 tasks: TaskTracker::new(),
+                metrics: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Count publishes and validations in `metrics` from now on.
+    pub fn set_metrics(&self, metrics: Arc<crate::metrics::RegistryMetrics>) {
+        let _ = self.inner.metrics.set(metrics);
+    }
+
+    /// How many profiles have a stored version, and how many versions are stored.
+    pub fn counts(&self) -> (usize, u64) {
+        let (mut profiles, mut versions) = (0, 0);
+        let mut token = None;
+        loop {
+            let Ok(page) = self.inner.store.list(1000, token.as_deref()) else {
+                break;
+            };
+            for p in &page.items {
+                if p.record.stored > 0 {
+                    profiles += 1;
+                    versions += p.record.stored;
+                }
+            }
+            match page.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        (profiles, versions)
     }
 
     /// The limits in force.
@@ -249,7 +279,11 @@ impl Registry {
                 limit,
             });
         }
+        let started = std::time::Instant::now();
         let report = seccomp_profile::validate(content, &Options { max_bytes: limit });
+        if let Some(m) = self.inner.metrics.get() {
+            m.validation.observe(started.elapsed().as_secs_f64());
+        }
         if !report.is_valid() {
             let errors: Vec<_> = report.errors().collect();
             let summary = match errors.first() {
@@ -272,7 +306,15 @@ impl Registry {
     /// Validate and store a new version (see the module docs for the concurrency story).
     pub async fn publish(&self, actor: &Actor, request: Publish) -> Result<Published> {
         let name = request.name.clone();
-        match self.publish_inner(actor, request).await {
+        let result = self.publish_inner(actor, request).await;
+        if let Some(m) = self.inner.metrics.get() {
+            match &result {
+                Ok(p) if p.created => m.published("created"),
+                Ok(_) => m.published("unchanged"),
+                Err(e) => m.published(e.category().as_str()),
+            }
+        }
+        match result {
             Ok(published) => Ok(published),
             Err(e) => {
                 self.audit_failure(actor, "Publish", target(&name, None), &e)
