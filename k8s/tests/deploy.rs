@@ -1,0 +1,1825 @@
+//! The Kubernetes manifests in `deploy/`, as `kubectl kustomize` renders the base
+//! (`deploy/`) and the example overlay with every component (`deploy/overlays/example`).
+//!
+//! Every rendered object is parsed strictly into its `k8s-openapi` type: k8s-openapi
+//! ignores fields it does not know, so each typed object is serialized again and every key
+//! of the rendered document must come back (a typo such as `readOnlyRootFilesytem` would
+//! otherwise pass silently, and the setting with it). Kinds without a k8s-openapi type
+//! (cert-manager's Issuer and Certificate, the Prometheus Operator's ServiceMonitor) are
+//! checked as JSON, field by field; any other kind fails the test.
+//!
+//! Then the invariants deploy/README.md promises: every container has a read-only root,
+//! no privilege escalation, ALL capabilities dropped (only the agent adds CHOWN, FOWNER and
+//! DAC_OVERRIDE), RuntimeDefault seccomp, requests and limits, and probes (not the agent,
+//! which listens on nothing); the services run as a fixed non-root user; the agent mounts
+//! exactly its host paths (`/etc/passwd` and `/etc/group` read-only, never `/`) and takes
+//! `NODE_NAME` from `spec.nodeName`; RBAC grants each ServiceAccount exactly what its flags
+//! use; NetworkPolicies admit only the expected peers; every environment variable is one a
+//! flag of that program reads, and every file it names lies on a mounted volume; the
+//! services' auth files, read by the services' own parser, let each service call the other
+//! as a viewer and the agents in as nodes. A last test makes sure the strict parse does
+//! reject a typo.
+//!
+//! Without `kubectl` on PATH the tests say so on stderr and pass without checking.
+
+#![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, PodSpec, Secret, Service, ServiceAccount, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::serde::de::DeserializeOwned;
+use k8s_openapi::serde::{Deserialize, Serialize};
+use seccomp_server::auth::{self, Authenticator, BoxFuture, Identities, Principal, Reviewed};
+use serde_json::Value;
+
+const NAMESPACE: &str = "seccomp-system";
+const REGISTRY: &str = "seccomp-registry";
+const DISTRIBUTOR: &str = "seccomp-distributor";
+const AGENT: &str = "seccomp-node-agent";
+/// The image every container runs (any tag or digest).
+const IMAGE: &str = "ghcr.io/seccomp-distribution/seccomp";
+/// The label of API clients' pods, in any namespace.
+const CLIENT_LABEL: (&str, &str) = ("seccomp.dev/client", "true");
+/// The capabilities the agent keeps, and nothing else does (deploy/README.md says why).
+const AGENT_CAPABILITIES: [&str; 3] = ["CHOWN", "DAC_OVERRIDE", "FOWNER"];
+/// The host paths the agent may mount, with their hostPath type and where they appear in
+/// the container (`None`: the agent's state directory, wherever --state-dir says).
+const AGENT_HOST_PATHS: [(&str, &str, Option<&str>, bool); 4] = [
+    (
+        "/var/lib/kubelet/seccomp",
+        "DirectoryOrCreate",
+        Some("/host/var/lib/kubelet/seccomp"),
+        false,
+    ),
+    ("/etc/passwd", "File", Some("/host/etc/passwd"), true),
+    ("/etc/group", "File", Some("/host/etc/group"), true),
+    (
+        "/var/lib/seccomp-node-agent",
+        "DirectoryOrCreate",
+        None,
+        false,
+    ),
+];
+/// The longest a projected token may live (kubelet renews it at 80%).
+const MAX_TOKEN_SECONDS: i64 = 3600;
+
+// ---------------------------------------------------------------------------------------
+// Rendering and strict parsing.
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// `kubectl kustomize <dir>` (relative to the repository), or `None` with a message when
+/// kubectl is not installed.
+fn render(dir: &str) -> Option<String> {
+    let out = match Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join(dir))
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Straight to stderr, not through eprintln!, which the test harness captures
+            // and shows only for failing tests: a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: kubectl is not on PATH, so {dir} is not rendered or checked \
+                 (install kubectl, which includes kustomize, to run this test)"
+            );
+            return None;
+        }
+        Err(e) => panic!("cannot run kubectl kustomize {dir}: {e}"),
+    };
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// The documents of a YAML stream, as JSON values (empty documents dropped).
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// `doc` as a `T`, refusing every field `T` does not know: the typed object, serialized
+/// again, must hold every key of `doc` (with an equal value at each leaf).
+fn strict<T: DeserializeOwned + Serialize>(doc: &Value, what: &str) -> Result<T, String> {
+    let typed: T = serde_json::from_value(doc.clone()).map_err(|e| format!("{what}: {e}"))?;
+    let back = serde_json::to_value(&typed).unwrap();
+    let mut lost = Vec::new();
+    lost_fields(doc, &back, "", &mut lost);
+    if lost.is_empty() {
+        Ok(typed)
+    } else {
+        Err(format!(
+            "{what}: fields its type does not know (a typo?): {}",
+            lost.join(", ")
+        ))
+    }
+}
+
+/// The key paths of `original` that `back` does not have. A null is an absent field (as
+/// Kubernetes treats it); leaves must be equal.
+fn lost_fields(original: &Value, back: &Value, path: &str, lost: &mut Vec<String>) {
+    match (original, back) {
+        (Value::Object(fields), Value::Object(kept)) => {
+            for (key, value) in fields {
+                let at = format!("{path}.{key}");
+                match kept.get(key) {
+                    _ if value.is_null() => {}
+                    Some(v) => lost_fields(value, v, &at, lost),
+                    None => lost.push(at),
+                }
+            }
+        }
+        (Value::Array(items), Value::Array(kept)) => {
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("{path}[{i}]");
+                match kept.get(i) {
+                    Some(v) => lost_fields(item, v, &at, lost),
+                    None => lost.push(at),
+                }
+            }
+        }
+        (a, b) if a == b => {}
+        (a, b) => lost.push(format!("{path} ({a} came back as {b})")),
+    }
+}
+
+/// A Secret with its `data` values' line breaks removed: kustomize wraps long base64 values,
+/// which the API server (Go's base64) reads as if unwrapped, and k8s-openapi refuses.
+fn unwrapped_data(doc: &Value) -> Value {
+    let mut doc = doc.clone();
+    if let Some(data) = doc.get_mut("data").and_then(Value::as_object_mut) {
+        for value in data.values_mut() {
+            if let Some(text) = value.as_str() {
+                *value = Value::String(text.replace(['\n', '\r'], ""));
+            }
+        }
+    }
+    doc
+}
+
+fn parse<T: DeserializeOwned + Serialize>(doc: &Value, what: &str) -> T {
+    strict(doc, what).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A custom resource checked as JSON: only `allowed` keys at each of the given pointers
+/// (`""` is the document), so a typo there fails as it would in a typed object.
+fn custom(doc: &Value, what: &str, allowed: &[(&str, &[&str])]) -> Value {
+    for (pointer, keys) in allowed {
+        let Some(value) = doc.pointer(pointer) else {
+            continue;
+        };
+        let object = value
+            .as_object()
+            .unwrap_or_else(|| panic!("{what}: {pointer} is not an object"));
+        for key in object.keys() {
+            assert!(
+                keys.contains(&key.as_str()),
+                "{what}: unknown field {pointer}/{key} (known here: {keys:?})"
+            );
+        }
+    }
+    doc.clone()
+}
+
+const METADATA_KEYS: &[&str] = &["name", "namespace", "labels", "annotations"];
+const TOP_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+
+/// Everything one rendering holds, by kind.
+#[derive(Default)]
+struct Rendered {
+    source: String,
+    namespaces: Vec<Namespace>,
+    service_accounts: Vec<ServiceAccount>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
+    services: Vec<Service>,
+    stateful_sets: Vec<StatefulSet>,
+    daemon_sets: Vec<DaemonSet>,
+    disruption_budgets: Vec<PodDisruptionBudget>,
+    network_policies: Vec<NetworkPolicy>,
+    secrets: Vec<Secret>,
+    config_maps: Vec<ConfigMap>,
+    crds: Vec<CustomResourceDefinition>,
+    /// cert-manager.io/v1 Issuer.
+    issuers: Vec<Value>,
+    /// cert-manager.io/v1 Certificate.
+    certificates: Vec<Value>,
+    /// monitoring.coreos.com/v1 ServiceMonitor.
+    service_monitors: Vec<Value>,
+}
+
+impl Rendered {
+    fn parse(source: &str, yaml: &str) -> Self {
+        let mut r = Rendered {
+            source: source.to_owned(),
+            ..Rendered::default()
+        };
+        let docs = documents(yaml);
+        assert!(!docs.is_empty(), "{source} renders nothing");
+        for doc in &docs {
+            let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+            let kind = doc["kind"].as_str().unwrap_or_default();
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+            let what = format!("{source}: {kind} {name:?}");
+            match (api_version, kind) {
+                ("v1", "Namespace") => r.namespaces.push(parse(doc, &what)),
+                ("v1", "ServiceAccount") => r.service_accounts.push(parse(doc, &what)),
+                ("v1", "Service") => r.services.push(parse(doc, &what)),
+                ("v1", "Secret") => r.secrets.push(parse(&unwrapped_data(doc), &what)),
+                ("v1", "ConfigMap") => r.config_maps.push(parse(doc, &what)),
+                ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                    r.cluster_roles.push(parse(doc, &what))
+                }
+                ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+                    r.cluster_role_bindings.push(parse(doc, &what))
+                }
+                ("rbac.authorization.k8s.io/v1", "Role") => r.roles.push(parse(doc, &what)),
+                ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+                    r.role_bindings.push(parse(doc, &what))
+                }
+                ("apps/v1", "StatefulSet") => r.stateful_sets.push(parse(doc, &what)),
+                ("apps/v1", "DaemonSet") => r.daemon_sets.push(parse(doc, &what)),
+                ("policy/v1", "PodDisruptionBudget") => {
+                    r.disruption_budgets.push(parse(doc, &what))
+                }
+                ("networking.k8s.io/v1", "NetworkPolicy") => {
+                    r.network_policies.push(parse(doc, &what))
+                }
+                ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+                    r.crds.push(parse(doc, &what))
+                }
+                ("cert-manager.io/v1", "Issuer") => r.issuers.push(custom(
+                    doc,
+                    &what,
+                    &[
+                        ("", TOP_KEYS),
+                        ("/metadata", METADATA_KEYS),
+                        ("/spec", &["selfSigned", "ca"]),
+                        ("/spec/selfSigned", &[]),
+                        ("/spec/ca", &["secretName"]),
+                    ],
+                )),
+                ("cert-manager.io/v1", "Certificate") => r.certificates.push(custom(
+                    doc,
+                    &what,
+                    &[
+                        ("", TOP_KEYS),
+                        ("/metadata", METADATA_KEYS),
+                        (
+                            "/spec",
+                            &[
+                                "isCA",
+                                "commonName",
+                                "secretName",
+                                "duration",
+                                "renewBefore",
+                                "privateKey",
+                                "usages",
+                                "dnsNames",
+                                "issuerRef",
+                            ],
+                        ),
+                        (
+                            "/spec/privateKey",
+                            &["algorithm", "size", "rotationPolicy", "encoding"],
+                        ),
+                        ("/spec/issuerRef", &["name", "kind", "group"]),
+                    ],
+                )),
+                ("monitoring.coreos.com/v1", "ServiceMonitor") => {
+                    let doc = custom(
+                        doc,
+                        &what,
+                        &[
+                            ("", TOP_KEYS),
+                            ("/metadata", METADATA_KEYS),
+                            ("/spec", &["selector", "namespaceSelector", "endpoints"]),
+                            ("/spec/selector", &["matchLabels"]),
+                            ("/spec/namespaceSelector", &["matchNames"]),
+                        ],
+                    );
+                    for (i, endpoint) in json_array(&doc, "/spec/endpoints", &what)
+                        .iter()
+                        .enumerate()
+                    {
+                        custom(
+                            endpoint,
+                            &format!("{what} endpoint {i}"),
+                            &[("", &["port", "path", "scheme", "interval"])],
+                        );
+                    }
+                    r.service_monitors.push(doc);
+                }
+                _ => panic!(
+                    "{what}: {api_version} {kind} has no strict check in this test; \
+                     parse it into its k8s-openapi type (or check it as JSON) here"
+                ),
+            }
+        }
+        r
+    }
+
+    /// The pod-owning objects: (kind, name, pod labels, pod spec).
+    fn workloads(&self) -> Vec<Workload<'_>> {
+        let mut out = Vec::new();
+        for s in &self.stateful_sets {
+            let spec = s.spec.as_ref().unwrap();
+            out.push(Workload {
+                what: format!("{}: StatefulSet {:?}", self.source, name(&s.metadata)),
+                name: name(&s.metadata),
+                labels: pod_labels(&spec.template.metadata),
+                pod: spec.template.spec.as_ref().unwrap(),
+                claims: spec
+                    .volume_claim_templates
+                    .iter()
+                    .flatten()
+                    .map(|c| name(&c.metadata).to_owned())
+                    .collect(),
+            });
+        }
+        for d in &self.daemon_sets {
+            let spec = d.spec.as_ref().unwrap();
+            out.push(Workload {
+                what: format!("{}: DaemonSet {:?}", self.source, name(&d.metadata)),
+                name: name(&d.metadata),
+                labels: pod_labels(&spec.template.metadata),
+                pod: spec.template.spec.as_ref().unwrap(),
+                claims: BTreeSet::new(),
+            });
+        }
+        out
+    }
+
+    fn workload(&self, wanted: &str) -> Workload<'_> {
+        self.workloads()
+            .into_iter()
+            .find(|w| w.name == wanted)
+            .unwrap_or_else(|| panic!("{}: no workload {wanted:?}", self.source))
+    }
+
+    fn service(&self, wanted: &str) -> &Service {
+        self.services
+            .iter()
+            .find(|s| name(&s.metadata) == wanted)
+            .unwrap_or_else(|| panic!("{}: no Service {wanted:?}", self.source))
+    }
+}
+
+struct Workload<'a> {
+    /// For messages: where it comes from, its kind and name.
+    what: String,
+    name: &'a str,
+    labels: BTreeMap<String, String>,
+    pod: &'a PodSpec,
+    /// The names of its volumeClaimTemplates.
+    claims: BTreeSet<String>,
+}
+
+impl Workload<'_> {
+    /// Its one container (every workload here has exactly one).
+    fn container(&self) -> &Container {
+        assert_eq!(
+            self.pod.containers.len(),
+            1,
+            "{}: one container expected",
+            self.what
+        );
+        &self.pod.containers[0]
+    }
+
+    /// The value of the container's environment variable `var`.
+    fn env(&self, var: &str) -> Option<&str> {
+        self.container()
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == var)
+            .map(|e| {
+                e.value
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{}: {var} has no literal value", self.what))
+            })
+    }
+
+    fn required_env(&self, var: &str) -> &str {
+        self.env(var)
+            .unwrap_or_else(|| panic!("{}: environment variable {var} is not set", self.what))
+    }
+
+    /// The mount that `path` lies on (the deepest), and its volume (`None` for a volume
+    /// claim template).
+    fn mount_of(&self, path: &str) -> Option<(&VolumeMount, Option<&Volume>)> {
+        let mount = self
+            .container()
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| path == m.mount_path || path.starts_with(&format!("{}/", m.mount_path)))
+            .max_by_key(|m| m.mount_path.len())?;
+        let volume = self
+            .pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == mount.name);
+        Some((mount, volume))
+    }
+
+    /// The volume `var`'s file lies on (it must lie on one).
+    fn volume_of(&self, var: &str) -> &Volume {
+        let path = self.required_env(var);
+        match self.mount_of(path) {
+            Some((_, Some(volume))) => volume,
+            _ => panic!(
+                "{}: {var}={path} lies on no pod volume (a volume claim or nothing)",
+                self.what
+            ),
+        }
+    }
+
+    /// The port number of the container port `port_name`.
+    fn port(&self, port_name: &str) -> i32 {
+        self.container()
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(port_name))
+            .unwrap_or_else(|| panic!("{}: no container port named {port_name:?}", self.what))
+            .container_port
+    }
+}
+
+fn name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or_default()
+}
+
+fn pod_labels(
+    meta: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+) -> BTreeMap<String, String> {
+    meta.as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default()
+}
+
+fn json_array<'a>(doc: &'a Value, pointer: &str, what: &str) -> &'a Vec<Value> {
+    doc.pointer(pointer)
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{what}: {pointer} is not a list"))
+}
+
+fn json_str<'a>(doc: &'a Value, pointer: &str, what: &str) -> &'a str {
+    doc.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{what}: {pointer} is not a string"))
+}
+
+/// The match labels of a selector that uses nothing else.
+fn match_labels(selector: &LabelSelector, what: &str) -> BTreeMap<String, String> {
+    assert!(
+        selector.match_expressions.is_none(),
+        "{what}: matchExpressions are not expected"
+    );
+    selector.match_labels.clone().unwrap_or_default()
+}
+
+fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks.
+
+/// Every check that holds for the base and every overlay alike.
+fn check_all(r: &Rendered) {
+    let names: BTreeSet<&str> = r.workloads().iter().map(|w| w.name).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([REGISTRY, DISTRIBUTOR, AGENT]),
+        "{}: the workloads",
+        r.source
+    );
+    check_namespaces(r);
+    for w in r.workloads() {
+        check_pod_security(&w);
+        check_environment(&w);
+    }
+    check_agent(r);
+    check_service(r, REGISTRY);
+    check_service(r, DISTRIBUTOR);
+    check_calls_between_services(r);
+    check_rbac(r);
+    check_network_policies(r);
+    check_services_and_budgets(r);
+    check_crd(r);
+    check_service_monitors(r);
+}
+
+/// One namespace, and everything namespaced is in it.
+fn check_namespaces(r: &Rendered) {
+    assert_eq!(r.namespaces.len(), 1, "{}: one Namespace", r.source);
+    let ns = &r.namespaces[0];
+    assert_eq!(name(&ns.metadata), NAMESPACE);
+    // The agent's hostPaths need the "privileged" Pod Security level; nothing looser than
+    // what the label says may be assumed elsewhere.
+    assert_eq!(
+        ns.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("pod-security.kubernetes.io/enforce"))
+            .map(String::as_str),
+        Some("privileged"),
+        "{}: Namespace {NAMESPACE} label pod-security.kubernetes.io/enforce",
+        r.source
+    );
+    let namespaced = r
+        .service_accounts
+        .iter()
+        .map(|o| ("ServiceAccount", &o.metadata))
+        .chain(r.roles.iter().map(|o| ("Role", &o.metadata)))
+        .chain(r.role_bindings.iter().map(|o| ("RoleBinding", &o.metadata)))
+        .chain(r.services.iter().map(|o| ("Service", &o.metadata)))
+        .chain(r.stateful_sets.iter().map(|o| ("StatefulSet", &o.metadata)))
+        .chain(r.daemon_sets.iter().map(|o| ("DaemonSet", &o.metadata)))
+        .chain(
+            r.disruption_budgets
+                .iter()
+                .map(|o| ("PodDisruptionBudget", &o.metadata)),
+        )
+        .chain(
+            r.network_policies
+                .iter()
+                .map(|o| ("NetworkPolicy", &o.metadata)),
+        )
+        .chain(r.secrets.iter().map(|o| ("Secret", &o.metadata)))
+        .chain(r.config_maps.iter().map(|o| ("ConfigMap", &o.metadata)));
+    for (kind, meta) in namespaced {
+        assert_eq!(
+            meta.namespace.as_deref(),
+            Some(NAMESPACE),
+            "{}: {kind} {:?} metadata.namespace",
+            r.source,
+            name(meta)
+        );
+    }
+    for doc in r
+        .issuers
+        .iter()
+        .chain(&r.certificates)
+        .chain(&r.service_monitors)
+    {
+        assert_eq!(
+            doc["metadata"]["namespace"], NAMESPACE,
+            "{}: {} {} metadata.namespace",
+            r.source, doc["kind"], doc["metadata"]["name"]
+        );
+    }
+}
+
+/// The container and pod security settings of one workload.
+fn check_pod_security(w: &Workload<'_>) {
+    let agent = w.name == AGENT;
+    let pod = w.pod;
+    let pod_sc = pod.security_context.clone().unwrap_or_default();
+    for (field, value) in [
+        ("hostNetwork", pod.host_network),
+        ("hostPID", pod.host_pid),
+        ("hostIPC", pod.host_ipc),
+    ] {
+        assert_ne!(value, Some(true), "{}: spec.{field}", w.what);
+    }
+    // Services of the namespace would otherwise add SECCOMP_DISTRIBUTOR_PORT=tcp://... and
+    // the like, next to our flags' variables.
+    assert_eq!(
+        pod.enable_service_links,
+        Some(false),
+        "{}: spec.enableServiceLinks",
+        w.what
+    );
+    assert!(
+        pod.init_containers.is_none() && pod.ephemeral_containers.is_none(),
+        "{}: no init or ephemeral containers expected",
+        w.what
+    );
+    for c in &pod.containers {
+        let what = format!("{} container {:?}", w.what, c.name);
+        let image = c.image.as_deref().unwrap_or_default();
+        assert!(
+            image.starts_with(&format!("{IMAGE}:")) || image.starts_with(&format!("{IMAGE}@")),
+            "{what}: image {image:?} is not {IMAGE}"
+        );
+        let sc = c
+            .security_context
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no securityContext"));
+        assert_eq!(
+            sc.read_only_root_filesystem,
+            Some(true),
+            "{what}: securityContext.readOnlyRootFilesystem"
+        );
+        assert_eq!(
+            sc.allow_privilege_escalation,
+            Some(false),
+            "{what}: securityContext.allowPrivilegeEscalation"
+        );
+        assert_ne!(
+            sc.privileged,
+            Some(true),
+            "{what}: securityContext.privileged"
+        );
+        let caps = sc
+            .capabilities
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: securityContext.capabilities"));
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_owned()][..]),
+            "{what}: securityContext.capabilities.drop"
+        );
+        let added: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
+        let allowed: BTreeSet<&str> = if agent {
+            AGENT_CAPABILITIES.into_iter().collect()
+        } else {
+            BTreeSet::new()
+        };
+        assert_eq!(added, allowed, "{what}: securityContext.capabilities.add");
+        // The container's own profile wins over the pod's.
+        let seccomp = sc
+            .seccomp_profile
+            .as_ref()
+            .or(pod_sc.seccomp_profile.as_ref())
+            .unwrap_or_else(|| panic!("{what}: no seccompProfile on the container or pod"));
+        assert_eq!(
+            seccomp.type_, "RuntimeDefault",
+            "{what}: seccompProfile.type"
+        );
+        let run_as_user = sc.run_as_user.or(pod_sc.run_as_user);
+        let run_as_non_root = sc.run_as_non_root.or(pod_sc.run_as_non_root);
+        if agent {
+            assert_eq!(run_as_user, Some(0), "{what}: the agent runs as root");
+        } else {
+            assert_eq!(run_as_non_root, Some(true), "{what}: runAsNonRoot");
+            assert!(
+                matches!(run_as_user, Some(uid) if uid > 0),
+                "{what}: runAsUser must be a fixed non-root uid, is {run_as_user:?}"
+            );
+            assert!(
+                matches!(pod_sc.fs_group, Some(gid) if gid > 0),
+                "{what}: spec.securityContext.fsGroup (the volume must be writable)"
+            );
+        }
+        let resources = c
+            .resources
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no resources"));
+        for (kind, list) in [
+            ("requests", &resources.requests),
+            ("limits", &resources.limits),
+        ] {
+            for resource in ["cpu", "memory"] {
+                assert!(
+                    list.as_ref().is_some_and(|l| l.contains_key(resource)),
+                    "{what}: resources.{kind}.{resource}"
+                );
+            }
+        }
+        if agent {
+            // deploy/README.md, "Probes": it listens on nothing and has no command to exec.
+            assert!(
+                c.liveness_probe.is_none()
+                    && c.readiness_probe.is_none()
+                    && c.startup_probe.is_none(),
+                "{what}: the agent has no probes (deploy/README.md says why); \
+                 if it gets one, update the README and this test"
+            );
+        } else {
+            for (probe, value) in [
+                ("livenessProbe", &c.liveness_probe),
+                ("readinessProbe", &c.readiness_probe),
+            ] {
+                let value = value
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{what}: no {probe}"));
+                let port = &value
+                    .tcp_socket
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{what}: {probe} is not tcpSocket"))
+                    .port;
+                assert_eq!(
+                    port,
+                    &IntOrString::String("grpc".to_owned()),
+                    "{what}: {probe} probes the gRPC port"
+                );
+                w.port("grpc");
+            }
+        }
+    }
+}
+
+/// The source files whose clap flags a program reads: its own `main.rs` and the flags it
+/// flattens in from seccomp-server.
+fn flag_sources(program: &str) -> Vec<&'static str> {
+    const SERVER: [&str; 4] = [
+        "server/src/security.rs",
+        "server/src/grpc.rs",
+        "server/src/retention.rs",
+        "server/src/telemetry.rs",
+    ];
+    let mut files = match program {
+        "seccomp-registry" => vec!["registry/src/main.rs"],
+        "seccomp-distributor" => vec!["distributor/src/main.rs"],
+        "seccomp-node-agent" => return vec!["node-agent/src/main.rs", "server/src/telemetry.rs"],
+        other => panic!("no flag sources known for the program {other:?}"),
+    };
+    files.extend(SERVER);
+    files
+}
+
+/// The environment variables `program` reads: `RUST_LOG` and every `env = "..."` of its
+/// clap flags.
+fn flag_variables(program: &str) -> BTreeSet<String> {
+    let mut vars = BTreeSet::from(["RUST_LOG".to_owned()]);
+    for file in flag_sources(program) {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap_or_else(|e| {
+            panic!("{file} (where {program}'s flags are; update flag_sources): {e}")
+        });
+        for piece in text.split("env = \"").skip(1) {
+            vars.insert(piece.split('"').next().unwrap().to_owned());
+        }
+    }
+    assert!(vars.len() > 5, "{program}: found only {vars:?}");
+    vars
+}
+
+/// Every variable a container sets is one its program reads (a misspelt one would be
+/// ignored, and the flag left at its default), and every absolute path it names lies on a
+/// volume.
+fn check_environment(w: &Workload<'_>) {
+    let c = w.container();
+    let command = c
+        .command
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: no command", w.what));
+    let program = command[0].rsplit('/').next().unwrap();
+    let known = flag_variables(program);
+    let mut seen = BTreeSet::new();
+    for e in c.env.iter().flatten() {
+        assert!(
+            known.contains(&e.name),
+            "{}: {program} reads no variable {} (its flags read {known:?})",
+            w.what,
+            e.name
+        );
+        assert!(seen.insert(&e.name), "{}: {} set twice", w.what, e.name);
+        let Some(value) = e.value.as_deref() else {
+            continue;
+        };
+        // The host root itself is no mount: the host paths below it are.
+        if value.starts_with('/') && e.name != "SECCOMP_AGENT_HOST_ROOT" {
+            assert!(
+                w.mount_of(value).is_some(),
+                "{}: {}={value} lies on no mounted volume (the root file system is read-only)",
+                w.what,
+                e.name
+            );
+        }
+    }
+    for m in c.volume_mounts.iter().flatten() {
+        let declared =
+            w.pod.volumes.iter().flatten().any(|v| v.name == m.name) || w.claims.contains(&m.name);
+        assert!(
+            declared,
+            "{}: volumeMount {:?} names no volume",
+            w.what, m.name
+        );
+        assert!(
+            m.sub_path.is_none(),
+            "{}: volumeMount {:?}: subPath mounts do not see renewed Secrets",
+            w.what,
+            m.name
+        );
+    }
+}
+
+/// The node agent: where it runs, what of the host it sees, how it authenticates.
+fn check_agent(r: &Rendered) {
+    let w = r.workload(AGENT);
+    let what = &w.what;
+    let pod = w.pod;
+    assert_eq!(
+        pod.node_selector,
+        Some(BTreeMap::from([(
+            "kubernetes.io/os".to_owned(),
+            "linux".to_owned()
+        )])),
+        "{what}: nodeSelector"
+    );
+    assert!(
+        pod.tolerations
+            .iter()
+            .flatten()
+            .any(|t| t.operator.as_deref() == Some("Exists")
+                && t.key.is_none()
+                && t.effect.is_none()),
+        "{what}: a toleration {{operator: Exists}} (every taint), so tainted nodes run it too"
+    );
+    // No API token: the distributor's projected token below is the only one.
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(false),
+        "{what}: automountServiceAccountToken"
+    );
+    assert_eq!(
+        pod.service_account_name.as_deref(),
+        Some(AGENT),
+        "{what}: serviceAccountName"
+    );
+    let sa = r
+        .service_accounts
+        .iter()
+        .find(|s| name(&s.metadata) == AGENT)
+        .unwrap_or_else(|| panic!("{}: no ServiceAccount {AGENT}", r.source));
+    assert_eq!(
+        sa.automount_service_account_token,
+        Some(false),
+        "{}: ServiceAccount {AGENT} automountServiceAccountToken",
+        r.source
+    );
+
+    let c = w.container();
+    let node_name = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "NODE_NAME")
+        .unwrap_or_else(|| panic!("{what}: no NODE_NAME"));
+    assert_eq!(
+        node_name
+            .value_from
+            .as_ref()
+            .and_then(|f| f.field_ref.as_ref())
+            .map(|f| f.field_path.as_str()),
+        Some("spec.nodeName"),
+        "{what}: NODE_NAME comes from the downward API's spec.nodeName"
+    );
+    let host_root = w.required_env("SECCOMP_AGENT_HOST_ROOT");
+    assert_eq!(host_root, "/host", "{what}: SECCOMP_AGENT_HOST_ROOT");
+    let state_dir = w.required_env("SECCOMP_AGENT_STATE_DIR");
+    assert!(
+        !state_dir.starts_with(&format!("{host_root}/")),
+        "{what}: --state-dir {state_dir} must not be under the host root"
+    );
+
+    // Exactly the allowed host paths, each where it belongs, and nothing else of the host.
+    let mut host_paths = BTreeSet::new();
+    for v in pod.volumes.iter().flatten() {
+        let vwhat = format!("{what} volume {:?}", v.name);
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == v.name)
+            .unwrap_or_else(|| panic!("{vwhat}: not mounted"));
+        if let Some(host) = &v.host_path {
+            assert_ne!(host.path.trim_end_matches('/'), "", "{vwhat}: the host's /");
+            let (path, kind, at, read_only) = AGENT_HOST_PATHS
+                .iter()
+                .find(|(path, ..)| *path == host.path)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{vwhat}: hostPath {} is not one the agent may mount",
+                        host.path
+                    )
+                });
+            assert_eq!(host.type_.as_deref(), Some(*kind), "{vwhat}: hostPath.type");
+            // A node path appears at the same path under the host root, where the agent
+            // looks for it; the state directory is wherever --state-dir says.
+            let at = match at {
+                Some(at) => {
+                    assert_eq!(
+                        *at,
+                        format!("{host_root}{path}"),
+                        "{vwhat}: under the host root"
+                    );
+                    at.to_string()
+                }
+                None => state_dir.to_owned(),
+            };
+            assert_eq!(mount.mount_path, at, "{vwhat}: mountPath");
+            assert_eq!(
+                mount.read_only.unwrap_or(false),
+                *read_only,
+                "{vwhat}: readOnly"
+            );
+            assert!(host_paths.insert(*path), "{vwhat}: mounted twice");
+            continue;
+        }
+        // Besides host paths, only the projected token and CA.
+        let projected = v
+            .projected
+            .as_ref()
+            .unwrap_or_else(|| panic!("{vwhat}: neither a hostPath nor the projected token"));
+        assert_eq!(mount.read_only, Some(true), "{vwhat}: readOnly");
+        for source in projected.sources.iter().flatten() {
+            if let Some(token) = &source.service_account_token {
+                assert_eq!(
+                    token.audience.as_deref(),
+                    Some(DISTRIBUTOR),
+                    "{vwhat}: the token's audience"
+                );
+                let expiry = token.expiration_seconds.unwrap_or(i64::MAX);
+                assert!(
+                    (600..=MAX_TOKEN_SECONDS).contains(&expiry),
+                    "{vwhat}: expirationSeconds {expiry} (at most {MAX_TOKEN_SECONDS})"
+                );
+            } else {
+                // A Secret here would let every node's kubelet read it (the distributor's
+                // TLS Secret holds its private key).
+                assert!(
+                    source.config_map.is_some(),
+                    "{vwhat}: only a token and a ConfigMap (the CA) are projected"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        host_paths,
+        AGENT_HOST_PATHS.iter().map(|(p, ..)| *p).collect(),
+        "{what}: the host paths"
+    );
+    // The flags point into those volumes.
+    let token_volume = w.volume_of("SECCOMP_AGENT_TOKEN_FILE");
+    let token_file = w.required_env("SECCOMP_AGENT_TOKEN_FILE");
+    assert!(
+        projected_token(token_volume, token_file, &w).is_some(),
+        "{what}: SECCOMP_AGENT_TOKEN_FILE={token_file} is not the projected token"
+    );
+    let ca_volume = w.volume_of("SECCOMP_AGENT_CA");
+    assert!(
+        ca_volume.projected.is_some() || ca_volume.config_map.is_some(),
+        "{what}: SECCOMP_AGENT_CA from a ConfigMap"
+    );
+    assert!(
+        w.required_env("SECCOMP_DISTRIBUTOR")
+            .starts_with("https://"),
+        "{what}: the distributor over TLS"
+    );
+}
+
+/// The audience of the projected token that `file` (in `volume`) is.
+fn projected_token(volume: &Volume, file: &str, w: &Workload<'_>) -> Option<String> {
+    let (mount, _) = w.mount_of(file)?;
+    let relative = file.strip_prefix(&format!("{}/", mount.mount_path))?;
+    volume
+        .projected
+        .as_ref()?
+        .sources
+        .iter()
+        .flatten()
+        .filter_map(|s| s.service_account_token.as_ref())
+        .find(|t| t.path == relative)
+        .map(|t| {
+            let expiry = t.expiration_seconds.unwrap_or(i64::MAX);
+            assert!(
+                (600..=MAX_TOKEN_SECONDS).contains(&expiry),
+                "{}: token {file}: expirationSeconds {expiry}",
+                w.what
+            );
+            t.audience.clone().unwrap_or_default()
+        })
+}
+
+/// The name of a Secret volume's Secret.
+fn secret_of(volume: &Volume) -> Option<&str> {
+    volume.secret.as_ref()?.secret_name.as_deref()
+}
+
+/// The environment variable prefix of a service's own flags.
+fn prefix(service: &str) -> &'static str {
+    match service {
+        REGISTRY => "SECCOMP_REGISTRY",
+        DISTRIBUTOR => "SECCOMP_DISTRIBUTOR",
+        other => panic!("not a service: {other}"),
+    }
+}
+
+/// A server (the registry or the distributor): one replica, listening on its gRPC port
+/// with TLS from `<name>-tls` and authentication, its database on its volume.
+fn check_service(r: &Rendered, service: &str) {
+    let w = r.workload(service);
+    let what = &w.what;
+    let set = r
+        .stateful_sets
+        .iter()
+        .find(|s| name(&s.metadata) == service)
+        .unwrap_or_else(|| panic!("{}: {service} is not a StatefulSet", r.source));
+    assert_eq!(
+        set.spec.as_ref().unwrap().replicas,
+        Some(1),
+        "{what}: replicas (sled is single-writer)"
+    );
+    assert_eq!(
+        w.pod.service_account_name.as_deref(),
+        Some(service),
+        "{what}: serviceAccountName"
+    );
+    let p = prefix(service);
+    let listen = w.required_env(&format!("{p}_LISTEN"));
+    assert_eq!(
+        listen,
+        format!("0.0.0.0:{}", w.port("grpc")),
+        "{what}: {p}_LISTEN on the grpc container port"
+    );
+    // The database on the claim, not on a pod volume that dies with the pod.
+    let data = w.required_env(&format!("{p}_DATA_DIR"));
+    match w.mount_of(data) {
+        Some((mount, None)) if w.claims.contains(&mount.name) => {}
+        _ => panic!("{what}: {p}_DATA_DIR={data} is not on a volumeClaimTemplate"),
+    }
+    // TLS from the Secret the user or cert-manager provides.
+    let tls = format!("{service}-tls");
+    for var in ["SECCOMP_TLS_CERT", "SECCOMP_TLS_KEY"] {
+        assert_eq!(
+            secret_of(w.volume_of(var)),
+            Some(tls.as_str()),
+            "{what}: {var} from the Secret {tls}"
+        );
+    }
+    // Authentication: the generated auth file, and Kubernetes tokens for this audience.
+    let auth = secret_of(w.volume_of("SECCOMP_AUTH_TOKENS"))
+        .unwrap_or_else(|| panic!("{what}: SECCOMP_AUTH_TOKENS not from a Secret"));
+    assert!(
+        r.secrets.iter().any(|s| name(&s.metadata) == auth),
+        "{what}: the auth Secret {auth} is not rendered"
+    );
+    assert_eq!(
+        w.env("SECCOMP_AUTH_KUBERNETES"),
+        Some("true"),
+        "{what}: SECCOMP_AUTH_KUBERNETES"
+    );
+    assert_eq!(
+        w.env("SECCOMP_AUTH_KUBERNETES_AUDIENCE"),
+        Some(service),
+        "{what}: SECCOMP_AUTH_KUBERNETES_AUDIENCE (tokens for this service only)"
+    );
+    assert!(
+        w.env("SECCOMP_INSECURE").is_none_or(|v| v == "false"),
+        "{what}: SECCOMP_INSECURE"
+    );
+    assert_eq!(
+        w.pod.automount_service_account_token,
+        Some(true),
+        "{what}: automountServiceAccountToken (TokenReview uses the pod's token)"
+    );
+    assert_eq!(
+        w.env("SECCOMP_AUTH_KUBERNETES_AGENTS"),
+        (service == DISTRIBUTOR)
+            .then(|| format!("system:serviceaccount:{NAMESPACE}:{AGENT}"))
+            .as_deref(),
+        "{what}: SECCOMP_AUTH_KUBERNETES_AGENTS"
+    );
+    // No TLS Secret in the render: keys are never shipped in the manifests.
+    assert!(
+        !r.secrets.iter().any(|s| name(&s.metadata) == tls),
+        "{}: the Secret {tls} is rendered; it must come from the user or cert-manager",
+        r.source
+    );
+}
+
+/// Each service dials the other (and the agents the distributor) at its Service, over TLS,
+/// with a projected token for the audience the other accepts.
+fn check_calls_between_services(r: &Rendered) {
+    let registry = r.workload(REGISTRY);
+    let distributor = r.workload(DISTRIBUTOR);
+    let agent = r.workload(AGENT);
+    let calls = [
+        (
+            &registry,
+            "SECCOMP_REGISTRY_DISTRIBUTOR",
+            "SECCOMP_REGISTRY_DISTRIBUTOR_CA",
+            "SECCOMP_REGISTRY_DISTRIBUTOR_TOKEN_FILE",
+            DISTRIBUTOR,
+        ),
+        (
+            &distributor,
+            "SECCOMP_REGISTRY",
+            "SECCOMP_DISTRIBUTOR_REGISTRY_CA",
+            "SECCOMP_DISTRIBUTOR_REGISTRY_TOKEN_FILE",
+            REGISTRY,
+        ),
+        (
+            &agent,
+            "SECCOMP_DISTRIBUTOR",
+            "SECCOMP_AGENT_CA",
+            "SECCOMP_AGENT_TOKEN_FILE",
+            DISTRIBUTOR,
+        ),
+    ];
+    for (caller, url_var, ca_var, token_var, callee) in calls {
+        let what = &caller.what;
+        let port = r
+            .service(callee)
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("grpc"))
+            .unwrap_or_else(|| panic!("{}: Service {callee} has no grpc port", r.source))
+            .port;
+        assert_eq!(
+            caller.required_env(url_var),
+            format!("https://{callee}.{NAMESPACE}.svc:{port}"),
+            "{what}: {url_var}"
+        );
+        caller.volume_of(ca_var);
+        let token = caller.required_env(token_var);
+        let audience = projected_token(caller.volume_of(token_var), token, caller)
+            .unwrap_or_else(|| panic!("{what}: {token_var}={token} is not a projected token"));
+        let accepted = r
+            .workload(callee)
+            .required_env("SECCOMP_AUTH_KUBERNETES_AUDIENCE")
+            .to_owned();
+        assert_eq!(
+            audience, accepted,
+            "{what}: the audience of {token_var} is the one {callee} accepts"
+        );
+    }
+}
+
+/// (API group, resource, verb).
+type Grant = (String, String, String);
+
+fn grants(rules: &[PolicyRule], what: &str) -> BTreeSet<Grant> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        assert!(
+            rule.non_resource_urls.is_none() && rule.resource_names.is_none(),
+            "{what}: nonResourceURLs and resourceNames are not expected"
+        );
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    for word in [group, resource, verb] {
+                        assert!(!word.contains('*'), "{what}: a wildcard in {rule:?}");
+                    }
+                    assert_ne!(resource, "secrets", "{what}: access to Secrets");
+                    out.insert((group.clone(), resource.clone(), verb.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn grant(group: &str, resource: &str, verb: &str) -> Grant {
+    (group.to_owned(), resource.to_owned(), verb.to_owned())
+}
+
+/// Each ServiceAccount gets exactly what its program's flags use, and the agent nothing.
+fn check_rbac(r: &Rendered) {
+    let mut roles: BTreeMap<(String, String), BTreeSet<Grant>> = BTreeMap::new();
+    for role in &r.cluster_roles {
+        let what = format!("{}: ClusterRole {:?}", r.source, name(&role.metadata));
+        assert!(role.aggregation_rule.is_none(), "{what}: aggregationRule");
+        roles.insert(
+            ("ClusterRole".to_owned(), name(&role.metadata).to_owned()),
+            grants(role.rules.as_deref().unwrap_or_default(), &what),
+        );
+    }
+    for role in &r.roles {
+        let what = format!("{}: Role {:?}", r.source, name(&role.metadata));
+        roles.insert(
+            ("Role".to_owned(), name(&role.metadata).to_owned()),
+            grants(role.rules.as_deref().unwrap_or_default(), &what),
+        );
+    }
+    let bindings = r
+        .cluster_role_bindings
+        .iter()
+        .map(|b| ("ClusterRoleBinding", &b.metadata, &b.role_ref, &b.subjects))
+        .chain(
+            r.role_bindings
+                .iter()
+                .map(|b| ("RoleBinding", &b.metadata, &b.role_ref, &b.subjects)),
+        );
+    let accounts: BTreeSet<&str> = r
+        .service_accounts
+        .iter()
+        .map(|s| name(&s.metadata))
+        .collect();
+    let mut granted: BTreeMap<&str, BTreeSet<Grant>> = BTreeMap::new();
+    let mut bound = BTreeSet::new();
+    for (kind, meta, role_ref, subjects) in bindings {
+        let what = format!("{}: {kind} {:?}", r.source, name(meta));
+        assert_eq!(role_ref.api_group, "rbac.authorization.k8s.io", "{what}");
+        let key = (role_ref.kind.clone(), role_ref.name.clone());
+        let rules = roles.get(&key).unwrap_or_else(|| {
+            panic!("{what}: binds {key:?}, which this rendering does not define (a built-in role?)")
+        });
+        bound.insert(key.clone());
+        for s in subjects.iter().flatten() {
+            assert_eq!(s.kind, "ServiceAccount", "{what}: subject {s:?}");
+            assert_eq!(
+                s.namespace.as_deref(),
+                Some(NAMESPACE),
+                "{what}: subject {s:?}"
+            );
+            let account: &str = accounts
+                .get(s.name.as_str())
+                .copied()
+                .unwrap_or_else(|| panic!("{what}: subject {} is not rendered", s.name));
+            granted.entry(account).or_default().extend(rules.clone());
+        }
+    }
+    for key in roles.keys() {
+        assert!(
+            bound.contains(key),
+            "{}: {key:?} is bound to nobody",
+            r.source
+        );
+    }
+
+    let registry = r.workload(REGISTRY);
+    let distributor = r.workload(DISTRIBUTOR);
+    let on = |w: &Workload<'_>, var: &str| w.env(var) == Some("true");
+    let mut expected: BTreeMap<&str, BTreeSet<Grant>> = BTreeMap::new();
+    if on(&registry, "SECCOMP_AUTH_KUBERNETES") {
+        expected.entry(REGISTRY).or_default().insert(grant(
+            "authentication.k8s.io",
+            "tokenreviews",
+            "create",
+        ));
+    }
+    let d = expected.entry(DISTRIBUTOR).or_default();
+    if on(&distributor, "SECCOMP_AUTH_KUBERNETES") {
+        d.insert(grant("authentication.k8s.io", "tokenreviews", "create"));
+    }
+    if on(&distributor, "SECCOMP_DISTRIBUTOR_CHECK_PODS") {
+        d.insert(grant("", "pods", "list"));
+    }
+    if on(&distributor, "SECCOMP_DISTRIBUTOR_APPLY_TO_CLUSTER") {
+        // Server-side apply (patch; create when the object is new), the pruning list and
+        // delete.
+        for verb in ["create", "patch", "list", "delete"] {
+            d.insert(grant("node.shturval.tech", "nodeconfigitems", verb));
+        }
+    }
+    // The agent is absent: nothing at all.
+    assert_eq!(
+        granted, expected,
+        "{}: RBAC per ServiceAccount (from the flags: --auth-kubernetes, --check-pods, \
+         --apply-to-cluster)",
+        r.source
+    );
+}
+
+/// A NetworkPolicy peer in words: which pods, in which namespaces.
+fn peer(p: &NetworkPolicyPeer, what: &str) -> String {
+    assert!(
+        p.ip_block.is_none(),
+        "{what}: ipBlock peers are not expected"
+    );
+    let pods = match &p.pod_selector {
+        None => "all pods".to_owned(),
+        Some(s) => {
+            let labels = match_labels(s, what);
+            assert!(
+                !labels.is_empty(),
+                "{what}: an empty podSelector admits every pod"
+            );
+            let words: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("pods {}", words.join(","))
+        }
+    };
+    match &p.namespace_selector {
+        None => pods,
+        Some(s) if match_labels(s, what).is_empty() => format!("{pods} in any namespace"),
+        Some(s) => format!("{pods} in namespaces {:?}", match_labels(s, what)),
+    }
+}
+
+/// Who each policy admits to the pods of each service, per container port name.
+fn check_network_policies(r: &Rendered) {
+    let client = format!(
+        "pods {}={} in any namespace",
+        CLIENT_LABEL.0, CLIENT_LABEL.1
+    );
+    let pods_of = |name: &str| format!("pods app.kubernetes.io/name={name}");
+    let prometheus = "pods app.kubernetes.io/name=prometheus in any namespace".to_owned();
+    let key = |service: &str, port: &str| (service.to_owned(), port.to_owned());
+    let mut expected: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::from([
+        (
+            key(REGISTRY, "grpc"),
+            BTreeSet::from([pods_of(DISTRIBUTOR), client.clone()]),
+        ),
+        (
+            key(DISTRIBUTOR, "grpc"),
+            BTreeSet::from([pods_of(AGENT), pods_of(REGISTRY), client.clone()]),
+        ),
+    ]);
+    // The servicemonitor component admits Prometheus to the registry's metrics port.
+    if !r.service_monitors.is_empty() {
+        expected.insert(key(REGISTRY, "metrics"), BTreeSet::from([prometheus]));
+    }
+    let workloads = r.workloads();
+    let mut admitted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for policy in &r.network_policies {
+        let what = format!("{}: NetworkPolicy {:?}", r.source, name(&policy.metadata));
+        let spec = policy.spec.as_ref().unwrap();
+        assert!(
+            spec.policy_types.iter().flatten().any(|t| t == "Ingress"),
+            "{what}: policyTypes has Ingress"
+        );
+        let selector = match_labels(spec.pod_selector.as_ref().unwrap(), &what);
+        let targets: Vec<&Workload<'_>> = workloads
+            .iter()
+            .filter(|w| selects(&selector, &w.labels))
+            .collect();
+        assert_eq!(targets.len(), 1, "{what}: selects one workload's pods");
+        let target = targets[0];
+        for rule in spec.ingress.iter().flatten() {
+            let from = rule
+                .from
+                .as_ref()
+                .filter(|f| !f.is_empty())
+                .unwrap_or_else(|| panic!("{what}: a rule without `from` admits everyone"));
+            let ports = rule
+                .ports
+                .as_ref()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| panic!("{what}: a rule without `ports` admits every port"));
+            for port in ports {
+                let port_name = match port.port.as_ref() {
+                    Some(IntOrString::String(n)) => {
+                        target.port(n);
+                        n.clone()
+                    }
+                    other => panic!("{what}: port {other:?}: name the container port"),
+                };
+                for p in from {
+                    // A peer in this namespace must be pods that exist.
+                    if p.namespace_selector.is_none() {
+                        let labels = match_labels(p.pod_selector.as_ref().unwrap(), &what);
+                        assert!(
+                            workloads.iter().any(|w| selects(&labels, &w.labels)),
+                            "{what}: peer {labels:?} selects no pods of this rendering"
+                        );
+                    }
+                    admitted
+                        .entry(key(target.name, &port_name))
+                        .or_default()
+                        .insert(peer(p, &what));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        admitted, expected,
+        "{}: who the NetworkPolicies admit, per service and port",
+        r.source
+    );
+}
+
+/// Services select their workload and name its ports; a disruption budget covers each
+/// service.
+fn check_services_and_budgets(r: &Rendered) {
+    let workloads = r.workloads();
+    for s in &r.services {
+        let what = format!("{}: Service {:?}", r.source, name(&s.metadata));
+        let spec = s.spec.as_ref().unwrap();
+        let selector = spec.selector.clone().unwrap_or_default();
+        assert!(!selector.is_empty(), "{what}: no selector");
+        let targets: Vec<&Workload<'_>> = workloads
+            .iter()
+            .filter(|w| selects(&selector, &w.labels))
+            .collect();
+        assert_eq!(targets.len(), 1, "{what}: selects one workload");
+        for port in spec.ports.iter().flatten() {
+            match &port.target_port {
+                Some(IntOrString::String(n)) => {
+                    targets[0].port(n);
+                    assert_eq!(port.name.as_ref(), Some(n), "{what}: port name");
+                }
+                other => panic!("{what}: targetPort {other:?}: name the container port"),
+            }
+        }
+    }
+    r.service(REGISTRY);
+    r.service(DISTRIBUTOR);
+    for service in [REGISTRY, DISTRIBUTOR] {
+        let w = r.workload(service);
+        let budgets: Vec<&PodDisruptionBudget> = r
+            .disruption_budgets
+            .iter()
+            .filter(|b| {
+                let selector = b.spec.as_ref().and_then(|s| s.selector.as_ref()).unwrap();
+                selects(&match_labels(selector, &w.what), &w.labels)
+            })
+            .collect();
+        assert_eq!(budgets.len(), 1, "{}: one PodDisruptionBudget", w.what);
+    }
+}
+
+/// The NodeConfigItem CRD is there, for the group the distributor's RBAC names.
+fn check_crd(r: &Rendered) {
+    assert_eq!(
+        r.crds.len(),
+        1,
+        "{}: one CustomResourceDefinition",
+        r.source
+    );
+    let crd = &r.crds[0];
+    assert_eq!(name(&crd.metadata), "nodeconfigitems.node.shturval.tech");
+    assert_eq!(crd.spec.group, "node.shturval.tech");
+    assert_eq!(crd.spec.scope, "Cluster");
+}
+
+/// A ServiceMonitor scrapes a Service port that carries the metrics listener.
+fn check_service_monitors(r: &Rendered) {
+    for m in &r.service_monitors {
+        let what = format!("{}: ServiceMonitor {}", r.source, m["metadata"]["name"]);
+        let selector: BTreeMap<String, String> =
+            serde_json::from_value(m["spec"]["selector"]["matchLabels"].clone()).unwrap();
+        assert_eq!(
+            m["spec"]["namespaceSelector"]["matchNames"],
+            serde_json::json!([NAMESPACE]),
+            "{what}: spec.namespaceSelector"
+        );
+        let services: Vec<&Service> = r
+            .services
+            .iter()
+            .filter(|s| selects(&selector, s.metadata.labels.as_ref().unwrap()))
+            .collect();
+        assert_eq!(services.len(), 1, "{what}: selects one Service");
+        let service = name(&services[0].metadata);
+        for endpoint in json_array(m, "/spec/endpoints", &what) {
+            let port = json_str(endpoint, "/port", &what);
+            assert!(
+                services[0]
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .ports
+                    .iter()
+                    .flatten()
+                    .any(|p| p.name.as_deref() == Some(port)),
+                "{what}: Service {service} has no port {port}"
+            );
+            assert_eq!(json_str(endpoint, "/path", &what), "/metrics", "{what}");
+            // Only the registry serves metrics, on the port its flag binds.
+            assert_eq!(
+                service, REGISTRY,
+                "{what}: only the registry has --metrics-listen"
+            );
+            let w = r.workload(REGISTRY);
+            assert_eq!(
+                w.required_env("SECCOMP_REGISTRY_METRICS_LISTEN"),
+                format!("0.0.0.0:{}", w.port(port)),
+                "{what}: the metrics listener on the scraped port"
+            );
+        }
+    }
+}
+
+/// cert-manager: a CA issued by a self-signed Issuer, a CA Issuer from its Secret, and one
+/// serving certificate per service, for the names clients dial, into the Secret it mounts.
+fn check_cert_manager(r: &Rendered) {
+    let issuers: BTreeMap<&str, &Value> = r
+        .issuers
+        .iter()
+        .map(|i| (i["metadata"]["name"].as_str().unwrap(), i))
+        .collect();
+    let mut serving = BTreeMap::new();
+    let mut ca_secrets = BTreeSet::new();
+    for c in &r.certificates {
+        let what = format!("{}: Certificate {}", r.source, c["metadata"]["name"]);
+        let issuer = json_str(c, "/spec/issuerRef/name", &what);
+        assert_eq!(
+            c["spec"]["issuerRef"]["kind"], "Issuer",
+            "{what}: issuerRef.kind"
+        );
+        let issuer = issuers
+            .get(issuer)
+            .unwrap_or_else(|| panic!("{what}: issuer {issuer} is not rendered"));
+        let secret = json_str(c, "/spec/secretName", &what);
+        if c["spec"]["isCA"] == true {
+            assert!(
+                issuer["spec"].get("selfSigned").is_some(),
+                "{what}: the CA comes from the self-signed issuer"
+            );
+            ca_secrets.insert(secret.to_owned());
+        } else {
+            let ca = json_str(issuer, "/spec/ca/secretName", &what);
+            assert!(
+                r.certificates
+                    .iter()
+                    .any(|o| o["spec"]["isCA"] == true && o["spec"]["secretName"] == ca),
+                "{what}: its issuer's CA Secret {ca} comes from no CA Certificate"
+            );
+            let names: BTreeSet<&str> = json_array(c, "/spec/dnsNames", &what)
+                .iter()
+                .map(|n| n.as_str().unwrap())
+                .collect();
+            serving.insert(secret.to_owned(), names);
+        }
+    }
+    assert_eq!(ca_secrets.len(), 1, "{}: one CA", r.source);
+    for service in [REGISTRY, DISTRIBUTOR] {
+        let names = serving
+            .remove(&format!("{service}-tls"))
+            .unwrap_or_else(|| panic!("{}: no Certificate for {service}-tls", r.source));
+        let dialled = format!("{service}.{NAMESPACE}.svc");
+        assert!(
+            names.contains(dialled.as_str()),
+            "{}: the certificate of {service} lacks {dialled}: {names:?}",
+            r.source
+        );
+    }
+    assert!(
+        serving.is_empty(),
+        "{}: unexpected certificates {serving:?}",
+        r.source
+    );
+    // The CA's key stays in its Secret: no pod mounts it.
+    for w in r.workloads() {
+        for v in w.pod.volumes.iter().flatten() {
+            let projected = v
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten())
+                .filter_map(|s| s.secret.as_ref().map(|s| s.name.as_str()));
+            for secret in secret_of(v).into_iter().chain(projected) {
+                assert!(
+                    !ca_secrets.contains(secret),
+                    "{}: mounts the CA's Secret {secret}",
+                    w.what
+                );
+            }
+        }
+    }
+}
+
+/// A TokenReview stand-in: the token is the user, `<user>@<node>` for a token bound to a
+/// pod on a node.
+struct NamedTokens;
+
+impl auth::TokenReviewer for NamedTokens {
+    fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<Reviewed>, String>> {
+        Box::pin(async move {
+            let (user, node) = match token.split_once('@') {
+                Some((user, node)) => (user, Some(node.to_owned())),
+                None => (token, None),
+            };
+            let namespace = user.split(':').nth(2).unwrap_or_default();
+            Ok(Some(Reviewed {
+                username: user.to_owned(),
+                groups: vec![
+                    "system:serviceaccounts".to_owned(),
+                    format!("system:serviceaccounts:{namespace}"),
+                ],
+                node,
+            }))
+        })
+    }
+}
+
+fn bearer(token: &str) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    headers
+}
+
+/// The authenticator a service builds from its rendered auth file and flags.
+fn authenticator(r: &Rendered, service: &str) -> Authenticator {
+    let w = r.workload(service);
+    let secret_name = secret_of(w.volume_of("SECCOMP_AUTH_TOKENS")).unwrap();
+    let file = w
+        .required_env("SECCOMP_AUTH_TOKENS")
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let secret = r
+        .secrets
+        .iter()
+        .find(|s| name(&s.metadata) == secret_name)
+        .unwrap();
+    let bytes = &secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(file))
+        .unwrap_or_else(|| panic!("{}: Secret {secret_name} has no key {file}", r.source))
+        .0;
+    let text = std::str::from_utf8(bytes).unwrap();
+    let mut identities = Identities::parse(text).unwrap_or_else(|e| {
+        panic!(
+            "{}: Secret {secret_name}: the auth file is refused: {e}",
+            r.source
+        )
+    });
+    if let Some(agents) = w.env("SECCOMP_AUTH_KUBERNETES_AGENTS") {
+        identities = identities.with_kubernetes_agents(agents.to_owned());
+    }
+    Authenticator::new(identities).with_token_review(Arc::new(NamedTokens))
+}
+
+/// The services' auth files, as the services read them: each lets the other service in as
+/// a viewer, the distributor takes the agents as nodes, and an unknown account is refused.
+async fn check_auth_files(r: &Rendered) {
+    let account = |name: &str| format!("system:serviceaccount:{NAMESPACE}:{name}");
+    for (service, caller) in [(REGISTRY, DISTRIBUTOR), (DISTRIBUTOR, REGISTRY)] {
+        let auth = authenticator(r, service);
+        let who = auth
+            .authenticate(&bearer(&account(caller)), None)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {service} refuses {caller}'s token: {e:?}", r.source));
+        assert!(
+            matches!(
+                who,
+                Principal::Caller {
+                    role: auth::Role::Viewer,
+                    ..
+                }
+            ),
+            "{}: {service} takes {caller} as {who:?}, not a viewer",
+            r.source
+        );
+        let stranger = auth
+            .authenticate(&bearer("system:serviceaccount:default:default"), None)
+            .await;
+        assert!(
+            stranger.is_err(),
+            "{}: {service} lets default/default in as {stranger:?}",
+            r.source
+        );
+    }
+    let auth = authenticator(r, DISTRIBUTOR);
+    let agent = auth
+        .authenticate(&bearer(&format!("{}@worker-1", account(AGENT))), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        agent,
+        Principal::Node {
+            node: "worker-1".into()
+        },
+        "{}: the distributor takes an agent's token as its node",
+        r.source
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests.
+
+#[tokio::test]
+async fn the_base_is_strict_and_least_privilege() {
+    let Some(yaml) = render("deploy") else {
+        return;
+    };
+    let r = Rendered::parse("deploy", &yaml);
+    check_all(&r);
+    check_auth_files(&r).await;
+    // The base applies NCIs to the cluster, ships no certificates or monitors, and no
+    // Secret but the two generated auth files.
+    let d = r.workload(DISTRIBUTOR);
+    assert_eq!(
+        d.env("SECCOMP_DISTRIBUTOR_APPLY_TO_CLUSTER"),
+        Some("true"),
+        "{}: --apply-to-cluster",
+        d.what
+    );
+    assert_eq!(d.env("SECCOMP_DISTRIBUTOR_YAML_DIR"), None, "{}", d.what);
+    assert!(r.issuers.is_empty() && r.certificates.is_empty() && r.service_monitors.is_empty());
+    let secrets: BTreeSet<&str> = r
+        .secrets
+        .iter()
+        .map(|s| name(&s.metadata).rsplit_once('-').unwrap().0)
+        .collect();
+    assert_eq!(
+        secrets,
+        BTreeSet::from(["seccomp-registry-auth", "seccomp-distributor-auth"]),
+        "deploy: the Secrets"
+    );
+}
+
+#[tokio::test]
+async fn the_example_overlay_with_every_component_too() {
+    let dir = "deploy/overlays/example";
+    let Some(yaml) = render(dir) else {
+        return;
+    };
+    let r = Rendered::parse(dir, &yaml);
+    check_all(&r);
+    check_auth_files(&r).await;
+    check_cert_manager(&r);
+    assert_eq!(r.service_monitors.len(), 1, "{dir}: the ServiceMonitor");
+    // gitops: the YAML files on the distributor's volume, nothing applied to the cluster
+    // (check_rbac has already seen the nodeconfigitems rule go with it).
+    let d = r.workload(DISTRIBUTOR);
+    assert_eq!(
+        d.env("SECCOMP_DISTRIBUTOR_APPLY_TO_CLUSTER"),
+        None,
+        "{}: no --apply-to-cluster with the gitops component",
+        d.what
+    );
+    let yaml_dir = d.required_env("SECCOMP_DISTRIBUTOR_YAML_DIR");
+    match d.mount_of(yaml_dir) {
+        Some((mount, None)) if d.claims.contains(&mount.name) => {}
+        _ => panic!(
+            "{}: SECCOMP_DISTRIBUTOR_YAML_DIR={yaml_dir} is not on the volume",
+            d.what
+        ),
+    }
+    let image = d.container().image.as_deref().unwrap();
+    assert!(
+        !image.ends_with(":latest"),
+        "{}: the example pins its image, not {image}",
+        d.what
+    );
+}
+
+#[test]
+fn a_typo_in_a_rendered_manifest_is_refused() {
+    let Some(yaml) = render("deploy") else {
+        return;
+    };
+    let docs = documents(&yaml);
+    let original = docs
+        .iter()
+        .find(|d| d["kind"] == "StatefulSet" && d["metadata"]["name"] == REGISTRY)
+        .expect("the registry's StatefulSet");
+    strict::<StatefulSet>(original, "as rendered").unwrap();
+
+    let typos = [
+        (
+            "/spec/template/spec/containers/0/securityContext",
+            "readOnlyRootFilesytem",
+            Value::Bool(true),
+        ),
+        (
+            "/spec/template/spec",
+            "automountServiceAcountToken",
+            Value::Bool(false),
+        ),
+        (
+            "/spec/template/spec/volumes/0/secret",
+            "secretNme",
+            Value::String("x".to_owned()),
+        ),
+        ("", "sepc", serde_json::json!({"replicas": 1})),
+    ];
+    for (pointer, field, value) in typos {
+        let mut doc = original.clone();
+        doc.pointer_mut(pointer)
+            .and_then(Value::as_object_mut)
+            .unwrap_or_else(|| panic!("{pointer} is not in the registry's StatefulSet"))
+            .insert(field.to_owned(), value);
+        // k8s-openapi alone takes it, dropping the field...
+        let lax: StatefulSet = serde_json::from_value(doc.clone()).unwrap();
+        assert!(!serde_json::to_string(&lax).unwrap().contains(field));
+        // ... the strict parse does not.
+        let err = strict::<StatefulSet>(&doc, "with a typo").unwrap_err();
+        assert!(
+            err.contains(
+                &format!("{pointer}.{field}")
+                    .replace('/', ".")
+                    .replace(".0.", "[0].")
+            ),
+            "the error names the field: {err}"
+        );
+    }
+    // And a wrong value type is no unknown field, but still refused.
+    let mut doc = original.clone();
+    *doc.pointer_mut("/spec/replicas").unwrap() = Value::String("one".to_owned());
+    assert!(strict::<StatefulSet>(&doc, "replicas: one").is_err());
+}
