@@ -72,9 +72,10 @@ pub struct Config {
     pub yaml_dir: Option<PathBuf>,
     /// Also apply the NCIs to the cluster of the kubeconfig (server-side apply, prune).
     pub apply_to_cluster: bool,
-    /// Before a change takes a file from a node, ask the cluster of the kubeconfig which
-    /// pods name it, and refuse the change when one does (unless forced).
-    pub check_pods: bool,
+    /// Before a change takes a file from a node, ask which pods name it (this watch of the
+    /// cluster's pods keeps the answer), and refuse the change when one does (unless
+    /// forced): `--check-pods`.
+    pub pod_watch: Option<seccomp_k8s::PodWatch>,
     /// Where the metrics go (`--metrics-listen` serves it): gRPC requests and the
     /// distributor's own ([`metrics`]); `None`: none are kept.
     pub metrics_registry: Option<Arc<std::sync::Mutex<prometheus_client::registry::Registry>>>,
@@ -123,7 +124,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(10),
             yaml_dir: None,
             apply_to_cluster: false,
-            check_pods: false,
+            pod_watch: None,
             node_watch: None,
             metrics_registry: None,
             readiness: seccomp_server::metrics::Readiness::default(),
@@ -263,12 +264,12 @@ pub async fn run(
         None => (None, None),
     };
     let mut profile_users = config.profile_users.clone();
-    if config.check_pods {
-        profile_users = Some(Arc::new(pods::ClusterPods(
-            seccomp_k8s::PodProfiles::from_default_config()
-                .await
-                .map_err(|e| Error::Kube(e.to_string()))?,
-        )));
+    let pod_index = config
+        .pod_watch
+        .as_ref()
+        .map(|_| seccomp_k8s::PodIndex::default());
+    if let Some(index) = &pod_index {
+        profile_users = Some(Arc::new(pods::ClusterPods(index.clone())));
     }
     let distributor = Arc::new(service::Distributor::new(
         store,
@@ -337,6 +338,19 @@ pub async fn run(
             }
         })
     });
+    let pod_task = config
+        .pod_watch
+        .clone()
+        .zip(pod_index)
+        .map(|(watch, index)| {
+            let stop = stopped(tasks_stopped.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = watch.run(index) => {}
+                    () = stop => {}
+                }
+            })
+        });
     let pruning = config.audit_retention.map(|retention| {
         let distributor = Arc::clone(&distributor);
         tokio::spawn(seccomp_server::retention::prune_until(
@@ -369,6 +383,9 @@ pub async fn run(
         let _ = task.await;
     }
     if let Some(task) = nodes {
+        let _ = task.await;
+    }
+    if let Some(task) = pod_task {
         let _ = task.await;
     }
     Ok(())

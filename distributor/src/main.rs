@@ -77,10 +77,11 @@ struct Args {
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_FORGET_NODES_AFTER", default_value = "7d", value_parser = humantime::parse_duration)]
     forget_nodes_after: Duration,
 
-    /// Before a change takes a profile file away from a node, ask the cluster (kubeconfig or
-    /// in-cluster service account; needs `list` on pods) which pods name it in their
-    /// seccompProfile, and refuse the change when one on that node does, unless the caller
-    /// gives --force. A cluster that cannot be asked refuses the change too.
+    /// Before a change takes a profile file away from a node, check which pods name it in
+    /// their seccompProfile (a watch of the cluster's pods, kubeconfig or in-cluster service
+    /// account; needs `list` and `watch` on pods), and refuse the change when one on that
+    /// node does, unless the caller gives --force. Until the pods are listed, such a change
+    /// is refused too.
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_CHECK_PODS")]
     check_pods: bool,
 
@@ -164,7 +165,13 @@ async fn main() -> anyhow::Result<()> {
     config.unknown_after = Duration::from_secs(args.unknown_after_secs);
     config.yaml_dir = args.yaml_dir;
     config.apply_to_cluster = args.apply_to_cluster;
-    config.check_pods = args.check_pods;
+    if args.check_pods {
+        config.pod_watch = Some(
+            seccomp_k8s::PodWatch::from_default_config()
+                .await
+                .context("--check-pods: connecting to the cluster")?,
+        );
+    }
     if args.watch_nodes {
         config.node_watch = Some(
             seccomp_k8s::NodeWatch::from_default_config()

@@ -1,7 +1,8 @@
 //! `--check-pods` over the real distributor, with the cluster a fake API server (kube's
-//! `tower_test` mock): a change that takes a file from a node where a pod names it is
-//! refused, naming the pod, and nothing changes; `force` takes it anyway; a cluster that
-//! cannot answer refuses the removal too. Changes that remove nothing never ask.
+//! `tower_test` mock) whose pods the distributor watches: until they are listed, a change
+//! that takes a file away is refused as UNAVAILABLE; then one that takes a file from a node
+//! where a pod names it is refused, naming the pod, and nothing changes; `force` takes it
+//! anyway. Changes that remove nothing are never held up.
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
@@ -9,14 +10,13 @@ mod common;
 
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{AutoAgent, Behaviour, distributor_with, publish, registry, wait_state};
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use kube::client::Body;
-use seccomp_distributor::pods::ClusterPods;
-use seccomp_k8s::PodProfiles;
+use seccomp_k8s::PodWatch;
 use seccomp_proto::distributor::v1 as pb;
 use serde_json::json;
 use tower_test::mock;
@@ -41,15 +41,20 @@ fn narrowing(force: bool) -> pb::CreateRolloutRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_a_pod_names_is_not_taken_from_its_node_unless_forced() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let asked = Arc::new(AtomicUsize::new(0));
-    let broken = Arc::new(AtomicBool::new(false));
-    let (asked2, broken2) = (Arc::clone(&asked), Arc::clone(&broken));
+    let broken = Arc::new(AtomicBool::new(true));
+    let broken2 = Arc::clone(&broken);
     let api = tokio::spawn(async move {
         let mut handle = pin!(handle);
+        // Lists fail while `broken`; then one lists the pod; watches are held open.
         while let Some((req, send)) = handle.next_request().await {
-            assert_eq!(req.method(), Method::GET);
             assert_eq!(req.uri().path(), "/api/v1/pods");
-            asked2.fetch_add(1, Ordering::SeqCst);
+            if req.uri().query().unwrap_or("").contains("watch=true") {
+                tokio::spawn(async move {
+                    let _held = send;
+                    std::future::pending::<()>().await;
+                });
+                continue;
+            }
             if broken2.load(Ordering::SeqCst) {
                 let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
                     "message": "pods is forbidden", "reason": "Forbidden", "code": 403});
@@ -62,10 +67,10 @@ async fn a_file_a_pod_names_is_not_taken_from_its_node_unless_forced() {
                 continue;
             }
             let list = json!({
-                "apiVersion": "v1", "kind": "PodList", "metadata": {},
+                "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "3"},
                 "items": [{
                     "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": "api-0", "namespace": "web"},
+                    "metadata": {"name": "api-0", "namespace": "web", "resourceVersion": "3"},
                     "spec": {
                         "nodeName": "node-3",
                         "containers": [{"name": "api", "image": "api", "securityContext": {
@@ -83,12 +88,12 @@ async fn a_file_a_pod_names_is_not_taken_from_its_node_unless_forced() {
             );
         }
     });
-    let pods = ClusterPods(PodProfiles::new(kube::Client::new(service, "default")));
+    let watch = PodWatch::new(kube::Client::new(service, "default"));
 
     let tmp = tempfile::tempdir().unwrap();
     let reg = registry(&tmp.path().join("registry")).await;
     let dist = distributor_with(&tmp.path().join("distributor"), &reg.url, |c| {
-        c.profile_users = Some(Arc::new(pods));
+        c.pod_watch = Some(watch);
     })
     .await;
     publish(&reg.url, "web", b"{\"defaultAction\":\"SCMP_ACT_ERRNO\"}\n").await;
@@ -109,6 +114,7 @@ async fn a_file_a_pod_names_is_not_taken_from_its_node_unless_forced() {
     let mut dc = pb::distributor_client::DistributorClient::connect(dist.url.clone())
         .await
         .unwrap();
+    // Nothing to remove: not held up by pods that are not listed yet.
     let mut everywhere = narrowing(false);
     everywhere.target.as_mut().unwrap().selector = [("os".to_owned(), "linux".to_owned())].into();
     let first = dc
@@ -119,28 +125,34 @@ async fn a_file_a_pod_names_is_not_taken_from_its_node_unless_forced() {
         .rollout
         .unwrap();
     wait_state(&dc, &first.id, pb::RolloutState::Completed).await;
-    assert_eq!(
-        asked.load(Ordering::SeqCst),
-        0,
-        "a change that removes nothing asks nobody"
-    );
     let sent = three.desired_count();
 
-    // node-3 runs a pod that names web.json: refused, naming it; nothing changes.
-    let err = dc.create_rollout(narrowing(false)).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
-    assert!(
-        err.message()
-            .contains("pod web/api-0 on node-3 names /var/lib/kubelet/seccomp/web.json"),
-        "{}",
-        err.message()
-    );
-    assert_eq!(asked.load(Ordering::SeqCst), 1);
-    // A cluster that cannot answer refuses it too.
-    broken.store(true, Ordering::SeqCst);
+    // The pods are not listed yet (the API refuses): a removal is refused as unavailable.
     let err = dc.create_rollout(narrowing(false)).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
     assert!(err.message().contains("--force"), "{}", err.message());
+
+    // Listed: node-3 runs a pod that names web.json, so taking it is refused, naming it.
+    broken.store(false, Ordering::SeqCst);
+    common::eventually("the pods to be listed", Duration::from_secs(30), || async {
+        let mut dc = dc.clone();
+        match dc.create_rollout(narrowing(false)).await {
+            Err(e) if e.code() == tonic::Code::Unavailable => false,
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+                assert!(
+                    e.message().contains(
+                        "pod web/api-0 on node-3 names /var/lib/kubelet/seccomp/web.json"
+                    ),
+                    "{}",
+                    e.message()
+                );
+                true
+            }
+            Ok(r) => panic!("a removal the pods forbid was accepted: {r:?}"),
+        }
+    })
+    .await;
     let listed = dc
         .list_rollouts(pb::ListRolloutsRequest::default())
         .await
@@ -150,8 +162,7 @@ async fn a_file_a_pod_names_is_not_taken_from_its_node_unless_forced() {
     assert_eq!(listed.len(), 1, "nothing stored");
     assert_eq!(three.desired_count(), sent, "nothing sent");
 
-    // Forced: not asked, and node-3 loses the file.
-    let before = asked.load(Ordering::SeqCst);
+    // Forced: node-3 loses the file.
     let forced = dc
         .create_rollout(narrowing(true))
         .await
@@ -160,7 +171,6 @@ async fn a_file_a_pod_names_is_not_taken_from_its_node_unless_forced() {
         .rollout
         .unwrap();
     wait_state(&dc, &forced.id, pb::RolloutState::Completed).await;
-    assert_eq!(asked.load(Ordering::SeqCst), before);
     common::eventually(
         "node-3 to be sent a set without the file",
         Duration::from_secs(20),

@@ -1,16 +1,19 @@
-//! `--check-pods` against a fake API server (kube's `tower_test` mock): the pods are listed
-//! cluster-wide page by page (method, path, limit and continue token checked), and a pod
-//! names a file when its own or any container's seccompProfile is `Localhost` with that path
-//! under kubelet's root; pods on other nodes, finished pods and other files do not count.
+//! `--check-pods` against a fake API server (kube's `tower_test` mock): a watch of every
+//! pod (a list, then a watch from its resource version) keeps an index of the profile files
+//! pods name; a pod names a file when its own or any container's seccompProfile is
+//! `Localhost` with that path under kubelet's root. Pods on other nodes, finished pods and
+//! other files do not count; added and deleted pods move the answer; before the first list
+//! there is no answer, only an error.
 
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
 use std::collections::BTreeMap;
 use std::pin::pin;
+use std::time::Duration;
 
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use kube::client::Body;
-use seccomp_k8s::{PodProfiles, PodUse};
+use seccomp_k8s::{PodIndex, PodUse, PodWatch};
 use serde_json::{Value, json};
 use tower_test::mock;
 
@@ -23,7 +26,7 @@ fn pod(ns: &str, name: &str, node: &str, phase: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns},
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": "1"},
         "spec": spec,
         "status": {"phase": phase}
     })
@@ -33,104 +36,91 @@ fn localhost(file: &str) -> Value {
     json!({"seccompProfile": {"type": "Localhost", "localhostProfile": file}})
 }
 
+fn respond(send: tower_test::mock::SendResponse<Response<Body>>, status: u16, body: &Value) {
+    send.send_response(
+        Response::builder()
+            .status(status)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap(),
+    );
+}
+
+fn use_of(node: &str, path: &str, pod: &str) -> PodUse {
+    PodUse {
+        node: node.into(),
+        path: format!("/var/lib/kubelet/seccomp/{path}"),
+        pod: pod.into(),
+    }
+}
+
+/// Poll `index` until it answers `files` with `want`.
+async fn answers(index: &PodIndex, files: &BTreeMap<String, Vec<String>>, want: &[PodUse]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match index.users(files) {
+            Ok(found) if found == want => return,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the index answers {other:?}, not {want:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
-async fn the_pods_that_name_a_file_on_its_node_are_found_across_pages() {
+async fn a_watch_of_the_pods_indexes_the_files_they_name() {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let (events, mut script) = tokio::sync::mpsc::unbounded_channel::<Value>();
     let server = tokio::spawn(async move {
         let mut handle = pin!(handle);
-        let pages = [
-            (
-                None,
-                vec![
+        // The first list fails (a forbidden answer): no answer until one succeeds.
+        let (req, send) = handle.next_request().await.expect("a list");
+        assert_eq!(req.uri().path(), "/api/v1/pods");
+        respond(
+            send,
+            403,
+            &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": "pods is forbidden", "reason": "Forbidden", "code": 403}),
+        );
+        let (req, send) = handle.next_request().await.expect("a list again");
+        assert_eq!(req.uri().path(), "/api/v1/pods");
+        assert!(!req.uri().query().unwrap_or("").contains("watch=true"));
+        respond(
+            send,
+            200,
+            &json!({
+                "apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "7"},
+                "items": [
                     // Pod level, on the node losing the file: counts.
-                    pod(
-                        "web",
-                        "api-0",
-                        "node-3",
-                        "Running",
-                        json!({"securityContext": localhost("web.json")}),
-                    ),
+                    pod("web", "api-0", "node-3", "Running", json!({"securityContext": localhost("web.json")})),
                     // Another file on that node: does not.
-                    pod(
-                        "web",
-                        "api-1",
-                        "node-3",
-                        "Running",
-                        json!({"securityContext": localhost("other.json")}),
-                    ),
+                    pod("web", "api-1", "node-3", "Running", json!({"securityContext": localhost("other.json")})),
                     // The file, on a node that keeps it: does not.
-                    pod(
-                        "web",
-                        "api-2",
-                        "node-1",
-                        "Running",
-                        json!({"securityContext": localhost("web.json")}),
-                    ),
-                ],
-                "page-2",
-            ),
-            (
-                Some("page-2"),
-                vec![
+                    pod("web", "api-2", "node-1", "Running", json!({"securityContext": localhost("web.json")})),
                     // Finished: starts no container again.
-                    pod(
-                        "batch",
-                        "job-0",
-                        "node-3",
-                        "Succeeded",
-                        json!({"securityContext": localhost("web.json")}),
-                    ),
+                    pod("batch", "job-0", "node-3", "Succeeded", json!({"securityContext": localhost("web.json")})),
                     // An init container, in a subdirectory spelled with a leading slash.
-                    pod(
-                        "ops",
-                        "tool-0",
-                        "node-3",
-                        "Pending",
-                        json!({
-                            "initContainers": [{"name": "init", "image": "init", "securityContext": localhost("/team/x.json")}]
-                        }),
-                    ),
+                    pod("ops", "tool-0", "node-3", "Pending", json!({
+                        "initContainers": [{"name": "init", "image": "init", "securityContext": localhost("/team/x.json")}]
+                    })),
                     // RuntimeDefault names no file.
-                    pod(
-                        "ops",
-                        "tool-1",
-                        "node-3",
-                        "Running",
-                        json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}}),
-                    ),
-                ],
-                "",
-            ),
-        ];
-        for (token, items, next) in pages {
-            let (req, send) = handle.next_request().await.expect("a pod list");
-            assert_eq!(req.method(), Method::GET);
-            assert_eq!(req.uri().path(), "/api/v1/pods");
-            let query: BTreeMap<String, String> = req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
-            assert_eq!(query.get("limit").map(String::as_str), Some("500"));
-            assert_eq!(query.get("continue").map(String::as_str), token);
-            let list = json!({
-                "apiVersion": "v1",
-                "kind": "PodList",
-                "metadata": {"continue": next},
-                "items": items
-            });
-            send.send_response(
-                Response::builder()
-                    .status(200)
-                    .body(Body::from(serde_json::to_vec(&list).unwrap()))
-                    .unwrap(),
-            );
+                    pod("ops", "tool-1", "node-3", "Running", json!({"securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}})),
+                ]
+            }),
+        );
+        // Each watch gets the next scripted event.
+        while let Some((req, send)) = handle.next_request().await {
+            assert!(req.uri().query().unwrap_or("").contains("watch=true"));
+            let Some(event) = script.recv().await else {
+                return;
+            };
+            let mut line = serde_json::to_vec(&event).unwrap();
+            line.push(b'\n');
+            send.send_response(Response::builder().body(Body::from(line)).unwrap());
         }
     });
-    let pods = PodProfiles::new(kube::Client::new(service, "default"));
+    let index = PodIndex::default();
     let losing: BTreeMap<String, Vec<String>> = [(
         "node-3".to_owned(),
         vec![
@@ -139,47 +129,36 @@ async fn the_pods_that_name_a_file_on_its_node_are_found_across_pages() {
         ],
     )]
     .into();
-    let found = pods.users(&losing).await.unwrap();
-    assert_eq!(
-        found,
-        [
-            PodUse {
-                node: "node-3".into(),
-                path: "/var/lib/kubelet/seccomp/team/x.json".into(),
-                pod: "ops/tool-0".into(),
-            },
-            PodUse {
-                node: "node-3".into(),
-                path: "/var/lib/kubelet/seccomp/web.json".into(),
-                pod: "web/api-0".into(),
-            },
-        ]
-    );
-    server.await.unwrap();
-}
-
-#[tokio::test]
-async fn an_api_error_is_an_error_not_an_empty_answer() {
-    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let server = tokio::spawn(async move {
-        let mut handle = pin!(handle);
-        let (_, send) = handle.next_request().await.expect("a pod list");
-        let status = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-            "message": "pods is forbidden", "reason": "Forbidden", "code": 403});
-        send.send_response(
-            Response::builder()
-                .status(403)
-                .body(Body::from(serde_json::to_vec(&status).unwrap()))
-                .unwrap(),
-        );
-    });
-    let pods = PodProfiles::new(kube::Client::new(service, "default"));
-    let losing = [(
-        "node-3".to_owned(),
-        vec!["/var/lib/kubelet/seccomp/web.json".to_owned()],
-    )]
-    .into();
-    let err = pods.users(&losing).await.unwrap_err();
-    assert!(err.to_string().contains("forbidden"), "{err}");
-    server.await.unwrap();
+    let err = index.users(&losing).unwrap_err();
+    assert!(err.to_string().contains("not listed yet"), "{err}");
+    let watch =
+        tokio::spawn(PodWatch::new(kube::Client::new(service, "default")).run(index.clone()));
+    answers(
+        &index,
+        &losing,
+        &[
+            use_of("node-3", "team/x.json", "ops/tool-0"),
+            use_of("node-3", "web.json", "web/api-0"),
+        ],
+    )
+    .await;
+    // A new pod naming the file, and the old one deleted.
+    events
+        .send(json!({"type": "ADDED", "object": pod("web", "api-9", "node-3", "Running", json!({"securityContext": localhost("web.json")}))}))
+        .unwrap();
+    events
+        .send(json!({"type": "DELETED", "object": pod("web", "api-0", "node-3", "Running", json!({}))}))
+        .unwrap();
+    // One that finished stops counting.
+    events
+        .send(json!({"type": "MODIFIED", "object": pod("ops", "tool-0", "node-3", "Succeeded", json!({}))}))
+        .unwrap();
+    answers(
+        &index,
+        &losing,
+        &[use_of("node-3", "web.json", "web/api-9")],
+    )
+    .await;
+    watch.abort();
+    server.abort();
 }
