@@ -888,6 +888,21 @@ fn check_agent(r: &Rendered) {
         Some("spec.nodeName"),
         "{what}: NODE_NAME comes from the downward API's spec.nodeName"
     );
+    // With --watch-nodes the distributor ignores the labels an agent reports: setting them
+    // would only mislead whoever reads the DaemonSet.
+    if r.workload(DISTRIBUTOR)
+        .env("SECCOMP_DISTRIBUTOR_WATCH_NODES")
+        == Some("true")
+    {
+        for var in ["SECCOMP_AGENT_LABELS", "SECCOMP_AGENT_LABELS_FILE"] {
+            assert_eq!(
+                w.env(var),
+                None,
+                "{what}: env {var} (the distributor takes labels from Node objects, \
+                 SECCOMP_DISTRIBUTOR_WATCH_NODES)"
+            );
+        }
+    }
     let host_root = w.required_env("SECCOMP_AGENT_HOST_ROOT");
     assert_eq!(host_root, "/host", "{what}: SECCOMP_AGENT_HOST_ROOT");
     let state_dir = w.required_env("SECCOMP_AGENT_STATE_DIR");
@@ -1285,6 +1300,12 @@ fn check_rbac(r: &Rendered) {
     if on(&distributor, "SECCOMP_DISTRIBUTOR_CHECK_PODS") {
         d.insert(grant("", "pods", "list"));
     }
+    if on(&distributor, "SECCOMP_DISTRIBUTOR_WATCH_NODES") {
+        // A kube-runtime watcher: a list, then a watch (and a relist); never a get.
+        for verb in ["list", "watch"] {
+            d.insert(grant("", "nodes", verb));
+        }
+    }
     if on(&distributor, "SECCOMP_DISTRIBUTOR_APPLY_TO_CLUSTER") {
         // Server-side apply (patch; create when the object is new), the pruning list and
         // delete.
@@ -1293,12 +1314,18 @@ fn check_rbac(r: &Rendered) {
         }
     }
     // The agent is absent: nothing at all.
-    assert_eq!(
-        granted, expected,
-        "{}: RBAC per ServiceAccount (from the flags: --auth-kubernetes, --check-pods, \
-         --apply-to-cluster)",
-        r.source
-    );
+    expected.retain(|_, grants| !grants.is_empty());
+    let accounts: BTreeSet<&str> = granted.keys().chain(expected.keys()).copied().collect();
+    for account in accounts {
+        assert_eq!(
+            granted.get(account),
+            expected.get(account),
+            "{}: ServiceAccount {account:?}: the rules of the roles bound to it, as (apiGroup, \
+             resource, verb), against what its program's flags use (--auth-kubernetes, \
+             --check-pods, --watch-nodes, --apply-to-cluster)",
+            r.source
+        );
+    }
 }
 
 /// A NetworkPolicy peer in words: which pods, in which namespaces.
@@ -1719,6 +1746,12 @@ async fn the_base_is_strict_and_least_privilege() {
         d.what
     );
     assert_eq!(d.env("SECCOMP_DISTRIBUTOR_YAML_DIR"), None, "{}", d.what);
+    assert_eq!(
+        d.env("SECCOMP_DISTRIBUTOR_WATCH_NODES"),
+        Some("true"),
+        "{}: env SECCOMP_DISTRIBUTOR_WATCH_NODES (node labels from the Node objects)",
+        d.what
+    );
     assert!(r.issuers.is_empty() && r.certificates.is_empty() && r.service_monitors.is_empty());
     let secrets: BTreeSet<&str> = r
         .secrets
