@@ -10,8 +10,9 @@
 //!
 //! Then the invariants deploy/README.md promises: every container has a read-only root,
 //! no privilege escalation, ALL capabilities dropped (only the agent adds CHOWN, FOWNER and
-//! DAC_OVERRIDE), RuntimeDefault seccomp, requests and limits, and probes (not the agent,
-//! which listens on nothing); the services run as a fixed non-root user; the agent mounts
+//! DAC_OVERRIDE), RuntimeDefault seccomp, requests and limits, a metrics listener
+//! (`--metrics-listen`) on its `metrics` port with `httpGet` probes there (`/healthz` for
+//! liveness, `/readyz` for readiness); the services run as a fixed non-root user; the agent mounts
 //! exactly its host paths (`/etc/passwd` and `/etc/group` read-only, never `/`) and takes
 //! `NODE_NAME` from `spec.nodeName`; RBAC grants each ServiceAccount exactly what its flags
 //! use; NetworkPolicies admit only the expected peers; every environment variable is one a
@@ -529,6 +530,7 @@ fn check_all(r: &Rendered) {
     for w in r.workloads() {
         check_pod_security(&w);
         check_environment(&w);
+        check_metrics_and_probes(&w);
     }
     check_agent(r);
     check_service(r, REGISTRY);
@@ -709,37 +711,96 @@ fn check_pod_security(w: &Workload<'_>) {
                 );
             }
         }
-        if agent {
-            // deploy/README.md, "Probes": it listens on nothing and has no command to exec.
-            assert!(
-                c.liveness_probe.is_none()
-                    && c.readiness_probe.is_none()
-                    && c.startup_probe.is_none(),
-                "{what}: the agent has no probes (deploy/README.md says why); \
-                 if it gets one, update the README and this test"
-            );
-        } else {
-            for (probe, value) in [
-                ("livenessProbe", &c.liveness_probe),
-                ("readinessProbe", &c.readiness_probe),
-            ] {
-                let value = value
-                    .as_ref()
-                    .unwrap_or_else(|| panic!("{what}: no {probe}"));
-                let port = &value
-                    .tcp_socket
-                    .as_ref()
-                    .unwrap_or_else(|| panic!("{what}: {probe} is not tcpSocket"))
-                    .port;
-                assert_eq!(
-                    port,
-                    &IntOrString::String("grpc".to_owned()),
-                    "{what}: {probe} probes the gRPC port"
-                );
-                w.port("grpc");
-            }
-        }
     }
+}
+
+/// The environment variable of a program's `--metrics-listen`.
+fn metrics_listen_var(workload: &str) -> &'static str {
+    match workload {
+        REGISTRY => "SECCOMP_REGISTRY_METRICS_LISTEN",
+        DISTRIBUTOR => "SECCOMP_DISTRIBUTOR_METRICS_LISTEN",
+        AGENT => "SECCOMP_AGENT_METRICS_LISTEN",
+        other => panic!("no metrics listener known for {other:?}"),
+    }
+}
+
+/// The container port (by name) that a workload's `--metrics-listen` binds, on every
+/// address of the pod; panics, naming the workload and field, when it binds none.
+fn metrics_port_name(w: &Workload<'_>) -> String {
+    let var = metrics_listen_var(w.name);
+    let value = w.required_env(var);
+    let addr: std::net::SocketAddr = value
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: env {var}={value:?} is no address: {e}", w.what));
+    assert!(
+        addr.ip().is_unspecified(),
+        "{}: env {var}={value}: must bind every address (0.0.0.0 or [::]), or kubelet and \
+         Prometheus cannot reach it on the pod's IP",
+        w.what
+    );
+    let ports: Vec<&str> = w
+        .container()
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.container_port == i32::from(addr.port()))
+        .map(|p| p.name.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ports,
+        ["metrics"],
+        "{}: env {var}={value}: its port is the container port named \"metrics\" (ports[].name)",
+        w.what
+    );
+    ports[0].to_owned()
+}
+
+/// Every container listens on its `metrics` port (`--metrics-listen`, plain HTTP) and is
+/// probed there: liveness `GET /healthz` (the process runs), readiness `GET /readyz` (it
+/// serves; the agent: its stream is up). Never liveness on /readyz, which would restart
+/// agents while the distributor is away.
+fn check_metrics_and_probes(w: &Workload<'_>) {
+    let port = metrics_port_name(w);
+    let c = w.container();
+    let what = format!("{} container {:?}", w.what, c.name);
+    for (probe, value, path) in [
+        ("livenessProbe", &c.liveness_probe, "/healthz"),
+        ("readinessProbe", &c.readiness_probe, "/readyz"),
+    ] {
+        let value = value
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no {probe}"));
+        assert!(
+            value.tcp_socket.is_none() && value.exec.is_none() && value.grpc.is_none(),
+            "{what}: {probe}: only httpGet is expected"
+        );
+        let get = value
+            .http_get
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: {probe}.httpGet is missing"));
+        assert_eq!(
+            get.port,
+            IntOrString::String(port.clone()),
+            "{what}: {probe}.httpGet.port (the metrics listener, by name)"
+        );
+        assert_eq!(
+            get.path.as_deref(),
+            Some(path),
+            "{what}: {probe}.httpGet.path"
+        );
+        assert!(
+            get.scheme.as_deref().is_none_or(|s| s == "HTTP"),
+            "{what}: {probe}.httpGet.scheme (the metrics listener has no TLS)"
+        );
+        assert!(
+            get.host.is_none(),
+            "{what}: {probe}.httpGet.host (the pod's own IP, not another host)"
+        );
+    }
+    assert!(
+        c.startup_probe.is_none(),
+        "{what}: startupProbe is not expected (deploy/README.md, \"Probes\")"
+    );
 }
 
 /// The source files whose clap flags a program reads: its own `main.rs` and the flags it
@@ -1378,6 +1439,24 @@ fn check_network_policies(r: &Rendered) {
     }
     let workloads = r.workloads();
     let mut admitted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    // Every workload's pods are isolated for ingress by some policy: without one, a pod
+    // admits everyone, whatever the other policies say.
+    for w in &workloads {
+        let isolated = r.network_policies.iter().any(|policy| {
+            let spec = policy.spec.as_ref().unwrap();
+            spec.policy_types.iter().flatten().any(|t| t == "Ingress")
+                && spec
+                    .pod_selector
+                    .as_ref()
+                    .is_some_and(|s| selects(&match_labels(s, &w.what), &w.labels))
+        });
+        assert!(
+            isolated,
+            "{}: no NetworkPolicy with policyTypes [Ingress] selects its pods \
+             (spec.podSelector), so they admit everyone",
+            w.what
+        );
+    }
     for policy in &r.network_policies {
         let what = format!("{}: NetworkPolicy {:?}", r.source, name(&policy.metadata));
         let spec = policy.spec.as_ref().unwrap();
@@ -1459,8 +1538,25 @@ fn check_services_and_budgets(r: &Rendered) {
             }
         }
     }
-    r.service(REGISTRY);
-    r.service(DISTRIBUTOR);
+    for service in [REGISTRY, DISTRIBUTOR] {
+        // The gRPC API and the metrics listener (for a ServiceMonitor).
+        let ports: BTreeSet<&str> = r
+            .service(service)
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.name.as_deref())
+            .collect();
+        assert_eq!(
+            ports,
+            BTreeSet::from(["grpc", "metrics"]),
+            "{}: Service {service:?} spec.ports[].name",
+            r.source
+        );
+    }
     for service in [REGISTRY, DISTRIBUTOR] {
         let w = r.workload(service);
         let budgets: Vec<&PodDisruptionBudget> = r
