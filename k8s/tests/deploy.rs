@@ -5,8 +5,8 @@
 //! ignores fields it does not know, so each typed object is serialized again and every key
 //! of the rendered document must come back (a typo such as `readOnlyRootFilesytem` would
 //! otherwise pass silently, and the setting with it). Kinds without a k8s-openapi type
-//! (cert-manager's Issuer and Certificate, the Prometheus Operator's ServiceMonitor) are
-//! checked as JSON, field by field; any other kind fails the test.
+//! (cert-manager's Issuer and Certificate, the Prometheus Operator's ServiceMonitor and
+//! PodMonitor) are checked as JSON, field by field; any other kind fails the test.
 //!
 //! Then the invariants deploy/README.md promises: every container has a read-only root,
 //! no privilege escalation, ALL capabilities dropped (only the agent adds CHOWN, FOWNER and
@@ -208,6 +208,51 @@ fn custom(doc: &Value, what: &str, allowed: &[(&str, &[&str])]) -> Value {
 }
 
 const METADATA_KEYS: &[&str] = &["name", "namespace", "labels", "annotations"];
+
+/// A ServiceMonitor or PodMonitor checked as JSON; `endpoints` is the key of its list of
+/// scrape endpoints (`endpoints`, `podMetricsEndpoints`).
+fn monitor(doc: &Value, what: &str, endpoints: &str) -> Value {
+    let doc = custom(
+        doc,
+        what,
+        &[
+            ("", TOP_KEYS),
+            ("/metadata", METADATA_KEYS),
+            ("/spec", &["selector", "namespaceSelector", endpoints]),
+            ("/spec/selector", &["matchLabels"]),
+            ("/spec/namespaceSelector", &["matchNames"]),
+        ],
+    );
+    let pointer = format!("/spec/{endpoints}");
+    for (i, endpoint) in json_array(&doc, &pointer, what).iter().enumerate() {
+        let at = format!("{what} spec.{endpoints}[{i}]");
+        custom(
+            endpoint,
+            &at,
+            &[("", &["port", "path", "scheme", "interval", "relabelings"])],
+        );
+        if endpoint.get("relabelings").is_some() {
+            for (j, relabeling) in json_array(endpoint, "/relabelings", &at).iter().enumerate() {
+                custom(
+                    relabeling,
+                    &format!("{at}.relabelings[{j}]"),
+                    &[(
+                        "",
+                        &[
+                            "sourceLabels",
+                            "separator",
+                            "targetLabel",
+                            "regex",
+                            "replacement",
+                            "action",
+                        ],
+                    )],
+                );
+            }
+        }
+    }
+    doc
+}
 const TOP_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 
 /// Everything one rendering holds, by kind.
@@ -234,6 +279,8 @@ struct Rendered {
     certificates: Vec<Value>,
     /// monitoring.coreos.com/v1 ServiceMonitor.
     service_monitors: Vec<Value>,
+    /// monitoring.coreos.com/v1 PodMonitor.
+    pod_monitors: Vec<Value>,
 }
 
 impl Rendered {
@@ -315,28 +362,11 @@ impl Rendered {
                     ],
                 )),
                 ("monitoring.coreos.com/v1", "ServiceMonitor") => {
-                    let doc = custom(
-                        doc,
-                        &what,
-                        &[
-                            ("", TOP_KEYS),
-                            ("/metadata", METADATA_KEYS),
-                            ("/spec", &["selector", "namespaceSelector", "endpoints"]),
-                            ("/spec/selector", &["matchLabels"]),
-                            ("/spec/namespaceSelector", &["matchNames"]),
-                        ],
-                    );
-                    for (i, endpoint) in json_array(&doc, "/spec/endpoints", &what)
-                        .iter()
-                        .enumerate()
-                    {
-                        custom(
-                            endpoint,
-                            &format!("{what} endpoint {i}"),
-                            &[("", &["port", "path", "scheme", "interval"])],
-                        );
-                    }
-                    r.service_monitors.push(doc);
+                    r.service_monitors.push(monitor(doc, &what, "endpoints"))
+                }
+                ("monitoring.coreos.com/v1", "PodMonitor") => {
+                    r.pod_monitors
+                        .push(monitor(doc, &what, "podMetricsEndpoints"))
                 }
                 _ => panic!(
                     "{what}: {api_version} {kind} has no strict check in this test; \
@@ -537,10 +567,10 @@ fn check_all(r: &Rendered) {
     check_service(r, DISTRIBUTOR);
     check_calls_between_services(r);
     check_rbac(r);
-    check_network_policies(r);
     check_services_and_budgets(r);
+    let scraped = check_monitors(r);
+    check_network_policies(r, &scraped);
     check_crd(r);
-    check_service_monitors(r);
 }
 
 /// One namespace, and everything namespaced is in it.
@@ -595,6 +625,7 @@ fn check_namespaces(r: &Rendered) {
         .iter()
         .chain(&r.certificates)
         .chain(&r.service_monitors)
+        .chain(&r.pod_monitors)
     {
         assert_eq!(
             doc["metadata"]["namespace"], NAMESPACE,
@@ -1414,8 +1445,10 @@ fn peer(p: &NetworkPolicyPeer, what: &str) -> String {
     }
 }
 
-/// Who each policy admits to the pods of each service, per container port name.
-fn check_network_policies(r: &Rendered) {
+/// Who each policy admits to the pods of each service, per container port name; `scraped`
+/// are the (workload, container port) pairs the monitors scrape, where Prometheus is
+/// admitted.
+fn check_network_policies(r: &Rendered, scraped: &BTreeSet<(String, String)>) {
     let client = format!(
         "pods {}={} in any namespace",
         CLIENT_LABEL.0, CLIENT_LABEL.1
@@ -1433,9 +1466,10 @@ fn check_network_policies(r: &Rendered) {
             BTreeSet::from([pods_of(AGENT), pods_of(REGISTRY), client.clone()]),
         ),
     ]);
-    // The servicemonitor component admits Prometheus to the registry's metrics port.
-    if !r.service_monitors.is_empty() {
-        expected.insert(key(REGISTRY, "metrics"), BTreeSet::from([prometheus]));
+    // The servicemonitor component admits Prometheus to every port it scrapes, and to
+    // nothing else; the base admits nobody to a metrics port.
+    for (workload, port) in scraped {
+        expected.insert(key(workload, port), BTreeSet::from([prometheus.clone()]));
     }
     let workloads = r.workloads();
     let mut admitted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -1507,11 +1541,17 @@ fn check_network_policies(r: &Rendered) {
             }
         }
     }
-    assert_eq!(
-        admitted, expected,
-        "{}: who the NetworkPolicies admit, per service and port",
-        r.source
-    );
+    let keys: BTreeSet<&(String, String)> = admitted.keys().chain(expected.keys()).collect();
+    for key in keys {
+        let (workload, port) = key;
+        assert_eq!(
+            admitted.get(key),
+            expected.get(key),
+            "{}: the NetworkPolicies selecting {workload}'s pods: spec.ingress[].from of the \
+             rules for its port {port:?} (None: nobody admitted)",
+            r.source
+        );
+    }
 }
 
 /// Services select their workload and name its ports; a disruption budget covers each
@@ -1585,51 +1625,121 @@ fn check_crd(r: &Rendered) {
     assert_eq!(crd.spec.scope, "Cluster");
 }
 
-/// A ServiceMonitor scrapes a Service port that carries the metrics listener.
-fn check_service_monitors(r: &Rendered) {
-    for m in &r.service_monitors {
-        let what = format!("{}: ServiceMonitor {}", r.source, m["metadata"]["name"]);
+/// The monitors' scrape targets: a ServiceMonitor selects one Service in the namespace and
+/// scrapes a port of it whose target is the container port that the workload's
+/// `*_METRICS_LISTEN` binds; a PodMonitor selects one workload's pods and scrapes that
+/// container port directly. Returns the (workload, container port) pairs scraped.
+fn check_monitors(r: &Rendered) -> BTreeSet<(String, String)> {
+    let workloads = r.workloads();
+    let mut scraped = BTreeSet::new();
+    let monitors = r
+        .service_monitors
+        .iter()
+        .map(|m| (m, "endpoints"))
+        .chain(r.pod_monitors.iter().map(|m| (m, "podMetricsEndpoints")));
+    for (m, endpoints) in monitors {
+        let kind = m["kind"].as_str().unwrap();
+        let what = format!("{}: {kind} {}", r.source, m["metadata"]["name"]);
         let selector: BTreeMap<String, String> =
-            serde_json::from_value(m["spec"]["selector"]["matchLabels"].clone()).unwrap();
+            serde_json::from_value(m["spec"]["selector"]["matchLabels"].clone())
+                .unwrap_or_else(|e| panic!("{what}: spec.selector.matchLabels: {e}"));
+        assert!(
+            !selector.is_empty(),
+            "{what}: spec.selector.matchLabels is empty"
+        );
         assert_eq!(
             m["spec"]["namespaceSelector"]["matchNames"],
             serde_json::json!([NAMESPACE]),
-            "{what}: spec.namespaceSelector"
+            "{what}: spec.namespaceSelector.matchNames"
         );
-        let services: Vec<&Service> = r
-            .services
+        // What it selects: a Service (and through it a workload), or a workload's pods.
+        let service = (endpoints == "endpoints").then(|| {
+            let services: Vec<&Service> = r
+                .services
+                .iter()
+                .filter(|s| selects(&selector, s.metadata.labels.as_ref().unwrap()))
+                .collect();
+            assert_eq!(
+                services.len(),
+                1,
+                "{what}: spec.selector.matchLabels {selector:?} selects one Service"
+            );
+            services[0]
+        });
+        let pod_labels = match service {
+            Some(s) => s
+                .spec
+                .as_ref()
+                .unwrap()
+                .selector
+                .clone()
+                .unwrap_or_default(),
+            None => selector.clone(),
+        };
+        let targets: Vec<&Workload<'_>> = workloads
             .iter()
-            .filter(|s| selects(&selector, s.metadata.labels.as_ref().unwrap()))
+            .filter(|w| selects(&pod_labels, &w.labels))
             .collect();
-        assert_eq!(services.len(), 1, "{what}: selects one Service");
-        let service = name(&services[0].metadata);
-        for endpoint in json_array(m, "/spec/endpoints", &what) {
-            let port = json_str(endpoint, "/port", &what);
-            assert!(
-                services[0]
-                    .spec
-                    .as_ref()
-                    .unwrap()
-                    .ports
-                    .iter()
-                    .flatten()
-                    .any(|p| p.name.as_deref() == Some(port)),
-                "{what}: Service {service} has no port {port}"
-            );
-            assert_eq!(json_str(endpoint, "/path", &what), "/metrics", "{what}");
-            // Only the registry serves metrics, on the port its flag binds.
+        assert_eq!(
+            targets.len(),
+            1,
+            "{what}: spec.selector.matchLabels {selector:?}: selects one workload's pods"
+        );
+        let w = targets[0];
+        let listened = metrics_port_name(w);
+        let list = json_array(m, &format!("/spec/{endpoints}"), &what);
+        assert!(!list.is_empty(), "{what}: spec.{endpoints} is empty");
+        for (i, endpoint) in list.iter().enumerate() {
+            let at = format!("{what} spec.{endpoints}[{i}]");
+            let port = json_str(endpoint, "/port", &at);
+            // The container port behind the scraped port.
+            let container_port = match service {
+                Some(s) => {
+                    let service_port = s
+                        .spec
+                        .as_ref()
+                        .unwrap()
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_deref() == Some(port))
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{at}.port: Service {:?} has no port named {port:?}",
+                                name(&s.metadata)
+                            )
+                        });
+                    match &service_port.target_port {
+                        Some(IntOrString::String(n)) => n.clone(),
+                        other => panic!(
+                            "{at}.port: Service {:?} port {port:?} targetPort {other:?}: \
+                             name the container port",
+                            name(&s.metadata)
+                        ),
+                    }
+                }
+                None => port.to_owned(),
+            };
+            w.port(&container_port);
             assert_eq!(
-                service, REGISTRY,
-                "{what}: only the registry has --metrics-listen"
+                container_port,
+                listened,
+                "{at}.port: scrapes {}'s container port {container_port:?}, but {} binds \
+                 the port {listened:?}",
+                w.what,
+                metrics_listen_var(w.name)
             );
-            let w = r.workload(REGISTRY);
-            assert_eq!(
-                w.required_env("SECCOMP_REGISTRY_METRICS_LISTEN"),
-                format!("0.0.0.0:{}", w.port(port)),
-                "{what}: the metrics listener on the scraped port"
-            );
+            assert_eq!(json_str(endpoint, "/path", &at), "/metrics", "{at}.path");
+            if let Some(scheme) = endpoint.get("scheme") {
+                assert_eq!(
+                    scheme, "http",
+                    "{at}.scheme (the metrics listener has no TLS)"
+                );
+            }
+            scraped.insert((w.name.to_owned(), container_port));
         }
     }
+    scraped
 }
 
 /// cert-manager: a CA issued by a self-signed Issuer, a CA Issuer from its Secret, and one
@@ -1848,7 +1958,13 @@ async fn the_base_is_strict_and_least_privilege() {
         "{}: env SECCOMP_DISTRIBUTOR_WATCH_NODES (node labels from the Node objects)",
         d.what
     );
-    assert!(r.issuers.is_empty() && r.certificates.is_empty() && r.service_monitors.is_empty());
+    assert!(
+        r.issuers.is_empty()
+            && r.certificates.is_empty()
+            && r.service_monitors.is_empty()
+            && r.pod_monitors.is_empty(),
+        "deploy: no Issuer, Certificate, ServiceMonitor or PodMonitor in the base"
+    );
     let secrets: BTreeSet<&str> = r
         .secrets
         .iter()
@@ -1871,7 +1987,29 @@ async fn the_example_overlay_with_every_component_too() {
     check_all(&r);
     check_auth_files(&r).await;
     check_cert_manager(&r);
-    assert_eq!(r.service_monitors.len(), 1, "{dir}: the ServiceMonitor");
+    // servicemonitor: every program's metrics listener is scraped, the agents' pod by pod.
+    assert_eq!(
+        r.service_monitors.len(),
+        2,
+        "{dir}: the ServiceMonitors (registry, distributor)"
+    );
+    assert_eq!(
+        r.pod_monitors.len(),
+        1,
+        "{dir}: the PodMonitor (node agents)"
+    );
+    let scraped: BTreeSet<String> = check_monitors(&r).into_iter().map(|(w, _)| w).collect();
+    assert_eq!(
+        scraped,
+        BTreeSet::from([REGISTRY, DISTRIBUTOR, AGENT].map(String::from)),
+        "{dir}: the workloads the ServiceMonitors and the PodMonitor scrape"
+    );
+    assert!(
+        r.pod_monitors
+            .iter()
+            .all(|m| m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == AGENT),
+        "{dir}: the PodMonitor is the agents' (spec.selector.matchLabels)"
+    );
     // gitops: the YAML files on the distributor's volume, nothing applied to the cluster
     // (check_rbac has already seen the nodeconfigitems rule go with it).
     let d = r.workload(DISTRIBUTOR);
