@@ -12,14 +12,16 @@
 //! no privilege escalation, ALL capabilities dropped (only the agent adds CHOWN, FOWNER and
 //! DAC_OVERRIDE), RuntimeDefault seccomp, requests and limits, a metrics listener
 //! (`--metrics-listen`) on its `metrics` port with `httpGet` probes there (`/healthz` for
-//! liveness, `/readyz` for readiness); the services run as a fixed non-root user; the agent mounts
-//! exactly its host paths (`/etc/passwd` and `/etc/group` read-only, never `/`) and takes
-//! `NODE_NAME` from `spec.nodeName`; RBAC grants each ServiceAccount exactly what its flags
-//! use; NetworkPolicies admit only the expected peers; every environment variable is one a
-//! flag of that program reads, and every file it names lies on a mounted volume; the
-//! services' auth files, read by the services' own parser, let each service call the other
-//! as a viewer and the agents in as nodes. A last test makes sure the strict parse does
-//! reject a typo.
+//! liveness, `/readyz` for readiness); the services run as a fixed non-root user; the
+//! agent mounts exactly its host paths (`/etc/passwd` and `/etc/group` read-only, never
+//! `/`), takes `NODE_NAME` from `spec.nodeName` and reports no labels while the distributor
+//! watches Node objects; RBAC grants each ServiceAccount exactly what its flags use;
+//! NetworkPolicies isolate every workload and admit only the expected peers (Prometheus
+//! exactly to the ports the ServiceMonitors and the PodMonitor scrape, each the port of a
+//! `*_METRICS_LISTEN`); every environment variable is one a flag of that program reads,
+//! and every file it names lies on a mounted volume; the services' auth files, read by the
+//! services' own parser, let each service call the other as a viewer and the agents in as
+//! nodes. A last test makes sure the strict parse does reject a typo.
 //!
 //! The Grafana dashboard (`deploy/grafana/seccomp.json`, not rendered by kustomize) is read
 //! as JSON: every metric its queries select is one the programs export ([`METRICS`], each
@@ -213,6 +215,8 @@ fn custom(doc: &Value, what: &str, allowed: &[(&str, &[&str])]) -> Value {
 
 const METADATA_KEYS: &[&str] = &["name", "namespace", "labels", "annotations"];
 
+const TOP_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+
 /// A ServiceMonitor or PodMonitor checked as JSON; `endpoints` is the key of its list of
 /// scrape endpoints (`endpoints`, `podMetricsEndpoints`).
 fn monitor(doc: &Value, what: &str, endpoints: &str) -> Value {
@@ -257,7 +261,6 @@ fn monitor(doc: &Value, what: &str, endpoints: &str) -> Value {
     }
     doc
 }
-const TOP_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
 
 /// Everything one rendering holds, by kind.
 #[derive(Default)]
