@@ -5,20 +5,27 @@
 //! ignores fields it does not know, so each typed object is serialized again and every key
 //! of the rendered document must come back (a typo such as `readOnlyRootFilesytem` would
 //! otherwise pass silently, and the setting with it). Kinds without a k8s-openapi type
-//! (cert-manager's Issuer and Certificate, the Prometheus Operator's ServiceMonitor) are
-//! checked as JSON, field by field; any other kind fails the test.
+//! (cert-manager's Issuer and Certificate, the Prometheus Operator's ServiceMonitor and
+//! PodMonitor) are checked as JSON, field by field; any other kind fails the test.
 //!
 //! Then the invariants deploy/README.md promises: every container has a read-only root,
 //! no privilege escalation, ALL capabilities dropped (only the agent adds CHOWN, FOWNER and
-//! DAC_OVERRIDE), RuntimeDefault seccomp, requests and limits, and probes (not the agent,
-//! which listens on nothing); the services run as a fixed non-root user; the agent mounts
-//! exactly its host paths (`/etc/passwd` and `/etc/group` read-only, never `/`) and takes
-//! `NODE_NAME` from `spec.nodeName`; RBAC grants each ServiceAccount exactly what its flags
-//! use; NetworkPolicies admit only the expected peers; every environment variable is one a
-//! flag of that program reads, and every file it names lies on a mounted volume; the
-//! services' auth files, read by the services' own parser, let each service call the other
-//! as a viewer and the agents in as nodes. A last test makes sure the strict parse does
-//! reject a typo.
+//! DAC_OVERRIDE), RuntimeDefault seccomp, requests and limits, a metrics listener
+//! (`--metrics-listen`) on its `metrics` port with `httpGet` probes there (`/healthz` for
+//! liveness, `/readyz` for readiness); the services run as a fixed non-root user; the
+//! agent mounts exactly its host paths (`/etc/passwd` and `/etc/group` read-only, never
+//! `/`), takes `NODE_NAME` from `spec.nodeName` and reports no labels while the distributor
+//! watches Node objects; RBAC grants each ServiceAccount exactly what its flags use;
+//! NetworkPolicies isolate every workload and admit only the expected peers (Prometheus
+//! exactly to the ports the ServiceMonitors and the PodMonitor scrape, each the port of a
+//! `*_METRICS_LISTEN`); every environment variable is one a flag of that program reads,
+//! and every file it names lies on a mounted volume; the services' auth files, read by the
+//! services' own parser, let each service call the other as a viewer and the agents in as
+//! nodes. A last test makes sure the strict parse does reject a typo.
+//!
+//! The Grafana dashboard (`deploy/grafana/seccomp.json`, not rendered by kustomize) is read
+//! as JSON: every metric its queries select is one the programs export ([`METRICS`], each
+//! checked against the source file that registers it), and each of those is queried.
 //!
 //! Without `kubectl` on PATH the tests say so on stderr and pass without checking.
 
@@ -207,7 +214,53 @@ fn custom(doc: &Value, what: &str, allowed: &[(&str, &[&str])]) -> Value {
 }
 
 const METADATA_KEYS: &[&str] = &["name", "namespace", "labels", "annotations"];
+
 const TOP_KEYS: &[&str] = &["apiVersion", "kind", "metadata", "spec"];
+
+/// A ServiceMonitor or PodMonitor checked as JSON; `endpoints` is the key of its list of
+/// scrape endpoints (`endpoints`, `podMetricsEndpoints`).
+fn monitor(doc: &Value, what: &str, endpoints: &str) -> Value {
+    let doc = custom(
+        doc,
+        what,
+        &[
+            ("", TOP_KEYS),
+            ("/metadata", METADATA_KEYS),
+            ("/spec", &["selector", "namespaceSelector", endpoints]),
+            ("/spec/selector", &["matchLabels"]),
+            ("/spec/namespaceSelector", &["matchNames"]),
+        ],
+    );
+    let pointer = format!("/spec/{endpoints}");
+    for (i, endpoint) in json_array(&doc, &pointer, what).iter().enumerate() {
+        let at = format!("{what} spec.{endpoints}[{i}]");
+        custom(
+            endpoint,
+            &at,
+            &[("", &["port", "path", "scheme", "interval", "relabelings"])],
+        );
+        if endpoint.get("relabelings").is_some() {
+            for (j, relabeling) in json_array(endpoint, "/relabelings", &at).iter().enumerate() {
+                custom(
+                    relabeling,
+                    &format!("{at}.relabelings[{j}]"),
+                    &[(
+                        "",
+                        &[
+                            "sourceLabels",
+                            "separator",
+                            "targetLabel",
+                            "regex",
+                            "replacement",
+                            "action",
+                        ],
+                    )],
+                );
+            }
+        }
+    }
+    doc
+}
 
 /// Everything one rendering holds, by kind.
 #[derive(Default)]
@@ -233,6 +286,8 @@ struct Rendered {
     certificates: Vec<Value>,
     /// monitoring.coreos.com/v1 ServiceMonitor.
     service_monitors: Vec<Value>,
+    /// monitoring.coreos.com/v1 PodMonitor.
+    pod_monitors: Vec<Value>,
 }
 
 impl Rendered {
@@ -314,28 +369,11 @@ impl Rendered {
                     ],
                 )),
                 ("monitoring.coreos.com/v1", "ServiceMonitor") => {
-                    let doc = custom(
-                        doc,
-                        &what,
-                        &[
-                            ("", TOP_KEYS),
-                            ("/metadata", METADATA_KEYS),
-                            ("/spec", &["selector", "namespaceSelector", "endpoints"]),
-                            ("/spec/selector", &["matchLabels"]),
-                            ("/spec/namespaceSelector", &["matchNames"]),
-                        ],
-                    );
-                    for (i, endpoint) in json_array(&doc, "/spec/endpoints", &what)
-                        .iter()
-                        .enumerate()
-                    {
-                        custom(
-                            endpoint,
-                            &format!("{what} endpoint {i}"),
-                            &[("", &["port", "path", "scheme", "interval"])],
-                        );
-                    }
-                    r.service_monitors.push(doc);
+                    r.service_monitors.push(monitor(doc, &what, "endpoints"))
+                }
+                ("monitoring.coreos.com/v1", "PodMonitor") => {
+                    r.pod_monitors
+                        .push(monitor(doc, &what, "podMetricsEndpoints"))
                 }
                 _ => panic!(
                     "{what}: {api_version} {kind} has no strict check in this test; \
@@ -529,16 +567,17 @@ fn check_all(r: &Rendered) {
     for w in r.workloads() {
         check_pod_security(&w);
         check_environment(&w);
+        check_metrics_and_probes(&w);
     }
     check_agent(r);
     check_service(r, REGISTRY);
     check_service(r, DISTRIBUTOR);
     check_calls_between_services(r);
     check_rbac(r);
-    check_network_policies(r);
     check_services_and_budgets(r);
+    let scraped = check_monitors(r);
+    check_network_policies(r, &scraped);
     check_crd(r);
-    check_service_monitors(r);
 }
 
 /// One namespace, and everything namespaced is in it.
@@ -593,6 +632,7 @@ fn check_namespaces(r: &Rendered) {
         .iter()
         .chain(&r.certificates)
         .chain(&r.service_monitors)
+        .chain(&r.pod_monitors)
     {
         assert_eq!(
             doc["metadata"]["namespace"], NAMESPACE,
@@ -709,37 +749,96 @@ fn check_pod_security(w: &Workload<'_>) {
                 );
             }
         }
-        if agent {
-            // deploy/README.md, "Probes": it listens on nothing and has no command to exec.
-            assert!(
-                c.liveness_probe.is_none()
-                    && c.readiness_probe.is_none()
-                    && c.startup_probe.is_none(),
-                "{what}: the agent has no probes (deploy/README.md says why); \
-                 if it gets one, update the README and this test"
-            );
-        } else {
-            for (probe, value) in [
-                ("livenessProbe", &c.liveness_probe),
-                ("readinessProbe", &c.readiness_probe),
-            ] {
-                let value = value
-                    .as_ref()
-                    .unwrap_or_else(|| panic!("{what}: no {probe}"));
-                let port = &value
-                    .tcp_socket
-                    .as_ref()
-                    .unwrap_or_else(|| panic!("{what}: {probe} is not tcpSocket"))
-                    .port;
-                assert_eq!(
-                    port,
-                    &IntOrString::String("grpc".to_owned()),
-                    "{what}: {probe} probes the gRPC port"
-                );
-                w.port("grpc");
-            }
-        }
     }
+}
+
+/// The environment variable of a program's `--metrics-listen`.
+fn metrics_listen_var(workload: &str) -> &'static str {
+    match workload {
+        REGISTRY => "SECCOMP_REGISTRY_METRICS_LISTEN",
+        DISTRIBUTOR => "SECCOMP_DISTRIBUTOR_METRICS_LISTEN",
+        AGENT => "SECCOMP_AGENT_METRICS_LISTEN",
+        other => panic!("no metrics listener known for {other:?}"),
+    }
+}
+
+/// The container port (by name) that a workload's `--metrics-listen` binds, on every
+/// address of the pod; panics, naming the workload and field, when it binds none.
+fn metrics_port_name(w: &Workload<'_>) -> String {
+    let var = metrics_listen_var(w.name);
+    let value = w.required_env(var);
+    let addr: std::net::SocketAddr = value
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: env {var}={value:?} is no address: {e}", w.what));
+    assert!(
+        addr.ip().is_unspecified(),
+        "{}: env {var}={value}: must bind every address (0.0.0.0 or [::]), or kubelet and \
+         Prometheus cannot reach it on the pod's IP",
+        w.what
+    );
+    let ports: Vec<&str> = w
+        .container()
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.container_port == i32::from(addr.port()))
+        .map(|p| p.name.as_deref().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        ports,
+        ["metrics"],
+        "{}: env {var}={value}: its port is the container port named \"metrics\" (ports[].name)",
+        w.what
+    );
+    ports[0].to_owned()
+}
+
+/// Every container listens on its `metrics` port (`--metrics-listen`, plain HTTP) and is
+/// probed there: liveness `GET /healthz` (the process runs), readiness `GET /readyz` (it
+/// serves; the agent: its stream is up). Never liveness on /readyz, which would restart
+/// agents while the distributor is away.
+fn check_metrics_and_probes(w: &Workload<'_>) {
+    let port = metrics_port_name(w);
+    let c = w.container();
+    let what = format!("{} container {:?}", w.what, c.name);
+    for (probe, value, path) in [
+        ("livenessProbe", &c.liveness_probe, "/healthz"),
+        ("readinessProbe", &c.readiness_probe, "/readyz"),
+    ] {
+        let value = value
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: no {probe}"));
+        assert!(
+            value.tcp_socket.is_none() && value.exec.is_none() && value.grpc.is_none(),
+            "{what}: {probe}: only httpGet is expected"
+        );
+        let get = value
+            .http_get
+            .as_ref()
+            .unwrap_or_else(|| panic!("{what}: {probe}.httpGet is missing"));
+        assert_eq!(
+            get.port,
+            IntOrString::String(port.clone()),
+            "{what}: {probe}.httpGet.port (the metrics listener, by name)"
+        );
+        assert_eq!(
+            get.path.as_deref(),
+            Some(path),
+            "{what}: {probe}.httpGet.path"
+        );
+        assert!(
+            get.scheme.as_deref().is_none_or(|s| s == "HTTP"),
+            "{what}: {probe}.httpGet.scheme (the metrics listener has no TLS)"
+        );
+        assert!(
+            get.host.is_none(),
+            "{what}: {probe}.httpGet.host (the pod's own IP, not another host)"
+        );
+    }
+    assert!(
+        c.startup_probe.is_none(),
+        "{what}: startupProbe is not expected (deploy/README.md, \"Probes\")"
+    );
 }
 
 /// The source files whose clap flags a program reads: its own `main.rs` and the flags it
@@ -888,6 +987,21 @@ fn check_agent(r: &Rendered) {
         Some("spec.nodeName"),
         "{what}: NODE_NAME comes from the downward API's spec.nodeName"
     );
+    // With --watch-nodes the distributor ignores the labels an agent reports: setting them
+    // would only mislead whoever reads the DaemonSet.
+    if r.workload(DISTRIBUTOR)
+        .env("SECCOMP_DISTRIBUTOR_WATCH_NODES")
+        == Some("true")
+    {
+        for var in ["SECCOMP_AGENT_LABELS", "SECCOMP_AGENT_LABELS_FILE"] {
+            assert_eq!(
+                w.env(var),
+                None,
+                "{what}: env {var} (the distributor takes labels from Node objects, \
+                 SECCOMP_DISTRIBUTOR_WATCH_NODES)"
+            );
+        }
+    }
     let host_root = w.required_env("SECCOMP_AGENT_HOST_ROOT");
     assert_eq!(host_root, "/host", "{what}: SECCOMP_AGENT_HOST_ROOT");
     let state_dir = w.required_env("SECCOMP_AGENT_STATE_DIR");
@@ -1285,6 +1399,12 @@ fn check_rbac(r: &Rendered) {
     if on(&distributor, "SECCOMP_DISTRIBUTOR_CHECK_PODS") {
         d.insert(grant("", "pods", "list"));
     }
+    if on(&distributor, "SECCOMP_DISTRIBUTOR_WATCH_NODES") {
+        // A kube-runtime watcher: a list, then a watch (and a relist); never a get.
+        for verb in ["list", "watch"] {
+            d.insert(grant("", "nodes", verb));
+        }
+    }
     if on(&distributor, "SECCOMP_DISTRIBUTOR_APPLY_TO_CLUSTER") {
         // Server-side apply (patch; create when the object is new), the pruning list and
         // delete.
@@ -1293,12 +1413,18 @@ fn check_rbac(r: &Rendered) {
         }
     }
     // The agent is absent: nothing at all.
-    assert_eq!(
-        granted, expected,
-        "{}: RBAC per ServiceAccount (from the flags: --auth-kubernetes, --check-pods, \
-         --apply-to-cluster)",
-        r.source
-    );
+    expected.retain(|_, grants| !grants.is_empty());
+    let accounts: BTreeSet<&str> = granted.keys().chain(expected.keys()).copied().collect();
+    for account in accounts {
+        assert_eq!(
+            granted.get(account),
+            expected.get(account),
+            "{}: ServiceAccount {account:?}: the rules of the roles bound to it, as (apiGroup, \
+             resource, verb), against what its program's flags use (--auth-kubernetes, \
+             --check-pods, --watch-nodes, --apply-to-cluster)",
+            r.source
+        );
+    }
 }
 
 /// A NetworkPolicy peer in words: which pods, in which namespaces.
@@ -1326,8 +1452,10 @@ fn peer(p: &NetworkPolicyPeer, what: &str) -> String {
     }
 }
 
-/// Who each policy admits to the pods of each service, per container port name.
-fn check_network_policies(r: &Rendered) {
+/// Who each policy admits to the pods of each service, per container port name; `scraped`
+/// are the (workload, container port) pairs the monitors scrape, where Prometheus is
+/// admitted.
+fn check_network_policies(r: &Rendered, scraped: &BTreeSet<(String, String)>) {
     let client = format!(
         "pods {}={} in any namespace",
         CLIENT_LABEL.0, CLIENT_LABEL.1
@@ -1345,12 +1473,31 @@ fn check_network_policies(r: &Rendered) {
             BTreeSet::from([pods_of(AGENT), pods_of(REGISTRY), client.clone()]),
         ),
     ]);
-    // The servicemonitor component admits Prometheus to the registry's metrics port.
-    if !r.service_monitors.is_empty() {
-        expected.insert(key(REGISTRY, "metrics"), BTreeSet::from([prometheus]));
+    // The servicemonitor component admits Prometheus to every port it scrapes, and to
+    // nothing else; the base admits nobody to a metrics port.
+    for (workload, port) in scraped {
+        expected.insert(key(workload, port), BTreeSet::from([prometheus.clone()]));
     }
     let workloads = r.workloads();
     let mut admitted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    // Every workload's pods are isolated for ingress by some policy: without one, a pod
+    // admits everyone, whatever the other policies say.
+    for w in &workloads {
+        let isolated = r.network_policies.iter().any(|policy| {
+            let spec = policy.spec.as_ref().unwrap();
+            spec.policy_types.iter().flatten().any(|t| t == "Ingress")
+                && spec
+                    .pod_selector
+                    .as_ref()
+                    .is_some_and(|s| selects(&match_labels(s, &w.what), &w.labels))
+        });
+        assert!(
+            isolated,
+            "{}: no NetworkPolicy with policyTypes [Ingress] selects its pods \
+             (spec.podSelector), so they admit everyone",
+            w.what
+        );
+    }
     for policy in &r.network_policies {
         let what = format!("{}: NetworkPolicy {:?}", r.source, name(&policy.metadata));
         let spec = policy.spec.as_ref().unwrap();
@@ -1401,11 +1548,17 @@ fn check_network_policies(r: &Rendered) {
             }
         }
     }
-    assert_eq!(
-        admitted, expected,
-        "{}: who the NetworkPolicies admit, per service and port",
-        r.source
-    );
+    let keys: BTreeSet<&(String, String)> = admitted.keys().chain(expected.keys()).collect();
+    for key in keys {
+        let (workload, port) = key;
+        assert_eq!(
+            admitted.get(key),
+            expected.get(key),
+            "{}: the NetworkPolicies selecting {workload}'s pods: spec.ingress[].from of the \
+             rules for its port {port:?} (None: nobody admitted)",
+            r.source
+        );
+    }
 }
 
 /// Services select their workload and name its ports; a disruption budget covers each
@@ -1432,8 +1585,25 @@ fn check_services_and_budgets(r: &Rendered) {
             }
         }
     }
-    r.service(REGISTRY);
-    r.service(DISTRIBUTOR);
+    for service in [REGISTRY, DISTRIBUTOR] {
+        // The gRPC API and the metrics listener (for a ServiceMonitor).
+        let ports: BTreeSet<&str> = r
+            .service(service)
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.name.as_deref())
+            .collect();
+        assert_eq!(
+            ports,
+            BTreeSet::from(["grpc", "metrics"]),
+            "{}: Service {service:?} spec.ports[].name",
+            r.source
+        );
+    }
     for service in [REGISTRY, DISTRIBUTOR] {
         let w = r.workload(service);
         let budgets: Vec<&PodDisruptionBudget> = r
@@ -1462,51 +1632,121 @@ fn check_crd(r: &Rendered) {
     assert_eq!(crd.spec.scope, "Cluster");
 }
 
-/// A ServiceMonitor scrapes a Service port that carries the metrics listener.
-fn check_service_monitors(r: &Rendered) {
-    for m in &r.service_monitors {
-        let what = format!("{}: ServiceMonitor {}", r.source, m["metadata"]["name"]);
+/// The monitors' scrape targets: a ServiceMonitor selects one Service in the namespace and
+/// scrapes a port of it whose target is the container port that the workload's
+/// `*_METRICS_LISTEN` binds; a PodMonitor selects one workload's pods and scrapes that
+/// container port directly. Returns the (workload, container port) pairs scraped.
+fn check_monitors(r: &Rendered) -> BTreeSet<(String, String)> {
+    let workloads = r.workloads();
+    let mut scraped = BTreeSet::new();
+    let monitors = r
+        .service_monitors
+        .iter()
+        .map(|m| (m, "endpoints"))
+        .chain(r.pod_monitors.iter().map(|m| (m, "podMetricsEndpoints")));
+    for (m, endpoints) in monitors {
+        let kind = m["kind"].as_str().unwrap();
+        let what = format!("{}: {kind} {}", r.source, m["metadata"]["name"]);
         let selector: BTreeMap<String, String> =
-            serde_json::from_value(m["spec"]["selector"]["matchLabels"].clone()).unwrap();
+            serde_json::from_value(m["spec"]["selector"]["matchLabels"].clone())
+                .unwrap_or_else(|e| panic!("{what}: spec.selector.matchLabels: {e}"));
+        assert!(
+            !selector.is_empty(),
+            "{what}: spec.selector.matchLabels is empty"
+        );
         assert_eq!(
             m["spec"]["namespaceSelector"]["matchNames"],
             serde_json::json!([NAMESPACE]),
-            "{what}: spec.namespaceSelector"
+            "{what}: spec.namespaceSelector.matchNames"
         );
-        let services: Vec<&Service> = r
-            .services
+        // What it selects: a Service (and through it a workload), or a workload's pods.
+        let service = (endpoints == "endpoints").then(|| {
+            let services: Vec<&Service> = r
+                .services
+                .iter()
+                .filter(|s| selects(&selector, s.metadata.labels.as_ref().unwrap()))
+                .collect();
+            assert_eq!(
+                services.len(),
+                1,
+                "{what}: spec.selector.matchLabels {selector:?} selects one Service"
+            );
+            services[0]
+        });
+        let pod_labels = match service {
+            Some(s) => s
+                .spec
+                .as_ref()
+                .unwrap()
+                .selector
+                .clone()
+                .unwrap_or_default(),
+            None => selector.clone(),
+        };
+        let targets: Vec<&Workload<'_>> = workloads
             .iter()
-            .filter(|s| selects(&selector, s.metadata.labels.as_ref().unwrap()))
+            .filter(|w| selects(&pod_labels, &w.labels))
             .collect();
-        assert_eq!(services.len(), 1, "{what}: selects one Service");
-        let service = name(&services[0].metadata);
-        for endpoint in json_array(m, "/spec/endpoints", &what) {
-            let port = json_str(endpoint, "/port", &what);
-            assert!(
-                services[0]
-                    .spec
-                    .as_ref()
-                    .unwrap()
-                    .ports
-                    .iter()
-                    .flatten()
-                    .any(|p| p.name.as_deref() == Some(port)),
-                "{what}: Service {service} has no port {port}"
-            );
-            assert_eq!(json_str(endpoint, "/path", &what), "/metrics", "{what}");
-            // Only the registry serves metrics, on the port its flag binds.
+        assert_eq!(
+            targets.len(),
+            1,
+            "{what}: spec.selector.matchLabels {selector:?}: selects one workload's pods"
+        );
+        let w = targets[0];
+        let listened = metrics_port_name(w);
+        let list = json_array(m, &format!("/spec/{endpoints}"), &what);
+        assert!(!list.is_empty(), "{what}: spec.{endpoints} is empty");
+        for (i, endpoint) in list.iter().enumerate() {
+            let at = format!("{what} spec.{endpoints}[{i}]");
+            let port = json_str(endpoint, "/port", &at);
+            // The container port behind the scraped port.
+            let container_port = match service {
+                Some(s) => {
+                    let service_port = s
+                        .spec
+                        .as_ref()
+                        .unwrap()
+                        .ports
+                        .iter()
+                        .flatten()
+                        .find(|p| p.name.as_deref() == Some(port))
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{at}.port: Service {:?} has no port named {port:?}",
+                                name(&s.metadata)
+                            )
+                        });
+                    match &service_port.target_port {
+                        Some(IntOrString::String(n)) => n.clone(),
+                        other => panic!(
+                            "{at}.port: Service {:?} port {port:?} targetPort {other:?}: \
+                             name the container port",
+                            name(&s.metadata)
+                        ),
+                    }
+                }
+                None => port.to_owned(),
+            };
+            w.port(&container_port);
             assert_eq!(
-                service, REGISTRY,
-                "{what}: only the registry has --metrics-listen"
+                container_port,
+                listened,
+                "{at}.port: scrapes {}'s container port {container_port:?}, but {} binds \
+                 the port {listened:?}",
+                w.what,
+                metrics_listen_var(w.name)
             );
-            let w = r.workload(REGISTRY);
-            assert_eq!(
-                w.required_env("SECCOMP_REGISTRY_METRICS_LISTEN"),
-                format!("0.0.0.0:{}", w.port(port)),
-                "{what}: the metrics listener on the scraped port"
-            );
+            assert_eq!(json_str(endpoint, "/path", &at), "/metrics", "{at}.path");
+            if let Some(scheme) = endpoint.get("scheme") {
+                assert_eq!(
+                    scheme, "http",
+                    "{at}.scheme (the metrics listener has no TLS)"
+                );
+            }
+            scraped.insert((w.name.to_owned(), container_port));
         }
     }
+    scraped
 }
 
 /// cert-manager: a CA issued by a self-signed Issuer, a CA Issuer from its Secret, and one
@@ -1699,6 +1939,277 @@ async fn check_auth_files(r: &Rendered) {
 }
 
 // ---------------------------------------------------------------------------------------
+// The Grafana dashboard (deploy/grafana/seccomp.json, not part of kustomize).
+
+/// The dashboard, relative to the repository.
+const DASHBOARD: &str = "deploy/grafana/seccomp.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MetricKind {
+    /// Registered without `_total`, which prometheus_client appends.
+    Counter,
+    Gauge,
+    /// Queried as `_bucket`, `_sum` and `_count`.
+    Histogram,
+}
+
+/// Every metric the programs export (deploy/README.md, "Metrics"): its name as Prometheus
+/// sees it, its kind, and the source file that registers it. The dashboard may query these
+/// and nothing else, and each is checked against its source file.
+const METRICS: &[(&str, MetricKind, &str)] = &[
+    (
+        "grpc_server_requests_total",
+        MetricKind::Counter,
+        "server/src/metrics.rs",
+    ),
+    (
+        "grpc_server_request_duration_seconds",
+        MetricKind::Histogram,
+        "server/src/metrics.rs",
+    ),
+    (
+        "seccomp_registry_publishes_total",
+        MetricKind::Counter,
+        "registry/src/metrics.rs",
+    ),
+    (
+        "seccomp_registry_validation_duration_seconds",
+        MetricKind::Histogram,
+        "registry/src/metrics.rs",
+    ),
+    (
+        "seccomp_registry_profiles",
+        MetricKind::Gauge,
+        "registry/src/metrics.rs",
+    ),
+    (
+        "seccomp_registry_versions",
+        MetricKind::Gauge,
+        "registry/src/metrics.rs",
+    ),
+    (
+        "seccomp_distributor_agents_connected",
+        MetricKind::Gauge,
+        "distributor/src/metrics.rs",
+    ),
+    (
+        "seccomp_distributor_nodes",
+        MetricKind::Gauge,
+        "distributor/src/metrics.rs",
+    ),
+    (
+        "seccomp_distributor_rollouts",
+        MetricKind::Gauge,
+        "distributor/src/metrics.rs",
+    ),
+    (
+        "seccomp_distributor_node_confirmation_seconds",
+        MetricKind::Histogram,
+        "distributor/src/metrics.rs",
+    ),
+    (
+        "seccomp_distributor_desired_sets_sent_total",
+        MetricKind::Counter,
+        "distributor/src/metrics.rs",
+    ),
+    (
+        "seccomp_distributor_nacks_total",
+        MetricKind::Counter,
+        "distributor/src/metrics.rs",
+    ),
+    (
+        "seccomp_distributor_drift_reports_total",
+        MetricKind::Counter,
+        "distributor/src/metrics.rs",
+    ),
+    (
+        "seccomp_distributor_sink_errors_total",
+        MetricKind::Counter,
+        "distributor/src/metrics.rs",
+    ),
+    (
+        "seccomp_agent_applies_total",
+        MetricKind::Counter,
+        "node-agent/src/metrics.rs",
+    ),
+    (
+        "seccomp_agent_files_written_total",
+        MetricKind::Counter,
+        "node-agent/src/metrics.rs",
+    ),
+    (
+        "seccomp_agent_files_removed_total",
+        MetricKind::Counter,
+        "node-agent/src/metrics.rs",
+    ),
+    (
+        "seccomp_agent_drift_repairs_total",
+        MetricKind::Counter,
+        "node-agent/src/metrics.rs",
+    ),
+    (
+        "seccomp_agent_last_sync_timestamp_seconds",
+        MetricKind::Gauge,
+        "node-agent/src/metrics.rs",
+    ),
+    (
+        "seccomp_agent_files_managed",
+        MetricKind::Gauge,
+        "node-agent/src/metrics.rs",
+    ),
+    (
+        "seccomp_agent_connected",
+        MetricKind::Gauge,
+        "node-agent/src/metrics.rs",
+    ),
+];
+
+/// The prefix a metrics source file's sub-registry gives its names (`None`: the file
+/// registers full names).
+fn metrics_prefix(file: &str) -> Option<&'static str> {
+    match file {
+        "server/src/metrics.rs" => None,
+        "registry/src/metrics.rs" => Some("seccomp_registry"),
+        "distributor/src/metrics.rs" => Some("seccomp_distributor"),
+        "node-agent/src/metrics.rs" => Some("seccomp_agent"),
+        other => panic!("METRICS: no prefix known for {other}"),
+    }
+}
+
+/// The metric `name` queries, if it is one of [`METRICS`] (a histogram by its series).
+fn exported_metric(name: &str) -> Option<&'static str> {
+    METRICS.iter().find_map(|&(metric, kind, _)| {
+        let matches = match kind {
+            MetricKind::Counter | MetricKind::Gauge => name == metric,
+            MetricKind::Histogram => ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| name.strip_suffix(suffix) == Some(metric)),
+        };
+        matches.then_some(metric)
+    })
+}
+
+/// The index after the string literal that starts at `i` (PromQL: "...", '...', `...`).
+fn skip_string(chars: &[char], i: usize) -> usize {
+    let quote = chars[i];
+    let mut j = i + 1;
+    while j < chars.len() && chars[j] != quote {
+        if chars[j] == '\\' && quote != '`' {
+            j += 1;
+        }
+        j += 1;
+    }
+    j + 1
+}
+
+/// The index after the `close` that ends the group opened at `i`, strings skipped.
+fn skip_group(chars: &[char], i: usize, close: char) -> usize {
+    let mut j = i + 1;
+    while j < chars.len() && chars[j] != close {
+        j = if matches!(chars[j], '"' | '\'' | '`') {
+            skip_string(chars, j)
+        } else {
+            j + 1
+        };
+    }
+    j + 1
+}
+
+/// The metric names a PromQL expression selects: identifiers outside label matchers
+/// (`{...}`), ranges (`[...]`), strings and grouping label lists, that are no function
+/// call, aggregation or keyword.
+fn promql_metric_names(expr: &str) -> Vec<String> {
+    const KEYWORDS: &[&str] = &[
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "atan2",
+        "inf",
+        "nan",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    ];
+    // Followed by a list of label names in parentheses.
+    const GROUPING: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let word_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if matches!(c, '"' | '\'' | '`') {
+            i = skip_string(&chars, i);
+        } else if c == '{' {
+            i = skip_group(&chars, i, '}');
+        } else if c == '[' {
+            i = skip_group(&chars, i, ']');
+        } else if c == '$'
+            || c.is_ascii_digit()
+            || (c == '.' && i + 1 < chars.len() && chars[i + 1].is_ascii_digit())
+        {
+            // A Grafana variable, a number or a duration.
+            i += 1;
+            while i < chars.len() && (word_char(chars[i]) || chars[i] == '.') {
+                i += 1;
+            }
+        } else if word_char(c) {
+            let start = i;
+            while i < chars.len() && word_char(chars[i]) {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            let mut next = i;
+            while next < chars.len() && chars[next].is_whitespace() {
+                next += 1;
+            }
+            let call = chars.get(next) == Some(&'(');
+            if GROUPING.contains(&word.as_str()) {
+                if call {
+                    i = skip_group(&chars, next, ')');
+                }
+            } else if !call && !KEYWORDS.contains(&word.as_str()) {
+                names.push(word);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// The panels of a dashboard, rows' nested panels included, with where each is.
+fn dashboard_panels<'a>(panels: &'a [Value], at: &str, out: &mut Vec<(String, &'a Value)>) {
+    for (i, panel) in panels.iter().enumerate() {
+        let here = format!("{at}[{i}]");
+        if let Some(nested) = panel.get("panels").and_then(Value::as_array) {
+            dashboard_panels(nested, &format!("{here}.panels"), out);
+        }
+        out.push((here, panel));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The tests.
 
 #[tokio::test]
@@ -1719,7 +2230,19 @@ async fn the_base_is_strict_and_least_privilege() {
         d.what
     );
     assert_eq!(d.env("SECCOMP_DISTRIBUTOR_YAML_DIR"), None, "{}", d.what);
-    assert!(r.issuers.is_empty() && r.certificates.is_empty() && r.service_monitors.is_empty());
+    assert_eq!(
+        d.env("SECCOMP_DISTRIBUTOR_WATCH_NODES"),
+        Some("true"),
+        "{}: env SECCOMP_DISTRIBUTOR_WATCH_NODES (node labels from the Node objects)",
+        d.what
+    );
+    assert!(
+        r.issuers.is_empty()
+            && r.certificates.is_empty()
+            && r.service_monitors.is_empty()
+            && r.pod_monitors.is_empty(),
+        "deploy: no Issuer, Certificate, ServiceMonitor or PodMonitor in the base"
+    );
     let secrets: BTreeSet<&str> = r
         .secrets
         .iter()
@@ -1742,7 +2265,29 @@ async fn the_example_overlay_with_every_component_too() {
     check_all(&r);
     check_auth_files(&r).await;
     check_cert_manager(&r);
-    assert_eq!(r.service_monitors.len(), 1, "{dir}: the ServiceMonitor");
+    // servicemonitor: every program's metrics listener is scraped, the agents' pod by pod.
+    assert_eq!(
+        r.service_monitors.len(),
+        2,
+        "{dir}: the ServiceMonitors (registry, distributor)"
+    );
+    assert_eq!(
+        r.pod_monitors.len(),
+        1,
+        "{dir}: the PodMonitor (node agents)"
+    );
+    let scraped: BTreeSet<String> = check_monitors(&r).into_iter().map(|(w, _)| w).collect();
+    assert_eq!(
+        scraped,
+        BTreeSet::from([REGISTRY, DISTRIBUTOR, AGENT].map(String::from)),
+        "{dir}: the workloads the ServiceMonitors and the PodMonitor scrape"
+    );
+    assert!(
+        r.pod_monitors
+            .iter()
+            .all(|m| m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == AGENT),
+        "{dir}: the PodMonitor is the agents' (spec.selector.matchLabels)"
+    );
     // gitops: the YAML files on the distributor's volume, nothing applied to the cluster
     // (check_rbac has already seen the nodeconfigitems rule go with it).
     let d = r.workload(DISTRIBUTOR);
@@ -1822,4 +2367,145 @@ fn a_typo_in_a_rendered_manifest_is_refused() {
     let mut doc = original.clone();
     *doc.pointer_mut("/spec/replicas").unwrap() = Value::String("one".to_owned());
     assert!(strict::<StatefulSet>(&doc, "replicas: one").is_err());
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_exported_metrics() {
+    // The metric list against the code: each name is registered, under its prefix, in the
+    // file named (a renamed metric fails here, and then in the dashboard).
+    for &(metric, kind, file) in METRICS {
+        let text = std::fs::read_to_string(repo().join(file))
+            .unwrap_or_else(|e| panic!("METRICS: {metric}: {file}: {e}"));
+        let mut short = metric;
+        if let Some(prefix) = metrics_prefix(file) {
+            assert!(
+                text.contains(&format!("sub_registry_with_prefix(\"{prefix}\")")),
+                "METRICS: {metric}: {file} registers nothing under the prefix {prefix}"
+            );
+            short = metric
+                .strip_prefix(&format!("{prefix}_"))
+                .unwrap_or_else(|| {
+                    panic!("METRICS: {metric} lacks the prefix {prefix}_ of {file}")
+                });
+        }
+        if kind == MetricKind::Counter {
+            short = short
+                .strip_suffix("_total")
+                .unwrap_or_else(|| panic!("METRICS: counter {metric} must end in _total"));
+        } else {
+            assert!(
+                !metric.ends_with("_total"),
+                "METRICS: {metric}: only counters end in _total"
+            );
+        }
+        assert!(
+            text.contains(&format!("\"{short}\"")),
+            "METRICS: {metric} ({kind:?}): {file} registers no metric \"{short}\""
+        );
+    }
+
+    // The lexer itself.
+    assert_eq!(
+        promql_metric_names(
+            "histogram_quantile(0.99, sum by (le, job) (rate(a_bucket{x=\"}y\",z=~'$v'}[$__rate_interval] offset 5m))) \
+             / on (job) group_left (node) max without (pod) (b) or vector(1e3) > bool 2"
+        ),
+        ["a_bucket", "b"],
+        "promql_metric_names"
+    );
+
+    let path = repo().join(DASHBOARD);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{DASHBOARD}: {e}"));
+    let dashboard: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{DASHBOARD}: not JSON: {e}"));
+    for key in ["title", "uid"] {
+        assert!(
+            dashboard[key].as_str().is_some_and(|v| !v.is_empty()),
+            "{DASHBOARD}: .{key} is not a non-empty string"
+        );
+    }
+    // Template variables: PromQL in a query variable would escape the check below.
+    let variables = dashboard
+        .pointer("/templating/list")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for (i, variable) in variables.iter().enumerate() {
+        let kind = variable["type"].as_str().unwrap_or_default();
+        assert!(
+            ["datasource", "interval", "custom", "constant", "textbox"].contains(&kind),
+            "{DASHBOARD}: .templating.list[{i}] ({}) .type {kind:?}: query variables are not \
+             checked by this test; extend it first",
+            variable["name"]
+        );
+    }
+    let top = json_array(&dashboard, "/panels", DASHBOARD);
+    let mut panels = Vec::new();
+    dashboard_panels(top, ".panels", &mut panels);
+    let mut ids = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    for (at, panel) in &panels {
+        let title = panel["title"].as_str().unwrap_or_default();
+        let what = format!("{DASHBOARD}: panel {at} {title:?}");
+        assert!(!title.is_empty(), "{what}: .title is empty");
+        let id = panel["id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{what}: .id is not a number"));
+        assert!(ids.insert(id), "{what}: .id {id} is used twice");
+        let kind = panel["type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: .type is not a string"));
+        for key in ["x", "y", "w", "h"] {
+            assert!(
+                panel["gridPos"][key].is_u64(),
+                "{what}: .gridPos.{key} is not a number"
+            );
+        }
+        if kind == "row" {
+            assert!(
+                panel.get("targets").is_none(),
+                "{what}: a row has no .targets"
+            );
+            continue;
+        }
+        let targets = json_array(panel, "/targets", &what);
+        assert!(!targets.is_empty(), "{what}: .targets is empty");
+        for (i, target) in targets.iter().enumerate() {
+            let twhat = format!("{what} .targets[{i}]");
+            assert_eq!(
+                target["datasource"]["uid"], "${datasource}",
+                "{twhat}.datasource.uid (the dashboard's data source variable)"
+            );
+            let expr = json_str(target, "/expr", &twhat);
+            let names = promql_metric_names(expr);
+            assert!(!names.is_empty(), "{twhat}.expr {expr:?} queries no metric");
+            for name in names {
+                let histogram = METRICS
+                    .iter()
+                    .any(|&(m, kind, _)| m == name && kind == MetricKind::Histogram);
+                assert!(
+                    !histogram,
+                    "{twhat}.expr queries the histogram {name:?} by its bare name: query \
+                     {name}_bucket, _sum or _count"
+                );
+                let metric = exported_metric(&name).unwrap_or_else(|| {
+                    panic!(
+                        "{twhat}.expr queries {name:?}, which no program exports \
+                         (METRICS in this test: {:?})",
+                        METRICS.iter().map(|m| m.0).collect::<Vec<_>>()
+                    )
+                });
+                used.insert(metric);
+            }
+        }
+    }
+    let unused: Vec<&str> = METRICS
+        .iter()
+        .map(|m| m.0)
+        .filter(|m| !used.contains(m))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "{DASHBOARD}: no panel's .targets[].expr queries {unused:?}"
+    );
 }
