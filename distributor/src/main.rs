@@ -91,7 +91,7 @@ struct Args {
     metrics_listen: Option<SocketAddr>,
 
     /// Take node labels and membership from the cluster's Node objects (kubeconfig or
-    /// in-cluster service account; needs get/list/watch on nodes) instead of what each agent
+    /// in-cluster service account; needs list and watch on nodes) instead of what each agent
     /// reports: label changes move nodes in and out of selectors at once, a deleted Node
     /// leaves every rollout, and a node cannot claim labels it does not have.
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_WATCH_NODES")]

@@ -1397,7 +1397,10 @@ fn check_rbac(r: &Rendered) {
         d.insert(grant("authentication.k8s.io", "tokenreviews", "create"));
     }
     if on(&distributor, "SECCOMP_DISTRIBUTOR_CHECK_PODS") {
-        d.insert(grant("", "pods", "list"));
+        // A kube-runtime watcher of every pod: a list, then a watch; never a get.
+        for verb in ["list", "watch"] {
+            d.insert(grant("", "pods", verb));
+        }
     }
     if on(&distributor, "SECCOMP_DISTRIBUTOR_WATCH_NODES") {
         // A kube-runtime watcher: a list, then a watch (and a relist); never a get.
