@@ -22,6 +22,8 @@
 //! - [`tls`]: rustls for servers (certificates reloaded when their files change, client
 //!   certificates passed to requests as [`tls::PeerInfo`]) and clients (`https://` URLs);
 //! - [`pki`]: a throwaway CA with `rcgen` (`seccompctl dev`, tests);
+//! - [`locked`]: opening a database whose lock a dropped handle or an exiting predecessor
+//!   still holds (retried for a while);
 //! - [`atomic`]: writing a service's own files atomically and durably (temporary file with a
 //!   fresh name, fsync, rename, directory fsync), in an open directory or at a path.
 
@@ -29,6 +31,7 @@ pub mod atomic;
 pub mod auth;
 pub mod client;
 pub mod grpc;
+pub mod locked;
 pub mod metrics;
 pub mod pki;
 pub mod retention;

@@ -26,7 +26,9 @@ pub struct SledBackend {
 impl SledBackend {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::open(dir)?;
+        // A handle just dropped (or a predecessor still exiting) may hold the file lock a
+        // moment longer.
+        let db = seccomp_server::locked::open_retrying(|| sled::open(dir))?;
         let rollouts = db.open_tree("rollouts")?;
         let nodes = db.open_tree("nodes")?;
         let audit = db.open_tree("audit")?;

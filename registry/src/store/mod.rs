@@ -45,7 +45,6 @@ mod tests;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 pub use read::page_size;
 pub use records::{
@@ -57,7 +56,7 @@ use crate::error::Result;
 use commit::Commits;
 
 /// How long [`ProfileStore::open`] waits for a database file locked by another handle.
-pub const LOCK_WAIT: Duration = Duration::from_secs(5);
+pub use seccomp_server::locked::LOCK_WAIT;
 
 /// The registry's sled database.
 #[derive(Clone)]
@@ -81,18 +80,7 @@ impl ProfileStore {
     /// find its predecessor still exiting; so a taken lock is retried for up to
     /// [`LOCK_WAIT`] before the error is returned. Blocks meanwhile.
     pub fn open(dir: &Path) -> Result<ProfileStore> {
-        let deadline = Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match sled::Config::new().path(dir).open() {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && Instant::now() < deadline =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                other => break other?,
-            }
-        };
+        let db = seccomp_server::locked::open_retrying(|| sled::Config::new().path(dir).open())?;
         let store = ProfileStore {
             profiles: db.open_tree("profiles")?,
             versions: db.open_tree("versions")?,
