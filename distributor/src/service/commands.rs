@@ -139,7 +139,6 @@ impl Distributor {
             nci,
         };
         let record = self.new_record(id, content, req.strategy.clone(), &req.actor, reason)?;
-        self.check_builds(&record)?;
         Ok(record)
     }
 
@@ -177,7 +176,6 @@ impl Distributor {
             strategy::format_waves(&req.strategy.waves)
         );
         let record = self.new_record(id, content, req.strategy.clone(), &req.actor, reason)?;
-        self.check_builds(&record)?;
         Ok(record)
     }
 
@@ -448,7 +446,6 @@ impl Distributor {
                 ),
             )?;
             record.rollback = true;
-            self.check_builds(&record)?;
             out.push((current, record));
         }
         Ok(out)

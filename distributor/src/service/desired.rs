@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use seccomp_rollout::fileset::{Fleet, MAX_SET_BYTES, Scope};
+use seccomp_rollout::fileset::{Fleet, Scope};
 use seccomp_rollout::nci::NodeConfigItem;
 use seccomp_rollout::record::{RolloutRecord, RolloutState};
 
 use super::{Distributor, InForce};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 impl Distributor {
     /// Per NCI name, its newest rollout and that rollout's stable one.
@@ -100,30 +100,6 @@ impl Distributor {
         let variants = self.variants()?;
         self.hub
             .set_fleet(Fleet::scoped(variants.iter().map(|(n, s)| (n, s.clone())))?);
-        Ok(())
-    }
-
-    /// Check that the NCIs with `record` added still build.
-    /// Also refused: a record that would give some known node a set larger than an agent
-    /// takes ([`MAX_SET_BYTES`]): the agent could never apply it, and would drop its stream.
-    pub(super) fn check_builds(&self, record: &RolloutRecord) -> Result<()> {
-        let mut variants = self.variants()?;
-        variants.retain(|(n, _)| n.metadata.name != record.nci_name);
-        variants.push((record.nci.clone(), Scope::All));
-        let fleet = Fleet::scoped(variants.iter().map(|(n, s)| (n, s.clone())))?;
-        let nodes = self.hub.labels();
-        let sets = fleet.effective_all(nodes.iter().map(|(n, l)| (n.as_str(), l)));
-        if let Some((node, set)) = sets
-            .iter()
-            .filter(|(_, s)| s.content_bytes() > MAX_SET_BYTES)
-            .max_by_key(|(_, s)| s.content_bytes())
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "node {node} would get {} MiB of profiles, over the {} MiB a node's set may hold",
-                set.content_bytes() >> 20,
-                MAX_SET_BYTES >> 20
-            )));
-        }
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use seccomp_rollout::fileset::{Fleet, Scope};
+use seccomp_rollout::fileset::{Fleet, MAX_SET_BYTES, Scope};
 use seccomp_rollout::nci::FileType;
 use seccomp_rollout::node::NodeState;
 use seccomp_rollout::plan::{self, Action, NodeChange};
@@ -127,6 +127,7 @@ impl Distributor {
 
     /// Plan `records` (new rollouts, one per NCI name): every known node's set now against
     /// its set once they completed, the waves that take the nodes, the sinks' objects.
+    /// Refused when some node's set would be larger than [`MAX_SET_BYTES`].
     pub(super) fn plan_records(&self, records: Vec<RolloutRecord>) -> Result<Plan> {
         let names: BTreeSet<&str> = records.iter().map(|r| r.nci_name.as_str()).collect();
         let before_variants = self.variants()?;
@@ -142,6 +143,19 @@ impl Distributor {
         let nodes = || labels.iter().map(|(n, l)| (n.as_str(), l));
         let (sets_before, sets_after) =
             (before.effective_all(nodes()), after.effective_all(nodes()));
+        // A change that would give some known node a set larger than an agent takes is
+        // refused: the agent could never apply it, and would drop its stream.
+        if let Some((node, set)) = sets_after
+            .iter()
+            .filter(|(_, s)| s.content_bytes() > MAX_SET_BYTES)
+            .max_by_key(|(_, s)| s.content_bytes())
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "node {node} would get {} MiB of profiles, over the {} MiB a node's set may hold",
+                set.content_bytes() >> 20,
+                MAX_SET_BYTES >> 20
+            )));
+        }
 
         let mut waves: HashMap<String, (u32, String)> = HashMap::new();
         let mut rollouts = Vec::with_capacity(records.len());
@@ -303,9 +317,9 @@ impl Distributor {
     /// `allow_empty`), and it takes no file away from any node (unless `allow_removal`).
     pub(super) fn guard(&self, plan: &Plan, allow_empty: bool, allow_removal: bool) -> Result<()> {
         if !allow_empty {
+            let labels = self.hub.labels();
             for p in &plan.rollouts {
                 let selector = &p.record.nci.spec.nodeconfigselector;
-                let labels = self.hub.labels();
                 if !labels.iter().any(|(_, l)| selector::matches(selector, l)) {
                     return Err(Error::FailedPrecondition(format!(
                         "selector \"{}\" of NCI \"{}\" matches none of the {} known node(s){}; give --allow-empty (allow_empty) to create it anyway",
