@@ -690,6 +690,16 @@ impl Hub {
             .collect()
     }
 
+    /// Every known node's labels and the set it is given now (of the nodes that count).
+    pub fn desired_sets(&self) -> BTreeMap<String, (Labels, Arc<EffectiveSet>)> {
+        let st = self.lock();
+        st.nodes
+            .iter()
+            .filter(|(name, _)| st.member(name))
+            .map(|(name, n)| (name.clone(), (n.labels.clone(), Arc::clone(&n.desired))))
+            .collect()
+    }
+
     /// Every known node's name and labels (of the nodes that count, see `member`).
     pub fn labels(&self) -> Vec<(String, Labels)> {
         let st = self.lock();

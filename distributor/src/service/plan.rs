@@ -130,19 +130,16 @@ impl Distributor {
     /// Refused when some node's set would be larger than [`MAX_SET_BYTES`].
     pub(super) fn plan_records(&self, records: Vec<RolloutRecord>) -> Result<Plan> {
         let names: BTreeSet<&str> = records.iter().map(|r| r.nci_name.as_str()).collect();
-        let before_variants = self.variants()?;
-        let mut after_variants: Vec<_> = before_variants
-            .iter()
+        let mut after_variants: Vec<_> = self
+            .variants()?
+            .into_iter()
             .filter(|(n, _)| !names.contains(n.metadata.name.as_str()))
-            .cloned()
             .collect();
         after_variants.extend(records.iter().map(|r| (r.nci.clone(), Scope::All)));
-        let before = Fleet::scoped(before_variants.iter().map(|(n, s)| (n, s.clone())))?;
         let after = Fleet::scoped(after_variants.iter().map(|(n, s)| (n, s.clone())))?;
-        let labels = self.hub.labels();
-        let nodes = || labels.iter().map(|(n, l)| (n.as_str(), l));
-        let (sets_before, sets_after) =
-            (before.effective_all(nodes()), after.effective_all(nodes()));
+        // Before: what each node is given now, as the hub holds it.
+        let now = self.hub.desired_sets();
+        let sets_after = after.effective_all(now.iter().map(|(n, (l, _))| (n.as_str(), l)));
         // A change that would give some known node a set larger than an agent takes is
         // refused: the agent could never apply it, and would drop its stream.
         if let Some((node, set)) = sets_after
@@ -186,15 +183,12 @@ impl Distributor {
             rollouts.push(PlannedRollout { record, wave_sizes });
         }
 
-        let nodes = labels
+        let nodes = now
             .iter()
-            .map(|(name, _)| {
-                let change = match (
-                    sets_before.get(name.as_str()),
-                    sets_after.get(name.as_str()),
-                ) {
-                    (Some(b), Some(a)) => plan::compare(b, a),
-                    _ => plan::compare(&empty(), &empty()),
+            .map(|(name, (_, before))| {
+                let change = match sets_after.get(name.as_str()) {
+                    Some(after) => plan::compare(before, after),
+                    None => plan::compare(&empty(), &empty()),
                 };
                 PlannedNode {
                     name: name.clone(),
