@@ -29,11 +29,16 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut config = tonic_prost_build::Config::new();
     config
         .enable_type_names()
-        .type_name_domain(["."], "type.googleapis.com");
+        .type_name_domain(["."], "type.googleapis.com")
+        // A desired file's bytes are shared by every node's message, not copied per node (the
+        // distributor sends the same set to thousands of streams).
+        .bytes([".seccomp.agent.v1.DesiredFile.content"]);
 
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Small first buffers per stream (see `src/codec.rs`).
+        .codec_path("crate::codec::SmallBuffers")
         .compile_fds_with_config(fds, config)?;
     Ok(())
 }

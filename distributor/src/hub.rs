@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
 use seccomp_rollout::fileset::{EffectiveSet, Fleet};
-use seccomp_rollout::node::{FileError, NodeState, NodeView, ObservedFile, all_match};
+use seccomp_rollout::node::{FileError, NodeFacts, NodeState, NodeView, ObservedFile, all_match};
 use seccomp_rollout::selector::{self, Labels, Selector};
 
 use crate::store::KnownNode;
@@ -81,7 +81,8 @@ struct Session {
 
 #[derive(Debug)]
 struct Node {
-    labels: Labels,
+    /// Shared with the engine's view of the node ([`seccomp_rollout::engine::Live`]).
+    labels: Arc<Labels>,
     agent_version: String,
     session: Option<Session>,
     /// Wall time of the last message, for people.
@@ -159,8 +160,8 @@ impl State {
         let Some(node) = self.nodes.get_mut(name) else {
             return;
         };
-        if node.labels != labels {
-            node.labels = labels;
+        if *node.labels != labels {
+            node.labels = Arc::new(labels);
             self.changed.insert(name.to_owned());
         }
         let set = Arc::new(fleet.effective_for(name, &node.labels));
@@ -340,7 +341,7 @@ impl Hub {
                 let theirs = c
                     .labels
                     .get(&hello.node)
-                    .or(st.nodes.get(&hello.node).map(|n| &n.labels))
+                    .or(st.nodes.get(&hello.node).map(|n| &*n.labels))
                     .cloned()
                     .unwrap_or_default();
                 if c.ready && !hello.labels.is_empty() && hello.labels != theirs {
@@ -353,7 +354,7 @@ impl Hub {
         let up_to_date = !member
             || (hello.current_revision == desired.revision && all_match(&desired, &hello.observed));
         let node = Node {
-            labels,
+            labels: Arc::new(labels),
             agent_version: hello.agent_version,
             session: Some(Session {
                 id,
@@ -518,7 +519,7 @@ impl Hub {
             st.nodes.insert(
                 k.name,
                 Node {
-                    labels: k.labels,
+                    labels: Arc::new(k.labels),
                     agent_version: k.agent_version,
                     session: None,
                     last_seen,
@@ -551,7 +552,7 @@ impl Hub {
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
                 Some(KnownNode {
-                    labels: n.labels.clone(),
+                    labels: (*n.labels).clone(),
                     agent_version: n.agent_version.clone(),
                     last_seen_ms,
                     revision: n.acked.clone(),
@@ -602,7 +603,7 @@ impl Hub {
             st.nodes
                 .iter()
                 .filter(|(n, _)| st.member(n))
-                .map(|(n, node)| (n.as_str(), &node.labels)),
+                .map(|(n, node)| (n.as_str(), &*node.labels)),
         );
         let sets: BTreeMap<String, Arc<EffectiveSet>> =
             sets.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
@@ -662,7 +663,7 @@ impl Hub {
         let state = self.state_of(n, now);
         NodeView {
             name: name.to_owned(),
-            labels: n.labels.clone(),
+            labels: (*n.labels).clone(),
             agent_version: n.agent_version.clone(),
             connected: n.session.is_some(),
             last_seen: n.last_seen,
@@ -696,7 +697,7 @@ impl Hub {
         st.nodes
             .iter()
             .filter(|(name, _)| st.member(name))
-            .map(|(name, n)| (name.clone(), (n.labels.clone(), Arc::clone(&n.desired))))
+            .map(|(name, n)| (name.clone(), ((*n.labels).clone(), Arc::clone(&n.desired))))
             .collect()
     }
 
@@ -706,7 +707,7 @@ impl Hub {
         st.nodes
             .iter()
             .filter(|(name, _)| st.member(name))
-            .map(|(name, n)| (name.clone(), n.labels.clone()))
+            .map(|(name, n)| (name.clone(), (*n.labels).clone()))
             .collect()
     }
 
@@ -746,6 +747,32 @@ impl Hub {
             .filter(|(_, n)| selector::matches(filter, &n.labels))
             .take(limit)
             .map(|(name, n)| self.view(name, n, now))
+            .collect()
+    }
+
+    /// `f` of every known node matching `filter` (of the nodes that count), by name, with
+    /// the facts of its state: what the engine and the rollout views read on every tick and
+    /// call, computed under the lock without copying the nodes ([`Hub::nodes`] copies).
+    pub fn each_matching<T>(
+        &self,
+        filter: &Selector,
+        mut f: impl FnMut(&str, &Arc<Labels>, NodeFacts<'_>) -> T,
+    ) -> Vec<T> {
+        let st = self.lock();
+        let now = Instant::now();
+        st.nodes
+            .iter()
+            .filter(|(name, n)| st.member(name) && selector::matches(filter, &n.labels))
+            .map(|(name, n)| {
+                let facts = NodeFacts {
+                    state: self.state_of(n, now),
+                    revision: &n.acked,
+                    desired: &n.desired,
+                    observed: &n.observed,
+                    errors: &n.errors,
+                };
+                f(name, &n.labels, facts)
+            })
             .collect()
     }
 

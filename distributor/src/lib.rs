@@ -379,6 +379,9 @@ pub async fn run(
     let _ = stop_tasks.send(true);
     let _ = engine.await;
     let _ = sinks.await;
+    if let Err(e) = distributor.persist().await {
+        tracing::error!(error = %e, "the last rollout states could not be stored");
+    }
     if let Some(task) = pruning {
         let _ = task.await;
     }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test may panic on what it did not expect
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use seccomp_distributor::BoxFuture;
 use seccomp_distributor::store::{AuditEntry, Backend, KnownNode, RolloutStore, SledBackend};
@@ -37,10 +37,12 @@ fn a_restart_waits_for_the_nodes_seen_last_not_for_long_gone_ones() {
     assert_eq!(expected, ["a", "b"]);
 }
 
-/// Sled, whose flushes fail while `failing` is set (a full or broken disk).
+/// Sled, whose flushes fail while `failing` is set (a full or broken disk), counting the
+/// rollout records written to it.
 struct FlakyDisk {
     sled: SledBackend,
     failing: Arc<AtomicBool>,
+    writes: Arc<AtomicUsize>,
 }
 
 impl Backend for FlakyDisk {
@@ -48,6 +50,7 @@ impl Backend for FlakyDisk {
         self.sled.load_rollouts()
     }
     fn write_rollout(&self, n: u64, r: &RolloutRecord) -> seccomp_distributor::Result<()> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
         self.sled.write_rollout(n, r)
     }
     fn remove_rollout(&self, n: u64) -> seccomp_distributor::Result<()> {
@@ -124,6 +127,7 @@ async fn a_record_whose_flush_failed_is_neither_in_memory_nor_written_later() {
         let store = RolloutStore::new(FlakyDisk {
             sled: SledBackend::open(dir.path()).unwrap(),
             failing: Arc::clone(&failing),
+            writes: Arc::default(),
         })
         .unwrap();
         store.put(&record("r1", 1)).await.unwrap();
@@ -149,4 +153,38 @@ async fn a_record_whose_flush_failed_is_neither_in_memory_nor_written_later() {
     let ids: Vec<String> = store.all().unwrap().iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids, ["r1"]);
     assert_eq!(store.get_shared("r1").unwrap().version, 1);
+}
+
+#[tokio::test]
+async fn lazily_stored_records_are_read_at_once_and_written_coalesced_until_a_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let writes = Arc::new(AtomicUsize::new(0));
+    {
+        let store = RolloutStore::new(FlakyDisk {
+            sled: SledBackend::open(dir.path()).unwrap(),
+            failing: Arc::default(),
+            writes: Arc::clone(&writes),
+        })
+        .unwrap();
+        store.put(&record("r1", 1)).await.unwrap();
+        let durable = writes.load(Ordering::SeqCst);
+        // The engine's per-confirmation changes: each is read back at once...
+        for v in 2..=101 {
+            let mut r = record("r1", 1);
+            r.version = v;
+            store.put_lazy(&r).unwrap();
+            assert_eq!(store.get_shared("r1").unwrap().version, v);
+        }
+        // ...but not each encoded and written: the first at once, the rest within the
+        // coalescing interval (250 ms; these hundred take a few milliseconds).
+        let lazy = writes.load(Ordering::SeqCst) - durable;
+        assert!(
+            (1..=3).contains(&lazy),
+            "{lazy} writes for 100 lazy changes"
+        );
+        // A flush writes the newest.
+        store.flush().await.unwrap();
+    }
+    let store = RolloutStore::open(dir.path()).unwrap();
+    assert_eq!(store.get_shared("r1").unwrap().version, 101);
 }

@@ -24,6 +24,8 @@
 //! This crate holds no logic: services convert between these types and their
 //! domain types in their own `grpc` modules.
 
+pub mod codec;
+
 /// Registry service: profile validation, versions, diff and audit.
 pub mod registry {
     /// Version 1 of the `seccomp.registry.v1` package.

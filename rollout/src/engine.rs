@@ -27,12 +27,13 @@
 //!   after `progress_deadline`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::node::NodeState;
 use crate::record::{NodeRecord, PauseCause, RolloutRecord, RolloutState};
 use crate::selector::Labels;
-use crate::strategy::{Pause, order_nodes};
+use crate::strategy::{Pause, order_by_zone};
 
 /// Actor recorded for the engine's own transitions.
 pub const ENGINE: &str = "distributor";
@@ -45,8 +46,8 @@ const TIMED_OUT: &str = "no confirmation within the progress deadline";
 pub struct Live {
     /// Node name.
     pub name: String,
-    /// Its labels (for the wave order).
-    pub labels: Labels,
+    /// Its labels (for the wave order), shared with the hub's copy.
+    pub labels: Arc<Labels>,
     /// Its state with respect to the rollout's NCI.
     pub state: NodeState,
     /// Detail (errors) for Failed and Drifted.
@@ -328,10 +329,10 @@ fn refresh_nodes(r: &mut RolloutRecord, live: &[Live], now_ms: u64, settled: boo
 fn progress(r: &mut RolloutRecord, live: &[Live], now_ms: u64, out: &mut Step) -> bool {
     // Nodes whose agents are already gone are left out of the waves (and of the shares):
     // once the rollout completes they get the version when they return, like a new node.
-    let untargeted: Vec<(String, Labels)> = live
+    let untargeted: Vec<(&str, &Labels)> = live
         .iter()
         .filter(|l| !r.nodes.contains_key(&l.name) && l.state != NodeState::Unknown)
-        .map(|l| (l.name.clone(), l.labels.clone()))
+        .map(|l| (l.name.as_str(), &*l.labels))
         .collect();
     let removal: HashMap<&str, bool> = live.iter().map(|l| (l.name.as_str(), l.removal)).collect();
     let total = r.nodes.len() + untargeted.len();
@@ -357,7 +358,7 @@ fn progress(r: &mut RolloutRecord, live: &[Live], now_ms: u64, out: &mut Step) -
     let need = goal.saturating_sub(r.nodes.len());
     let take = need.min(budget);
     if take > 0 {
-        for name in order_nodes(&untargeted).into_iter().take(take) {
+        for name in order_by_zone(untargeted).into_iter().take(take) {
             let removal = removal.get(name.as_str()).copied().unwrap_or(false);
             r.nodes.insert(
                 name,

@@ -105,7 +105,51 @@ pub struct NodeView {
     pub drift_reports: u64,
 }
 
+/// What a node's state with respect to one file or NCI follows from, borrowed: the hub
+/// computes rollout states under its lock from this, without copying the node.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeFacts<'a> {
+    /// Overall state.
+    pub state: NodeState,
+    /// Revision the agent confirmed.
+    pub revision: &'a str,
+    /// The set it should have.
+    pub desired: &'a EffectiveSet,
+    /// What it reported.
+    pub observed: &'a [ObservedFile],
+    /// Errors of its last Nack or Drift.
+    pub errors: &'a [FileError],
+}
+
 impl NodeView {
+    /// The facts its per-file and per-NCI states follow from.
+    pub fn facts(&self) -> NodeFacts<'_> {
+        NodeFacts {
+            state: self.state,
+            revision: &self.revision,
+            desired: &self.desired,
+            observed: &self.observed,
+            errors: &self.errors,
+        }
+    }
+
+    /// See [`NodeFacts::file_state`].
+    pub fn file_state(&self, file: &EffectiveFile) -> NodeState {
+        self.facts().file_state(file)
+    }
+
+    /// See [`NodeFacts::state_for_nci`].
+    pub fn state_for_nci(&self, nci_name: &str) -> (NodeState, String) {
+        self.facts().state_for_nci(nci_name)
+    }
+
+    /// See [`NodeFacts::state_for_removal`].
+    pub fn state_for_removal(&self, paths: &[&str]) -> (NodeState, String) {
+        self.facts().state_for_removal(paths)
+    }
+}
+
+impl NodeFacts<'_> {
     /// The state of one desired path on this node: Applied once the agent acknowledged the
     /// node's current set and observes exactly this entry.
     pub fn file_state(&self, file: &EffectiveFile) -> NodeState {
@@ -134,7 +178,7 @@ impl NodeView {
     /// another NCI, or wants the file gone), whether the agent acknowledged the node's current
     /// set.
     pub fn state_for_nci(&self, nci_name: &str) -> (NodeState, String) {
-        let n = self;
+        let n = *self;
         let mine: Vec<&EffectiveFile> = n
             .desired
             .files
@@ -173,9 +217,7 @@ impl NodeView {
         };
         (state, message)
     }
-}
 
-impl NodeView {
     /// The state of this node as one that is to lose the files at `paths` (a removal): Applied
     /// once the agent acknowledged the node's current set (which no longer has them) and
     /// reports none of them still there; Failed when it refused a path or one is still on

@@ -195,9 +195,14 @@ pub fn wave_of(cumulative: &[usize], index: usize) -> Option<usize> {
 /// result depends only on the set of nodes, not on the order they are given in, so a resumed
 /// rollout picks the same nodes. Node names are expected to be unique; duplicates are kept.
 pub fn order_nodes(nodes: &[(String, Labels)]) -> Vec<String> {
+    order_by_zone(nodes.iter().map(|(name, labels)| (name.as_str(), labels)))
+}
+
+/// [`order_nodes`] over borrowed names and labels.
+pub fn order_by_zone<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a Labels)>) -> Vec<String> {
     let mut keyed: Vec<(Option<&str>, &str)> = nodes
-        .iter()
-        .map(|(name, labels)| (zone(labels), name.as_str()))
+        .into_iter()
+        .map(|(name, labels)| (zone(labels), name))
         .collect();
     keyed.sort_unstable_by(|(za, na), (zb, nb)| {
         // `None` sorts first for `Option`; missing zones go last instead.

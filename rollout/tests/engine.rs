@@ -87,7 +87,7 @@ impl Sim {
             .iter()
             .map(|(name, labels)| Live {
                 name: name.clone(),
-                labels: labels.clone(),
+                labels: labels.clone().into(),
                 // Untargeted nodes have the stable version: Applied as far as the hub knows.
                 state: *self.state.get(name).unwrap_or(&NodeState::Applied),
                 message: String::new(),
@@ -204,7 +204,7 @@ fn live(nodes: &[(&str, NodeState)]) -> Vec<Live> {
         .iter()
         .map(|(name, state)| Live {
             name: (*name).to_owned(),
-            labels: BTreeMap::new(),
+            labels: BTreeMap::new().into(),
             state: *state,
             message: String::new(),
             removal: false,

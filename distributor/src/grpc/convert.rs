@@ -2,6 +2,7 @@
 //! targets and strategies (with the defaults of DESIGN sections 4 and 5), rollouts, nodes,
 //! timestamps and durations. Pure mapping; what to report is decided in `service`.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use seccomp_proto::agent::v1 as agent;
@@ -65,6 +66,15 @@ pub(super) fn errors_from(errors: Vec<agent::FileError>) -> Vec<FileError> {
         .collect()
 }
 
+/// A file's content as the NCI holds it, lent to every message that carries it.
+struct SharedContent(Arc<str>);
+
+impl AsRef<[u8]> for SharedContent {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 pub(super) fn desired_to_proto(msg: &DesiredMsg) -> agent::DistributorMessage {
     let files = msg
         .set
@@ -79,7 +89,7 @@ pub(super) fn desired_to_proto(msg: &DesiredMsg) -> agent::DistributorMessage {
             content: f
                 .content
                 .as_ref()
-                .map(|c| c.as_bytes().to_vec())
+                .map(|c| prost::bytes::Bytes::from_owner(SharedContent(Arc::clone(c))))
                 .unwrap_or_default(),
             sha256: f.sha256.clone().unwrap_or_default(),
             mode: f.mode,

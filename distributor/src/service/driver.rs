@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,10 @@ use seccomp_rollout::record::RolloutRecord;
 
 use super::{Distributor, SIGHTING_EVERY, SINK_RETRY, SINK_TIMEOUT};
 use crate::error::Result;
+
+/// How soon newly connected nodes are recorded as seen, per known node, and at most.
+const NEW_NODES_EVERY_PER_NODE: Duration = Duration::from_micros(100);
+const NEW_NODES_EVERY: Duration = Duration::from_secs(1);
 
 impl Distributor {
     /// Bring every sink in line with the NCIs in force (skipped when they did not change
@@ -128,6 +133,11 @@ impl Distributor {
         }
     }
 
+    /// Make everything stored durable (on shutdown, after the engine stopped).
+    pub async fn persist(&self) -> Result<()> {
+        self.store.flush().await
+    }
+
     /// Make the next engine tick panic (for tests of the engine's supervision).
     #[doc(hidden)]
     pub fn inject_engine_panic(&self) {
@@ -185,13 +195,19 @@ impl Distributor {
         Ok(true)
     }
 
-    /// Record which nodes are connected, when a node is new and otherwise every
-    /// [`SIGHTING_EVERY`], so a restarted distributor knows whom to wait for.
+    /// Record which nodes are connected, soon after a node is new and otherwise every
+    /// [`SIGHTING_EVERY`], so a restarted distributor knows whom to wait for. "Soon" grows
+    /// with the fleet ([`NEW_NODES_EVERY_PER_NODE`], at most [`NEW_NODES_EVERY`]): each
+    /// write is the whole list, and while thousands of agents connect, writing it at every
+    /// tick took a third of the engine's time.
     fn remember_nodes(&self) -> Result<()> {
         let count = self.hub.node_count();
         let mut last = self.sightings.lock().unwrap_or_else(|e| e.into_inner());
         let due = last.1.is_none_or(|at| at.elapsed() >= SIGHTING_EVERY);
-        if count <= last.0 && !due {
+        let soon = (NEW_NODES_EVERY_PER_NODE * u32::try_from(count).unwrap_or(u32::MAX))
+            .min(NEW_NODES_EVERY);
+        let grew = count > last.0 && last.1.is_none_or(|at| at.elapsed() >= soon);
+        if !(due || grew) {
             return Ok(());
         }
         let names = self.hub.connected_names();
@@ -239,6 +255,7 @@ impl Distributor {
     pub(super) async fn tick_locked(&self) -> Result<()> {
         // What agents reported goes to the store, so a restart still knows offline nodes.
         self.store.put_nodes(&self.hub.take_changed())?;
+        self.store.write_lazy(false)?;
         self.remember_nodes()?;
         self.forget_old_rollouts().await?;
         if self.stale.load(Ordering::Acquire) {
@@ -327,22 +344,21 @@ impl Distributor {
     pub(super) fn live(&self, r: &RolloutRecord) -> Vec<Live> {
         // A retirement gives no node anything: every node with the file loses it.
         let adds = !r.retires();
-        let mut live: Vec<Live> = self
-            .hub
-            .nodes(&r.nci.spec.nodeconfigselector)
-            .iter()
-            .filter(|_| adds)
-            .map(|n| {
-                let (state, message) = n.state_for_nci(&r.nci_name);
-                Live {
-                    name: n.name.clone(),
-                    labels: n.labels.clone(),
-                    state,
-                    message,
-                    removal: false,
-                }
-            })
-            .collect();
+        let mut live: Vec<Live> = if adds {
+            self.hub
+                .each_matching(&r.nci.spec.nodeconfigselector, |name, labels, n| {
+                    let (state, message) = n.state_for_nci(&r.nci_name);
+                    Live {
+                        name: name.to_owned(),
+                        labels: Arc::clone(labels),
+                        state,
+                        message,
+                        removal: false,
+                    }
+                })
+        } else {
+            Vec::new()
+        };
         let stable = r
             .stable_id
             .as_deref()
@@ -350,24 +366,27 @@ impl Distributor {
         if let Some(stable) = stable.filter(|s| !s.retires()) {
             let paths = super::plan::file_paths(&stable);
             let matching: HashSet<String> = live.iter().map(|l| l.name.clone()).collect();
-            for n in self.hub.nodes(&stable.nci.spec.nodeconfigselector) {
-                if matching.contains(&n.name) {
-                    continue;
-                }
-                // Until targeted (and while going back) it holds the stable file.
-                let (state, message) = if r.nodes.contains_key(&n.name) && !r.reverted {
-                    n.state_for_removal(&paths)
-                } else {
-                    n.state_for_nci(&r.nci_name)
-                };
-                live.push(Live {
-                    name: n.name.clone(),
-                    labels: n.labels.clone(),
-                    state,
-                    message,
-                    removal: true,
-                });
-            }
+            let removals =
+                self.hub
+                    .each_matching(&stable.nci.spec.nodeconfigselector, |name, labels, n| {
+                        if matching.contains(name) {
+                            return None;
+                        }
+                        // Until targeted (and while going back) it holds the stable file.
+                        let (state, message) = if r.nodes.contains_key(name) && !r.reverted {
+                            n.state_for_removal(&paths)
+                        } else {
+                            n.state_for_nci(&r.nci_name)
+                        };
+                        Some(Live {
+                            name: name.to_owned(),
+                            labels: Arc::clone(labels),
+                            state,
+                            message,
+                            removal: true,
+                        })
+                    });
+            live.extend(removals.into_iter().flatten());
         }
         live
     }

@@ -12,7 +12,7 @@ use seccomp_rollout::node::NodeState;
 use seccomp_rollout::plan::{self, Action, NodeChange};
 use seccomp_rollout::record::{RolloutRecord, RolloutState};
 use seccomp_rollout::selector::{self, Labels, Selector};
-use seccomp_rollout::strategy::{order_nodes, wave_of};
+use seccomp_rollout::strategy::{order_by_zone, wave_of};
 
 use super::Distributor;
 use crate::error::{Error, Result};
@@ -160,13 +160,13 @@ impl Distributor {
         for record in records {
             let live = self.live(&record);
             matching.extend(live.iter().filter(|l| !l.removal).map(|l| l.name.clone()));
-            let eligible: Vec<(String, Labels)> = live
+            let eligible: Vec<(&str, &Labels)> = live
                 .iter()
                 .filter(|l| l.state != NodeState::Unknown)
-                .map(|l| (l.name.clone(), l.labels.clone()))
+                .map(|l| (l.name.as_str(), &*l.labels))
                 .collect();
             let cumulative = record.strategy.plan(eligible.len());
-            for (i, name) in order_nodes(&eligible).into_iter().enumerate() {
+            for (i, name) in order_by_zone(eligible).into_iter().enumerate() {
                 if let Some(w) = wave_of(&cumulative, i) {
                     waves.insert(name, (w as u32 + 1, record.nci_name.clone()));
                 }

@@ -176,25 +176,35 @@ impl Distributor {
         let mut rows: Vec<NodeRow> = Vec::new();
         let mut conflicts: Vec<ConflictView> = Vec::new();
         if current {
-            let views = self.hub.nodes(&record.nci.spec.nodeconfigselector);
-            for n in &views {
-                for c in n
-                    .desired
-                    .conflicts
-                    .iter()
-                    .filter(|c| c.loser == record.nci_name)
-                {
+            let completed = record.state == RolloutState::Completed && !record.retires();
+            // Per matching node: the conflicts its set has that this NCI loses, and (of a
+            // completed rollout) its state now; read under the hub's lock, nothing copied.
+            let per_node =
+                self.hub
+                    .each_matching(&record.nci.spec.nodeconfigselector, |name, _, n| {
+                        let lost: Vec<_> = n
+                            .desired
+                            .conflicts
+                            .iter()
+                            .filter(|c| c.loser == record.nci_name)
+                            .cloned()
+                            .collect();
+                        let now = completed.then(|| n.state_for_nci(&record.nci_name));
+                        (name.to_owned(), lost, now)
+                    });
+            for (name, lost, now) in per_node {
+                for c in &lost {
                     match conflicts.iter_mut().find(|v| v.conflict == *c) {
                         Some(v) => {
                             v.node_count += 1;
                             if v.sample_nodes.len() < 10 {
-                                v.sample_nodes.push(n.name.clone());
+                                v.sample_nodes.push(name.clone());
                             }
                         }
                         None => conflicts.push(ConflictView {
                             conflict: c.clone(),
                             node_count: 1,
-                            sample_nodes: vec![n.name.clone()],
+                            sample_nodes: vec![name.clone()],
                             winning_rollout_id: self
                                 .store
                                 .current()
@@ -203,11 +213,10 @@ impl Distributor {
                         }),
                     }
                 }
-                if record.state == RolloutState::Completed && !record.retires() {
-                    let (state, message) = n.state_for_nci(&record.nci_name);
-                    let since_ms = record.nodes.get(&n.name).map_or(0, |x| x.since_ms);
+                if let Some((state, message)) = now {
+                    let since_ms = record.nodes.get(&name).map_or(0, |x| x.since_ms);
                     rows.push(NodeRow {
-                        name: n.name.clone(),
+                        name,
                         state,
                         message,
                         since_ms,

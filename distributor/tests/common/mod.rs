@@ -326,7 +326,7 @@ impl AutoAgent {
                     .files
                     .iter()
                     .filter(|f| f.r#type == agent::FileType::File as i32)
-                    .map(|f| f.content.clone())
+                    .map(|f| f.content.to_vec())
                     .collect();
                 log2.lock().unwrap().push(contents.clone());
                 let refuse = match &behaviour {

@@ -46,7 +46,7 @@ pub(super) fn desired_from_proto(
         entries.push(DesiredFile {
             path: file.path,
             kind,
-            content: file.content,
+            content: file.content.to_vec(),
             sha256: file.sha256,
             mode: file.mode,
             owner: file.owner,

@@ -707,7 +707,7 @@ mod tests {
         let file = |path: &str, kind: pb::FileType| pb::DesiredFile {
             path: path.to_owned(),
             r#type: kind as i32,
-            content: b"{}".to_vec(),
+            content: b"{}".to_vec().into(),
             sha256: "x".to_owned(),
             mode: 0o644,
             owner: "root".to_owned(),
