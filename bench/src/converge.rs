@@ -1,8 +1,9 @@
 //! `seccomp-bench converge`: the real registry and distributor in this process on a tokio
 //! runtime of their own (two workers, the binaries' default on this machine), N simulated
 //! agents in a child process ([`crate::agents`]), and R rounds of publish + rollout, each
-//! timed from `CreateRollout` to the rollout's `Completed` (polled with `GetRollout` every
-//! 5 ms) and to every agent having acknowledged the new set.
+//! timed from `CreateRollout` to every agent having acknowledged the new set (the agents'
+//! process says so), and to the rollout's `Completed` (polled with `GetRollout` every 2 ms
+//! from then on).
 //!
 //! The distributor's CPU time is this process's (the registry in it is idle during a
 //! rollout: it serves one version fetch); its memory per agent stream is the growth of this
@@ -66,6 +67,8 @@ pub struct Round {
     pub all_acked_seconds: f64,
     /// CPU seconds of the distributor's process in that time.
     pub distributor_cpu_seconds: f64,
+    /// The distributor process's resident set once Completed.
+    pub distributor_rss_bytes_after: u64,
 }
 
 /// What `converge --json` prints.
@@ -309,13 +312,11 @@ async fn converge(args: &ConvergeArgs) -> anyhow::Result<Report> {
             .into_inner()
             .rollout
             .context("no rollout in the reply")?;
-        let mut acked_at = None;
+        // No rollout completes before every agent acknowledged, so the distributor is asked
+        // only from then on (asking all along would load the very thing measured: a
+        // rollout's view reads every node).
+        let acked_at = expect_line(&mut lines, "acked", ROUND).await?;
         let completed = loop {
-            while let Ok((line, at)) = lines.try_recv() {
-                if line.starts_with("acked") {
-                    acked_at = Some(at);
-                }
-            }
             let now = dc
                 .get_rollout(pb::GetRolloutRequest {
                     id: r.id.clone(),
@@ -334,28 +335,26 @@ async fn converge(args: &ConvergeArgs) -> anyhow::Result<Report> {
                 r.id,
                 now.state
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         };
         let cpu = crate::procstat::cpu_seconds("self")? - cpu0;
-        let acked_at = match acked_at {
-            Some(at) => at,
-            None => expect_line(&mut lines, "acked", ROUND).await?,
-        };
         let figures = Round {
             seconds: completed.duration_since(t0).as_secs_f64(),
             all_acked_seconds: acked_at.saturating_duration_since(t0).as_secs_f64(),
             distributor_cpu_seconds: cpu,
+            distributor_rss_bytes_after: crate::procstat::rss_bytes("self")?,
         };
         if !args.json {
             println!(
-                "round {round}: {} agents, waves {}, max unavailable {}{}: all acked {:.3} s, Completed {:.3} s, distributor CPU {:.2} s",
+                "round {round}: {} agents, waves {}, max unavailable {}{}: all acked {:.3} s, Completed {:.3} s, distributor CPU {:.2} s, RSS {:.1} MiB after",
                 args.agents,
                 args.waves,
                 args.max_unavailable,
                 if args.tls { ", mTLS" } else { "" },
                 figures.all_acked_seconds,
                 figures.seconds,
-                figures.distributor_cpu_seconds
+                figures.distributor_cpu_seconds,
+                figures.distributor_rss_bytes_after as f64 / 1048576.0
             );
         }
         rounds.push(figures);

@@ -112,6 +112,10 @@ pub struct Config {
     /// one, or the newest completed one) are forgotten this long after they finished;
     /// `None` keeps them all.
     pub history_retention: Option<Duration>,
+    /// How often the rollout engine looks at rollouts when nothing changed: deadlines,
+    /// timed pauses and silent nodes are seen this late at most. Confirmations, new nodes
+    /// and commands are acted on at once, whatever this is.
+    pub engine_tick: Duration,
 }
 
 impl Config {
@@ -140,6 +144,7 @@ impl Config {
             limits: seccomp_server::grpc::Limits::default(),
             audit_retention: Some(seccomp_server::retention::DEFAULT_RETENTION),
             history_retention: Some(seccomp_server::retention::DEFAULT_RETENTION),
+            engine_tick: Duration::from_millis(500),
         }
     }
 }
@@ -284,6 +289,7 @@ pub async fn run(
             history_retention: config.history_retention,
             profile_users,
             metrics,
+            engine_tick: config.engine_tick,
         },
     )?);
     if let Some(registry) = &config.metrics_registry {

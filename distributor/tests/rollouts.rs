@@ -47,6 +47,14 @@ async fn start_agents(url: &str, behaviour: &Behaviour) -> Vec<AutoAgent> {
 
 /// Registry with V1, V2 and V3 of `web`, a distributor, four agents behaving as `behaviour`.
 async fn fixture(behaviour: Behaviour) -> Fixture {
+    fixture_with(behaviour, |_| {}).await
+}
+
+/// [`fixture`] with the distributor's configuration adjusted by `tune`.
+async fn fixture_with(
+    behaviour: Behaviour,
+    tune: impl FnOnce(&mut seccomp_distributor::Config),
+) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let registry = registry(&tmp.path().join("registry")).await;
     for content in [V1, V2, V3] {
@@ -54,6 +62,7 @@ async fn fixture(behaviour: Behaviour) -> Fixture {
     }
     let dist = distributor_with(&tmp.path().join("distributor"), &registry.url, |c| {
         c.unknown_after = Duration::from_millis(500);
+        tune(c);
     })
     .await;
     let agents = start_agents(&dist.url, &behaviour).await;
@@ -806,5 +815,31 @@ async fn a_rollout_reports_where_it_loses_its_path() {
         last_content(&f.agents),
         [V1, V2, V2, V1].map(<[u8]>::to_vec)
     );
+    stop(f).await;
+}
+
+/// Waves move on the confirmations themselves: with the engine's periodic look an hour away,
+/// a four-wave rollout still completes, each wave started by the acknowledgements that
+/// finished the one before (no wave waits for a timer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_advance_on_confirmations_not_on_a_timer() {
+    let mut f = fixture_with(Behaviour::Apply, |c| {
+        c.engine_tick = Duration::from_secs(3600);
+    })
+    .await;
+    let r = create(&mut f.dc, 1, strategy(&["1", "2", "3", "100%"])).await;
+    let done = wait_for(&f.dc, &r.id, pb::RolloutState::Completed).await;
+    let started: Vec<&str> = done
+        .history
+        .iter()
+        .map(|t| t.reason.as_str())
+        .filter(|reason| reason.starts_with("wave "))
+        .collect();
+    assert_eq!(
+        started.len(),
+        4,
+        "every wave started, each by confirmations: {started:?}"
+    );
+    assert_eq!(done.nodes.unwrap().applied, 4);
     stop(f).await;
 }

@@ -26,7 +26,7 @@
 //!   Unknown one gets it when its agent returns), or Aborted when some node is still not back
 //!   after `progress_deadline`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -283,6 +283,7 @@ fn rolling_back(r: &mut RolloutRecord, now_ms: u64, out: &mut Step) {
 }
 
 fn refresh_nodes(r: &mut RolloutRecord, live: &[Live], now_ms: u64, settled: bool, out: &mut Step) {
+    // FxHash: this runs on every tick over every matching node.
     let by_name: HashMap<&str, &Live> = live.iter().map(|l| (l.name.as_str(), l)).collect();
     let deadline = r.strategy.progress_deadline;
     let rolling_back = r.state == RolloutState::RollingBack;

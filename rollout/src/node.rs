@@ -179,17 +179,14 @@ impl NodeFacts<'_> {
     /// set.
     pub fn state_for_nci(&self, nci_name: &str) -> (NodeState, String) {
         let n = *self;
-        let mine: Vec<&EffectiveFile> = n
-            .desired
-            .files
-            .iter()
-            .filter(|f| f.source == nci_name && f.kind == FileType::File)
-            .collect();
-        let state = match mine
-            .iter()
-            .map(|f| n.file_state(f))
-            .max_by_key(|s| severity(*s))
-        {
+        // Asked for every node on every engine tick: no allocation unless there are errors.
+        let mine = || {
+            n.desired
+                .files
+                .iter()
+                .filter(move |f| f.source == nci_name && f.kind == FileType::File)
+        };
+        let state = match mine().map(|f| n.file_state(f)).max_by_key(|s| severity(*s)) {
             Some(s) => s,
             None => match n.state {
                 NodeState::Unknown | NodeState::Applying | NodeState::Pending => n.state,
@@ -200,7 +197,9 @@ impl NodeFacts<'_> {
         };
         let message = match state {
             NodeState::Failed | NodeState::Drifted => {
-                let ours = |path: &str| mine.is_empty() || mine.iter().any(|f| f.path == path);
+                let ours = |path: &str| {
+                    mine().next().is_none() || mine().any(|f: &EffectiveFile| f.path == path)
+                };
                 n.errors
                     .iter()
                     .filter(|e| ours(&e.path))

@@ -10,12 +10,12 @@ use std::time::Duration;
 use seccomp_profile::name;
 use seccomp_proto::agent::v1 as agent;
 use seccomp_rollout::selector;
-use seccomp_server::auth::{self, Principal, Refusals};
+use seccomp_server::auth::{Principal, Refusals};
+use tokio_stream::Stream;
 use tokio_stream::wrappers::WatchStream;
-use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
-use super::convert::{desired_to_proto, errors_from, observed_from};
+use super::convert::{errors_from, observed_from};
 use crate::error::Error;
 use crate::hub::{self, Hello, Hub, Outbound};
 
@@ -43,18 +43,19 @@ impl AgentSyncGrpc {
     }
 }
 
-type OutStream = Pin<Box<dyn Stream<Item = Result<agent::DistributorMessage, Status>> + Send>>;
+/// What an open stream sends: the newest message of the session's outbox, as it changes.
+pub(super) type Outgoing = Pin<Box<dyn Stream<Item = Option<Outbound>> + Send>>;
 
-#[tonic::async_trait]
-impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
-    type SyncStream = OutStream;
-
-    async fn sync(
+impl AgentSyncGrpc {
+    /// Open a node's stream for `principal`: read its Hello from `incoming` and check it,
+    /// start a session in the hub, feed it what the agent sends from then on (on a task of
+    /// its own), and return what the stream is to send, with the node's name. A refused
+    /// stream gets the reason as its status.
+    pub(super) async fn open(
         &self,
-        request: Request<Streaming<agent::AgentMessage>>,
-    ) -> Result<Response<OutStream>, Status> {
-        let principal = auth::principal(&request);
-        let mut incoming = request.into_inner();
+        principal: Principal,
+        mut incoming: Streaming<agent::AgentMessage>,
+    ) -> Result<(Outgoing, String), Status> {
         // A stream that never says Hello holds a slot for nothing.
         let first = tokio::time::timeout(self.hello_deadline, incoming.message())
             .await
@@ -186,13 +187,6 @@ impl agent::agent_sync_server::AgentSync for AgentSyncGrpc {
             hub.disconnect(&node, session);
             tracing::info!(node = %node, "agent disconnected");
         });
-        let out = WatchStream::from_changes(rx).filter_map(move |m| match m {
-            Some(Outbound::Desired(d)) => Some(Ok(desired_to_proto(&d))),
-            Some(Outbound::Replaced) => Some(Err(Status::aborted(format!(
-                "a newer stream for node \"{replaced}\" replaced this one"
-            )))),
-            None => None,
-        });
-        Ok(Response::new(Box::pin(out)))
+        Ok((Box::pin(WatchStream::from_changes(rx)), replaced))
     }
 }

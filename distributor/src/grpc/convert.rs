@@ -17,7 +17,6 @@ use seccomp_rollout::strategy::{self, MaxUnavailable, Pause, Strategy};
 use tonic::Status;
 
 use crate::error::Error;
-use crate::hub::DesiredMsg;
 use crate::service::{
     ConflictView, Counts, FileSources, NodeRow, Plan, RolloutView, Versions, version_of,
 };
@@ -75,10 +74,11 @@ impl AsRef<[u8]> for SharedContent {
     }
 }
 
-pub(super) fn desired_to_proto(msg: &DesiredMsg) -> agent::DistributorMessage {
-    let files = msg
-        .set
-        .files
+/// The files of a desired set, as `Desired.files`.
+pub(super) fn desired_files(
+    set: &seccomp_rollout::fileset::EffectiveSet,
+) -> Vec<agent::DesiredFile> {
+    set.files
         .iter()
         .map(|f| agent::DesiredFile {
             path: f.path.clone(),
@@ -96,16 +96,7 @@ pub(super) fn desired_to_proto(msg: &DesiredMsg) -> agent::DistributorMessage {
             owner: f.owner.clone(),
             group: f.group.clone(),
         })
-        .collect();
-    agent::DistributorMessage {
-        message: Some(agent::distributor_message::Message::Desired(
-            agent::Desired {
-                revision: msg.revision.clone(),
-                nonce: msg.nonce.clone(),
-                files,
-            },
-        )),
-    }
+        .collect()
 }
 
 pub(super) fn node_state(s: NodeState) -> pb::NodeState {

@@ -1,6 +1,7 @@
 //! The distributor's gRPC face, and the only module that uses tonic or builds a
 //! `tonic::Status`:
 //! - [`agent_sync`]: `seccomp.agent.v1.AgentSync`, one stream per node agent, feeding the hub;
+//!   [`agent_wire`] serves it, with each set's files encoded once for every stream;
 //! - [`distributor`]: `seccomp.distributor.v1.Distributor`, rollouts, nodes and rendering;
 //! - [`registry_client`]: the registry as the [`crate::service::ProfileSource`];
 //! - [`convert`]: proto messages to and from domain types.
@@ -8,13 +9,13 @@
 //! Handlers decode, call the service layer and encode; decisions stay in `service`.
 
 mod agent_sync;
+mod agent_wire;
 mod convert;
 mod distributor;
 mod registry_client;
 
 use std::sync::Arc;
 
-use seccomp_proto::agent::v1 as agent;
 use seccomp_proto::distributor::v1 as pb;
 use tonic::Status;
 
@@ -23,6 +24,7 @@ use crate::hub::Hub;
 use crate::service::Distributor;
 
 pub use agent_sync::AgentSyncGrpc;
+pub use agent_wire::AgentSyncService;
 pub use convert::{strategy_from, target_from};
 pub use distributor::{AuditRefusals, DistributorGrpc};
 pub use registry_client::RegistrySource;
@@ -48,8 +50,8 @@ pub fn agent_service(
     hub: Arc<Hub>,
     distributor: Arc<Distributor>,
     hello_deadline: std::time::Duration,
-) -> agent::agent_sync_server::AgentSyncServer<AgentSyncGrpc> {
-    agent::agent_sync_server::AgentSyncServer::new(AgentSyncGrpc::new(
+) -> AgentSyncService {
+    AgentSyncService::new(AgentSyncGrpc::new(
         hub,
         Arc::new(AuditRefusals(distributor)),
         hello_deadline,

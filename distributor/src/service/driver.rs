@@ -1,5 +1,6 @@
 //! What moves rollouts on: [`Distributor::tick`] runs [`engine::step`] for every active
-//! rollout (on each hub change and every 500 ms, see [`Distributor::run_engine`]), persists
+//! rollout (on each hub change, gathered for at most a tick's length, and every 500 ms for
+//! deadlines and timed pauses, see [`Distributor::run_engine`]), persists
 //! what changed before anything is sent, rebuilds the fleet when what nodes get changed,
 //! and then syncs the sinks outside the lock (retrying a failed sink later). After a restart
 //! it waits for the nodes seen connected before ("settling"), and it records which nodes are
@@ -18,6 +19,10 @@ use seccomp_rollout::record::RolloutRecord;
 
 use super::{Distributor, SIGHTING_EVERY, SINK_RETRY, SINK_TIMEOUT};
 use crate::error::Result;
+
+/// The longest the engine gathers changes before it acts on them (see
+/// [`Distributor::run_engine`]).
+const COALESCE_AT_MOST: Duration = Duration::from_millis(50);
 
 /// How soon newly connected nodes are recorded as seen, per known node, and at most.
 const NEW_NODES_EVERY_PER_NODE: Duration = Duration::from_micros(100);
@@ -299,14 +304,15 @@ impl Distributor {
                 // Until the fleet is rebuilt below; if the write fails, the next tick retries.
                 self.stale.store(true, Ordering::Release);
             }
-            if rescoped || step.durable {
-                self.store.put(&r).await?;
-            } else if step.changed {
-                self.store.put_lazy(&r)?;
-            }
             if r.state != before {
                 let reason = r.history.last().map_or("", |t| t.reason.as_str());
                 tracing::info!(rollout = %r.id, from = %before, to = %r.state, reason, "rollout state");
+            }
+            if rescoped || step.durable {
+                self.store.put(&r).await?;
+            } else if step.changed {
+                // Handed over, not copied again: the record has one entry per node.
+                self.store.put_lazy_owned(r)?;
             }
             scope |= rescoped;
             changed |= step.changed || rescoped;
@@ -321,19 +327,34 @@ impl Distributor {
         Ok(())
     }
 
-    /// Run [`Distributor::tick`] on every node change and at least every 500 ms until `stop`
-    /// resolves.
+    /// Run [`Distributor::tick`] on every node change and at least every
+    /// [`Settings::engine_tick`](super::Settings::engine_tick) until `stop` resolves. A change is acted on at once, unless the engine just ran: then changes are
+    /// gathered for as long as its last tick took (at most [`COALESCE_AT_MOST`]) and taken
+    /// in one tick, so that while thousands of confirmations stream in the engine, whose
+    /// tick costs time linear in the nodes of the active rollouts, takes at most about half
+    /// a core and leaves the rest to the streams.
     pub async fn run_engine(&self, stop: impl Future<Output = ()>) {
         let mut nodes = self.hub.subscribe();
         tokio::pin!(stop);
         loop {
+            let started = Instant::now();
             if let Err(e) = self.tick().await {
                 tracing::error!(error = %e, "rollout engine");
             }
+            let took = started.elapsed();
             tokio::select! {
                 () = &mut stop => return,
                 _ = nodes.changed() => {}
-                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                () = tokio::time::sleep(self.engine_tick) => {}
+            }
+            let rest = took
+                .min(COALESCE_AT_MOST)
+                .saturating_sub(started.elapsed() - took);
+            if !rest.is_zero() {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(rest) => {}
+                }
             }
         }
     }

@@ -136,6 +136,9 @@ pub struct Settings {
     pub profile_users: Option<Arc<dyn ProfileUsers>>,
     /// Counted when served (`--metrics-listen`).
     pub metrics: Option<Arc<crate::metrics::DistributorMetrics>>,
+    /// How often the engine looks at the rollouts when nothing changed (for deadlines,
+    /// timed pauses, and nodes that went silent); every change is acted on at once.
+    pub engine_tick: Duration,
 }
 
 /// What a rollout asks for.
@@ -213,6 +216,8 @@ pub struct Distributor {
     profile_users: Option<Arc<dyn ProfileUsers>>,
     /// See [`Settings::metrics`].
     metrics: Option<Arc<crate::metrics::DistributorMetrics>>,
+    /// See [`Settings::engine_tick`].
+    engine_tick: Duration,
     /// When finished rollouts were last looked at for forgetting.
     history_pruned: std::sync::Mutex<Option<Instant>>,
     /// Stored rollouts whose NCIs the policy refuses (found at start; new ones are checked
@@ -298,6 +303,7 @@ impl Distributor {
             history_retention: settings.history_retention,
             profile_users: settings.profile_users,
             metrics: settings.metrics,
+            engine_tick: settings.engine_tick,
             history_pruned: std::sync::Mutex::new(None),
             refused,
             write: tokio::sync::Mutex::new(()),

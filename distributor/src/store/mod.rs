@@ -319,11 +319,16 @@ impl RolloutStore {
     /// memory has it at once, the backend within [`LAZY_EVERY`] or at the next flush, and
     /// the disk at the backend's next flush (its own periodic one, or a durable `put`).
     pub fn put_lazy(&self, r: &RolloutRecord) -> Result<()> {
-        let n = number_of(r)?;
+        self.put_lazy_owned(r.clone())
+    }
+
+    /// [`RolloutStore::put_lazy`] of a record the caller is done with.
+    pub fn put_lazy_owned(&self, r: RolloutRecord) -> Result<()> {
+        let n = number_of(&r)?;
         self.cache
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(n, Arc::new(r.clone()));
+            .insert(n, Arc::new(r));
         self.lazy
             .lock()
             .unwrap_or_else(|e| e.into_inner())
