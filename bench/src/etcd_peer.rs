@@ -7,6 +7,7 @@
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -62,6 +63,9 @@ pub struct Report {
     pub etcd_cpu_seconds: f64,
     /// Every round's seconds.
     pub rounds: Vec<f64>,
+    /// Acknowledgements etcd refused at first ("too many requests") and that were sent
+    /// again, over all rounds.
+    pub retried_puts: usize,
 }
 
 /// Whether `etcd` can be run, and its version line.
@@ -173,6 +177,7 @@ async fn fan_out(args: &EtcdPeerArgs, etcd_version: String) -> anyhow::Result<Re
     for _ in 0..args.connections.max(1) {
         clients.push(Client::connect([&etcd.url], None).await?);
     }
+    let retries = Arc::new(AtomicUsize::new(0));
     // Every watcher's watch is created before the first put.
     let created = Arc::new(tokio::sync::Semaphore::new(0));
     let limit = Arc::new(tokio::sync::Semaphore::new(256));
@@ -180,6 +185,7 @@ async fn fan_out(args: &EtcdPeerArgs, etcd_version: String) -> anyhow::Result<Re
     for i in 0..args.watchers {
         let mut client = clients[i % clients.len()].clone();
         let created = Arc::clone(&created);
+        let retries = Arc::clone(&retries);
         let permit = Arc::clone(&limit).acquire_owned().await?;
         watchers.spawn(async move {
             let mut stream = client.watch(VALUE_KEY, None).await?;
@@ -197,7 +203,18 @@ async fn fan_out(args: &EtcdPeerArgs, etcd_version: String) -> anyhow::Result<Re
                         continue;
                     }
                     if let Some(kv) = ev.kv() {
-                        client.put(key.as_str(), digest(kv.value()), None).await?;
+                        let ack = digest(kv.value());
+                        // etcd refuses proposals while too many wait to be applied ("too
+                        // many requests"); a client tries again, as any etcd client does.
+                        let mut tries = 0;
+                        while let Err(e) = client.put(key.as_str(), ack.as_str(), None).await {
+                            tries += 1;
+                            retries.fetch_add(1, Ordering::Relaxed);
+                            if tries > 100 {
+                                return Err(e.into());
+                            }
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
                     }
                 }
             }
@@ -257,8 +274,10 @@ async fn fan_out(args: &EtcdPeerArgs, etcd_version: String) -> anyhow::Result<Re
         cpu = crate::procstat::cpu_seconds(&etcd.pid().to_string())? - cpu0;
         if !args.json {
             println!(
-                "round {round}: etcd fan-out to {} watchers over {} connections: {seconds:.3} s (etcd CPU {cpu:.2} s)",
-                args.watchers, args.connections
+                "round {round}: etcd fan-out to {} watchers over {} connections: {seconds:.3} s (etcd CPU {cpu:.2} s, {} puts retried so far)",
+                args.watchers,
+                args.connections,
+                retries.load(Ordering::Relaxed)
             );
         }
         rounds.push(seconds);
@@ -274,5 +293,6 @@ async fn fan_out(args: &EtcdPeerArgs, etcd_version: String) -> anyhow::Result<Re
         seconds: rounds.last().copied().unwrap_or_default(),
         etcd_cpu_seconds: cpu,
         rounds,
+        retried_puts: retries.load(Ordering::Relaxed),
     })
 }

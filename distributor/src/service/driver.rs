@@ -23,6 +23,8 @@ use crate::error::Result;
 /// The longest the engine gathers changes before it acts on them (see
 /// [`Distributor::run_engine`]).
 const COALESCE_AT_MOST: Duration = Duration::from_millis(50);
+/// A pause between node changes this long ends a gathering: the burst is over.
+const QUIET: Duration = Duration::from_millis(2);
 
 /// How soon newly connected nodes are recorded as seen, per known node, and at most.
 const NEW_NODES_EVERY_PER_NODE: Duration = Duration::from_micros(100);
@@ -328,11 +330,13 @@ impl Distributor {
     }
 
     /// Run [`Distributor::tick`] on every node change and at least every
-    /// [`Settings::engine_tick`](super::Settings::engine_tick) until `stop` resolves. A change is acted on at once, unless the engine just ran: then changes are
-    /// gathered for as long as its last tick took (at most [`COALESCE_AT_MOST`]) and taken
-    /// in one tick, so that while thousands of confirmations stream in the engine, whose
-    /// tick costs time linear in the nodes of the active rollouts, takes at most about half
-    /// a core and leaves the rest to the streams.
+    /// [`Settings::engine_tick`](super::Settings::engine_tick) until `stop` resolves. A
+    /// change is acted on at once, unless the engine just ran and changes keep coming: then
+    /// they are gathered for as long as its last tick took (at most [`COALESCE_AT_MOST`],
+    /// and only until a [`QUIET`] pause between changes) and taken in one tick, so that
+    /// while thousands of confirmations stream in, the engine, whose tick costs time linear
+    /// in the nodes of the active rollouts, takes at most about half a core and leaves the
+    /// rest to the streams, and the last confirmation of a burst is acted on at once.
     pub async fn run_engine(&self, stop: impl Future<Output = ()>) {
         let mut nodes = self.hub.subscribe();
         tokio::pin!(stop);
@@ -347,13 +351,18 @@ impl Distributor {
                 _ = nodes.changed() => {}
                 () = tokio::time::sleep(self.engine_tick) => {}
             }
-            let rest = took
-                .min(COALESCE_AT_MOST)
-                .saturating_sub(started.elapsed() - took);
-            if !rest.is_zero() {
+            // Gather while changes keep coming, until the gathering time is up; a pause of
+            // QUIET between changes (the end of a burst) ends it at once.
+            let until = tokio::time::Instant::from_std(started + took + took.min(COALESCE_AT_MOST));
+            loop {
                 tokio::select! {
                     () = &mut stop => return,
-                    () = tokio::time::sleep(rest) => {}
+                    () = tokio::time::sleep_until(until) => break,
+                    more = tokio::time::timeout(QUIET, nodes.changed()) => {
+                        if more.is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         }
