@@ -14,8 +14,10 @@
 //! - [`diag`]: diagnostics with stable codes and JSON pointers;
 //! - [`validate`](mod@validate): the rules of DESIGN section 2, producing a [`Report`] and, when
 //!   there is no error, a typed [`Profile`];
-//! - [`diff`](mod@diff): the semantic diff of two profiles.
+//! - [`diff`](mod@diff): the semantic diff of two profiles;
+//! - [`audit`]: kernel seccomp audit records from node logs, decoded by their architecture.
 
+pub mod audit;
 pub mod diag;
 pub mod diff;
 pub mod json;
