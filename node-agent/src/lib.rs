@@ -33,6 +33,8 @@
 //! - [`hook`]: pause points inside a write, so crash tests can kill the agent exactly there;
 //! - [`watch`]: when to scan for drift;
 //! - [`node`]: the node's name and labels (flags, a Downward API labels file, the hostname);
+//! - [`audit_log`]: following log files for kernel seccomp records across rotation and
+//!   truncation, the position kept in the state directory (#19; not yet wired to a flag);
 //! - [`sync`]: the only module that uses tonic: the stream to the distributor, heartbeats,
 //!   reconnecting with backoff, the drift loop, and [`sync::run`], the whole agent.
 //!
@@ -42,6 +44,7 @@
 
 mod accounts;
 mod applier;
+pub mod audit_log;
 mod error;
 mod fsops;
 pub mod hook;
