@@ -15,7 +15,8 @@
 //! - [`validate`](mod@validate): the rules of DESIGN section 2, producing a [`Report`] and, when
 //!   there is no error, a typed [`Profile`];
 //! - [`diff`](mod@diff): the semantic diff of two profiles;
-//! - [`audit`]: kernel seccomp audit records from node logs, decoded by their architecture.
+//! - [`audit`]: kernel seccomp audit records from node logs, decoded by their architecture;
+//! - [`suggest`](mod@suggest): the next version of a profile from the syscalls it logged.
 
 pub mod audit;
 pub mod diag;
@@ -23,6 +24,7 @@ pub mod diff;
 pub mod json;
 pub mod model;
 pub mod name;
+pub mod suggest;
 pub mod tables;
 pub mod validate;
 
