@@ -16,9 +16,11 @@
 //!   there is no error, a typed [`Profile`];
 //! - [`diff`](mod@diff): the semantic diff of two profiles;
 //! - [`audit`]: kernel seccomp audit records from node logs, decoded by their architecture;
-//! - [`suggest`](mod@suggest): the next version of a profile from the syscalls it logged.
+//! - [`suggest`](mod@suggest): the next version of a profile from the syscalls it logged;
+//! - [`compat`]: compatibility modes between versions (`no-new-denies`, `tighten-only`).
 
 pub mod audit;
+pub mod compat;
 pub mod diag;
 pub mod diff;
 pub mod json;
