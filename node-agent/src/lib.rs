@@ -34,7 +34,9 @@
 //! - [`watch`]: when to scan for drift;
 //! - [`node`]: the node's name and labels (flags, a Downward API labels file, the hostname);
 //! - [`audit_log`]: following log files for kernel seccomp records across rotation and
-//!   truncation, the position kept in the state directory (#19; not yet wired to a flag);
+//!   truncation, the position kept in the state directory, and [`seccomp_events`]: the
+//!   records attributed to containers by `/proc` and aggregated, bounded (#19; not yet
+//!   behind a flag);
 //! - [`sync`]: the only module that uses tonic: the stream to the distributor, heartbeats,
 //!   reconnecting with backoff, the drift loop, and [`sync::run`], the whole agent.
 //!
@@ -54,6 +56,7 @@ pub mod node;
 mod paths;
 mod policy;
 mod record;
+pub mod seccomp_events;
 pub mod sync;
 pub mod watch;
 
