@@ -63,6 +63,20 @@ pub enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Set the compatibility rule every later publish of the profile is checked against.
+    ///
+    /// `none` (the default), `no-new-denies` (a new version may not stop a call the latest
+    /// live version let run: the safe direction for running workloads) or `tighten-only` (a
+    /// new version may not let run a call the latest one stopped). A publish that breaks
+    /// the rule fails (exit 1) naming each syscall and architecture. Needs the admin role;
+    /// audited.
+    Policy {
+        /// Profile name (published at least once).
+        name: String,
+        /// The rule.
+        #[arg(long, value_parser = ["none", "no-new-denies", "tighten-only"])]
+        compat: String,
+    },
     /// Delete a version and its bytes for good (deprecate is the reversible way out).
     ///
     /// Its number is never reused. The registry refuses (exit 1) while an active rollout or
@@ -349,6 +363,9 @@ pub fn run(command: Command, url: &str, format: Format) -> Result<Outcome> {
             Command::Delete { reference, .. } => {
                 let (name, version) = parse_versioned(&reference)?;
                 delete(&mut client, name, version, url, format).await
+            }
+            Command::Policy { name, compat } => {
+                policy(&mut client, name, compat, url, format).await
             }
         }
     })
@@ -668,6 +685,45 @@ struct Deleted {
     name: String,
     version: u64,
     deleted: bool,
+}
+
+/// What `profile policy` prints with `-o json|yaml`.
+#[derive(Debug, Serialize)]
+struct PolicySet {
+    name: String,
+    compat: String,
+    previous: String,
+}
+
+async fn policy(
+    client: &mut Client,
+    name: String,
+    compat: String,
+    url: &str,
+    format: Format,
+) -> Result<Outcome> {
+    let request = pb::SetPolicyRequest {
+        name: name.clone(),
+        compat: compat.clone(),
+    };
+    let previous = match client.set_policy(request).await {
+        Ok(r) => r.into_inner().previous,
+        Err(status) => return client::refused(status, Service::Registry, url),
+    };
+    let set = PolicySet {
+        name,
+        compat,
+        previous,
+    };
+    if !print_structured(format, &set)? {
+        outln!(
+            "{}: compatibility {} (was {})",
+            set.name,
+            set.compat,
+            set.previous
+        );
+    }
+    Ok(Outcome::Ok)
 }
 
 async fn delete(

@@ -424,3 +424,45 @@ fn delete_needs_yes_and_never_reuses_the_number() {
     let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(doc["version"], 3);
 }
+
+#[test]
+fn a_compatibility_rule_refuses_a_publish_that_breaks_it() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let complain = write(
+        dir.path(),
+        "complain.json",
+        b"{\"defaultAction\": \"SCMP_ACT_LOG\", \"architectures\": [\"SCMP_ARCH_X86_64\"], \"syscalls\": [{\"names\": [\"read\"], \"action\": \"SCMP_ACT_ALLOW\"}]}\n",
+    );
+    let enforced = write(
+        dir.path(),
+        "enforced.json",
+        b"{\"defaultAction\": \"SCMP_ACT_ERRNO\", \"defaultErrnoRet\": 1, \"architectures\": [\"SCMP_ARCH_X86_64\"], \"syscalls\": [{\"names\": [\"read\"], \"action\": \"SCMP_ACT_ALLOW\"}]}\n",
+    );
+    let (code, _, err) = run(registry
+        .ctl()
+        .args(["profile", "publish", "web"])
+        .arg(&complain));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) =
+        run(registry
+            .ctl()
+            .args(["profile", "policy", "web", "--compat", "no-new-denies"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "web: compatibility no-new-denies (was none)\n");
+    let (code, _, err) = run(registry
+        .ctl()
+        .args(["profile", "publish", "web"])
+        .arg(&enforced));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no-new-denies") && err.contains("(default) on SCMP_ARCH_X86_64"),
+        "{err}"
+    );
+    // An unknown rule is refused before anything is sent.
+    let (code, _, err) = run(registry
+        .ctl()
+        .args(["profile", "policy", "web", "--compat", "strict"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("tighten-only"), "{err}");
+}

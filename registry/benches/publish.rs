@@ -213,6 +213,7 @@ async fn main() {
                 next_version: i as u64 + 2,
                 latest_live: i as u64 + 1,
                 stored: i as u64 + 1,
+                compat: None,
             };
             // Journal, flush, apply: durable when it returns, as in a publish.
             store

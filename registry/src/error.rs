@@ -100,6 +100,22 @@ pub enum Error {
         /// The first error.
         reason: String,
     },
+    /// The new version breaks the profile's compatibility rule.
+    #[error(
+        "profile {name:?}: version {version} breaks the compatibility rule {mode} against version {against}: {violations}"
+    )]
+    Incompatible {
+        /// Profile name.
+        name: String,
+        /// The version it would have been.
+        version: u64,
+        /// The rule.
+        mode: String,
+        /// The version checked against (the latest live one).
+        against: u64,
+        /// `read on SCMP_ARCH_X86_64: allowed → denied; ...`.
+        violations: String,
+    },
     /// A malformed request field (version 0, a bad digest, a bad page token, ...).
     #[error("{0}")]
     InvalidArgument(String),
@@ -177,9 +193,10 @@ impl Error {
             | Error::VersionNotFound { .. }
             | Error::DigestNotFound { .. }
             | Error::NoLiveVersion { .. } => Category::NotFound,
-            Error::StaleVersion { .. } | Error::InUse { .. } | Error::StoredInvalid { .. } => {
-                Category::FailedPrecondition
-            }
+            Error::StaleVersion { .. }
+            | Error::InUse { .. }
+            | Error::StoredInvalid { .. }
+            | Error::Incompatible { .. } => Category::FailedPrecondition,
             Error::UsageUnknown { .. } => Category::Unavailable,
             Error::Storage(_) | Error::Corrupt { .. } | Error::Task(_) | Error::Broken => {
                 Category::Internal

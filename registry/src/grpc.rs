@@ -349,6 +349,17 @@ impl registry_server::Registry for RegistryGrpc {
         Ok(Response::new(pb::DeleteVersionResponse {}))
     }
 
+    #[instrument(skip_all, fields(profile = span_name(&request.get_ref().name)))]
+    async fn set_policy(
+        &self,
+        request: Request<pb::SetPolicyRequest>,
+    ) -> Result<Response<pb::SetPolicyResponse>, Status> {
+        let actor = actor(&request);
+        let r = request.into_inner();
+        let previous = self.registry.set_policy(&actor, &r.name, &r.compat).await?;
+        Ok(Response::new(pb::SetPolicyResponse { previous }))
+    }
+
     #[instrument(skip_all)]
     async fn list_audit(
         &self,

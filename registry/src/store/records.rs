@@ -55,6 +55,9 @@ pub struct ProfileRecord {
     pub latest_live: u64,
     /// Stored (not deleted) versions, deprecated ones included.
     pub stored: u64,
+    /// The compatibility rule checked on publish (`SetPolicy`); `None` is `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compat: Option<String>,
 }
 
 /// Why and by whom a version was deprecated.

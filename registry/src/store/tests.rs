@@ -39,6 +39,7 @@ fn record(version: u64) -> ProfileRecord {
         next_version: version + 1,
         latest_live: version,
         stored: version,
+        compat: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn no_live_version(stored: u64) -> ProfileRecord {
         next_version: 2,
         latest_live: 0,
         stored,
+        compat: None,
     }
 }
 

@@ -59,6 +59,20 @@ impl ProfileStore {
         self.commit(writes).await
     }
 
+    /// Rewrite a profile's record (its policy) with the audit entry.
+    pub async fn update_record(
+        &self,
+        name: &str,
+        record: &ProfileRecord,
+        entry: &AuditEntry,
+    ) -> Result<()> {
+        let writes = vec![
+            Write::insert(TreeId::Profiles, name.as_bytes(), encode(record)?),
+            Write::insert(TreeId::Audit, self.audit_key(entry)?, encode(entry)?),
+        ];
+        self.commit(writes).await
+    }
+
     /// Rewrite a version's metadata (deprecation) with the profile record and audit entry.
     pub async fn update_version(
         &self,

@@ -118,6 +118,7 @@ pub const RULES: &[(&str, Access)] = &[
     ("/seccomp.registry.v1.Registry/Deprecate", Access::Publish),
     ("/seccomp.registry.v1.Registry/DeleteVersion", Access::Admin),
     ("/seccomp.registry.v1.Registry/ListAudit", Access::Read),
+    ("/seccomp.registry.v1.Registry/SetPolicy", Access::Admin),
     (
         "/seccomp.distributor.v1.Distributor/CreateRollout",
         Access::Operate,
