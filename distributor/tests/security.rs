@@ -222,6 +222,8 @@ const EXPECTED: &[(&str, Access)] = &[
     ("/seccomp.registry.v1.Registry/Deprecate", Access::Publish),
     ("/seccomp.registry.v1.Registry/DeleteVersion", Access::Admin),
     ("/seccomp.registry.v1.Registry/ListAudit", Access::Read),
+    // #19: the compatibility rule of a profile.
+    ("/seccomp.registry.v1.Registry/SetPolicy", Access::Admin),
     (
         "/seccomp.distributor.v1.Distributor/CreateRollout",
         Access::Operate,
