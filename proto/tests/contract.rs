@@ -42,6 +42,7 @@ fn descriptor_set_exports_every_service_for_reflection() {
             "Deprecate",
             "DeleteVersion",
             "ListAudit",
+            "SetPolicy",
         ]
     );
     assert_eq!(
