@@ -26,7 +26,7 @@ use seccomp_proto::agent::v1 as agent;
 use seccomp_rollout::fileset::EffectiveSet;
 use tokio_stream::Stream;
 use tonic::Status;
-use tonic::codec::{BufferSettings, Streaming};
+use tonic::codec::Streaming;
 use tonic::server::NamedService;
 
 use super::agent_sync::AgentSyncGrpc;
@@ -222,11 +222,13 @@ impl tower::Service<Request> for AgentSyncService {
                 .get::<seccomp_server::auth::Principal>()
                 .cloned()
                 .unwrap_or(seccomp_server::auth::Principal::Anonymous { claimed: None });
+            // The generated code's codec (small first buffers), as the generated server used.
+            let mut codec = seccomp_proto::codec::SmallBuffers::<
+                agent::DistributorMessage,
+                agent::AgentMessage,
+            >::default();
             let incoming = Streaming::new_request(
-                tonic_prost::ProstDecoder::<agent::AgentMessage>::new(BufferSettings::new(
-                    1024,
-                    32 * 1024,
-                )),
+                tonic::codec::Codec::decoder(&mut codec),
                 request.into_body(),
                 None,
                 Some(MAX_AGENT_MESSAGE),
