@@ -13,6 +13,7 @@ mod audit;
 mod certs;
 mod client;
 mod dev;
+mod events;
 mod nodes;
 mod output;
 mod plan;
@@ -20,6 +21,7 @@ mod profile;
 mod render;
 mod rollback;
 mod rollout;
+mod suggest;
 mod validate;
 mod watch;
 
@@ -186,6 +188,16 @@ enum Command {
     /// and observed mode, owner, group and sha256.
     Nodes(nodes::Args),
 
+    /// The seccomp events agents reported: what profiles logged or denied, per node,
+    /// container (its pod and profile, with the distributor's --check-pods), executable,
+    /// architecture and syscall, with counts, most recent first.
+    ///
+    /// Agents read them from the kernel's records in the logs they follow (--audit-log:
+    /// auditd's audit.log, or syslog's `audit: type=1326` lines), each syscall named by the
+    /// record's own architecture. `seccompctl profile suggest NAME` turns them into the
+    /// profile's next version.
+    Events(events::Args),
+
     /// Write a throwaway CA, certificates and tokens for trying the secure setup on one
     /// machine (development only; production certificates come from your CA).
     ///
@@ -227,7 +239,10 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, cli.output),
-        Command::Profile(command) => profile::run(command, &cli.registry, cli.output),
+        Command::Profile(command) => {
+            profile::run(command, &cli.registry, &cli.distributor, cli.output)
+        }
+        Command::Events(args) => events::run(&args, &cli.distributor, cli.output),
         Command::Audit(args) => audit::run(&args, &cli.registry, &cli.distributor, cli.output),
         Command::Render(args) => render::run(&args, &cli.registry, cli.output),
         Command::Rollout(command) => rollout::run(command, &cli.distributor, cli.output),

@@ -77,6 +77,16 @@ pub enum Command {
         #[arg(long, value_parser = ["none", "no-new-denies", "tighten-only"])]
         compat: String,
     },
+    /// Suggest the next version from what the profile's workloads were seen doing.
+    ///
+    /// Takes the seccomp events agents reported under NAME (`seccompctl events --profile
+    /// NAME`: what a complain-mode profile logged, or what it denied), and makes a profile
+    /// that allows those syscalls (one rule per set of architectures where they were seen
+    /// on different ones) and keeps everything else of the base version; an explicit deny
+    /// is kept and said. With --enforce a SCMP_ACT_LOG default becomes SCMP_ACT_ERRNO
+    /// (EPERM). Prints the semantic diff against the base and the validator's verdict (exit
+    /// 1 when invalid); --publish stores it as the next version.
+    Suggest(crate::suggest::Args),
     /// Delete a version and its bytes for good (deprecate is the reversible way out).
     ///
     /// Its number is never reused. The registry refuses (exit 1) while an active rollout or
@@ -315,7 +325,7 @@ fn parse_versioned(reference: &str) -> Result<(String, u64)> {
 }
 
 /// Run a `profile` subcommand against the registry at `url`.
-pub fn run(command: Command, url: &str, format: Format) -> Result<Outcome> {
+pub fn run(command: Command, url: &str, dist: &str, format: Format) -> Result<Outcome> {
     // Read local files before connecting, so a typo in a path is reported as such.
     let content = match &command {
         Command::Publish { file, .. } => {
@@ -366,6 +376,9 @@ pub fn run(command: Command, url: &str, format: Format) -> Result<Outcome> {
             }
             Command::Policy { name, compat } => {
                 policy(&mut client, name, compat, url, format).await
+            }
+            Command::Suggest(args) => {
+                crate::suggest::run(&mut client, &args, url, dist, format).await
             }
         }
     })

@@ -731,6 +731,17 @@ impl Hub {
         Some(st.member(name) && selector::matches(filter, &node.labels))
     }
 
+    /// The set a known node (of those that count) is given now, and whether its labels
+    /// match `filter`.
+    pub fn set_of(&self, name: &str, filter: &Selector) -> Option<(bool, Arc<EffectiveSet>)> {
+        let st = self.lock();
+        let node = st.nodes.get(name).filter(|_| st.member(name))?;
+        Some((
+            selector::matches(filter, &node.labels),
+            Arc::clone(&node.desired),
+        ))
+    }
+
     /// Known nodes matching `filter`, by name, after the node `after`, at most `limit`.
     pub fn nodes_page(
         &self,

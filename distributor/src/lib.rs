@@ -16,6 +16,8 @@
 //! - [`metrics`]: the distributor's Prometheus metrics (`--metrics-listen`);
 //! - [`pods`]: the cluster's pods, asked which profile files they name before a change
 //!   takes one away (`--check-pods`);
+//! - [`events`]: the seccomp events agents report (from the logs they follow), bounded in
+//!   memory, told by pod and profile;
 //! - [`sinks`]: where NCIs go besides the agents: a YAML directory for GitOps, a cluster
 //!   (the only module that uses kube);
 //! - [`grpc`]: the only module that uses tonic: the `AgentSync` stream, the `Distributor`
@@ -24,6 +26,7 @@
 
 pub mod clock;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod hub;
 pub mod metrics;
@@ -87,6 +90,9 @@ pub struct Config {
     /// Asked which pods use a file before it is taken away (tests inject one; `check_pods`
     /// sets the cluster's).
     pub profile_users: Option<Arc<dyn service::ProfileUsers>>,
+    /// Which pod a container id runs in, to tell the seccomp events agents report by pod
+    /// and profile (tests inject one; `pod_watch` sets the cluster's).
+    pub container_pods: Option<Arc<dyn events::ContainerPods>>,
     /// Further sinks (for a program that embeds the distributor, and tests).
     pub sinks: Vec<Arc<dyn sinks::NciSink>>,
     /// Called with the distributor once it is made (for a program that embeds it, and tests).
@@ -116,6 +122,8 @@ pub struct Config {
     /// timed pauses and silent nodes are seen this late at most. Confirmations, new nodes
     /// and commands are acted on at once, whatever this is.
     pub engine_tick: Duration,
+    /// How many seccomp events agents report are kept, and how long.
+    pub events: events::EventSettings,
 }
 
 impl Config {
@@ -133,6 +141,7 @@ impl Config {
             metrics_registry: None,
             readiness: seccomp_server::metrics::Readiness::default(),
             profile_users: None,
+            container_pods: None,
             sinks: Vec::new(),
             on_start: None,
             clock: Arc::new(clock::MonotonicClock::new()),
@@ -145,6 +154,7 @@ impl Config {
             audit_retention: Some(seccomp_server::retention::DEFAULT_RETENTION),
             history_retention: Some(seccomp_server::retention::DEFAULT_RETENTION),
             engine_tick: Duration::from_millis(500),
+            events: events::EventSettings::default(),
         }
     }
 }
@@ -276,6 +286,13 @@ pub async fn run(
     if let Some(index) = &pod_index {
         profile_users = Some(Arc::new(pods::ClusterPods(index.clone())));
     }
+    let seccomp_events = Arc::new(events::EventStore::new(
+        config.events,
+        pod_index
+            .clone()
+            .map(|i| Arc::new(i) as Arc<dyn events::ContainerPods>)
+            .or_else(|| config.container_pods.clone()),
+    ));
     let distributor = Arc::new(service::Distributor::new(
         store,
         Arc::clone(&hub),
@@ -290,6 +307,7 @@ pub async fn run(
             profile_users,
             metrics,
             engine_tick: config.engine_tick,
+            events: Arc::clone(&seccomp_events),
         },
     )?);
     if let Some(registry) = &config.metrics_registry {
@@ -311,6 +329,7 @@ pub async fn run(
         .add_service(grpc::agent_service(
             Arc::clone(&hub),
             Arc::clone(&distributor),
+            seccomp_events,
             config.hello_deadline,
         ))
         .add_service(grpc::distributor_service(Arc::clone(&distributor)));

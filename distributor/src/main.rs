@@ -87,7 +87,8 @@ struct Args {
     /// their seccompProfile (a watch of the cluster's pods, kubeconfig or in-cluster service
     /// account; needs `list` and `watch` on pods), and refuse the change when one on that
     /// node does, unless the caller gives --force. Until the pods are listed, such a change
-    /// is refused too.
+    /// is refused too. The same watch tells the seccomp events agents report by pod and
+    /// profile (the container ids in the pods' statuses).
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_CHECK_PODS")]
     check_pods: bool,
 
@@ -108,6 +109,22 @@ struct Args {
     /// what nodes hold and what a rollback restores never goes.
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_HISTORY_RETENTION", default_value = "365d", value_parser = humantime::parse_duration)]
     history_retention: Duration,
+
+    /// Keep the seccomp events agents report (what profiles logged or denied, from the
+    /// logs agents follow with --audit-log) this long after they were last seen. They are
+    /// kept in memory: a restarted distributor collects them anew.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_EVENTS_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    events_retention: Duration,
+
+    /// Keep at most this many kinds of seccomp event (node, container, executable,
+    /// architecture, syscall, action); further new kinds are counted as dropped until old
+    /// ones expire.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_EVENTS_MAX",
+        default_value_t = 100_000
+    )]
+    events_max: usize,
 
     /// CA of the registry's TLS certificate (an https:// --registry).
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_REGISTRY_CA", value_name = "FILE")]
@@ -191,6 +208,10 @@ async fn main() -> anyhow::Result<()> {
     config.audit_retention = args.retention.retention();
     config.history_retention =
         (!args.history_retention.is_zero()).then_some(args.history_retention);
+    config.events = seccomp_distributor::events::EventSettings {
+        retention: args.events_retention,
+        max: args.events_max,
+    };
     config.policy =
         seccomp_rollout::policy::Policy::new(&args.allowed_root).context("--allowed-root")?;
     config.registry_credentials = Credentials::from_files(

@@ -156,6 +156,45 @@ fn message() -> impl Strategy<Value = Message> {
                 })
             }
         ),
+        (
+            prop::collection::vec(
+                (
+                    text(),
+                    text(),
+                    text(),
+                    any::<u64>(),
+                    any::<Option<(i64, i32)>>()
+                ),
+                0..4
+            ),
+            any::<u64>()
+        )
+            .prop_map(|(events, dropped)| {
+                Message::SeccompEvents(agent::SeccompEvents {
+                    events: events
+                        .into_iter()
+                        .map(
+                            |(container_id, exe, syscall, count, time)| agent::SeccompEvent {
+                                container_id,
+                                exe,
+                                arch: "SCMP_ARCH_X86_64".to_owned(),
+                                syscall,
+                                action: "SCMP_ACT_LOG".to_owned(),
+                                count,
+                                first_seen: time.map(|(seconds, nanos)| prost_types::Timestamp {
+                                    seconds,
+                                    nanos,
+                                }),
+                                last_seen: time.map(|(seconds, nanos)| prost_types::Timestamp {
+                                    seconds,
+                                    nanos,
+                                }),
+                            },
+                        )
+                        .collect(),
+                    dropped,
+                })
+            }),
         (text(), any::<Option<(i64, i32)>>()).prop_map(|(revision, time)| {
             Message::Heartbeat(agent::Heartbeat {
                 revision,
@@ -185,6 +224,7 @@ fn fill_in(message: &mut Message, desired: &str) {
         Message::Nack(n) => put(&mut n.revision),
         Message::Drift(d) => put(&mut d.revision),
         Message::Heartbeat(h) => put(&mut h.revision),
+        Message::SeccompEvents(_) => {}
     }
 }
 

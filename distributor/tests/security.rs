@@ -276,6 +276,10 @@ const EXPECTED: &[(&str, Access)] = &[
         "/seccomp.distributor.v1.Distributor/ListAudit",
         Access::Read,
     ),
+    (
+        "/seccomp.distributor.v1.Distributor/ListSeccompEvents",
+        Access::Read,
+    ),
     ("/seccomp.agent.v1.AgentSync/Sync", Access::Agent),
 ];
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use seccomp_server::security::{Security, SecurityError};
 
 pub use nodes::{NodeEvent, NodeWatch};
-pub use pods::{PodIndex, PodUse, PodWatch, PodsError};
+pub use pods::{ContainerUse, PodIndex, PodUse, PodWatch, PodsError};
 pub use token_review::KubeTokenReview;
 
 /// With `--auth-kubernetes` (`security.kubernetes`): connect to the cluster's API, so that

@@ -6,7 +6,9 @@
 //!
 //! [`PodIndex`] answers, kept by a watch of every pod ([`PodWatch`]: a list, then a watch
 //! from its resource version) and indexed by the files each pod names, so an answer costs
-//! no API call.
+//! no API call. It also knows, of those pods, which container ids (from the pods' container
+//! statuses) run under which file ([`PodIndex::container`]), so the seccomp events agents
+//! report by container id can be told by pod and profile (#19).
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::pin;
@@ -36,6 +38,85 @@ pub struct PodUse {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot list the cluster's pods: {0}")]
 pub struct PodsError(String);
+
+/// The node path of a `Localhost` profile, `None` for another type.
+fn localhost_path(p: &SeccompProfile) -> Option<String> {
+    (p.type_ == "Localhost").then_some(())?;
+    let relative = p.localhost_profile.as_deref()?;
+    Some(format!(
+        "{KUBELET_SECCOMP_ROOT}/{}",
+        relative.trim_start_matches('/')
+    ))
+}
+
+/// A running container of a pod, as [`PodIndex::container`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerUse {
+    /// `namespace/name` of the pod.
+    pub pod: String,
+    /// The container's name in the pod.
+    pub container: String,
+    /// The profile file it runs under (its own seccompProfile, else the pod's), a node
+    /// path; `None` when that is not a `Localhost` profile.
+    pub path: Option<String>,
+}
+
+/// The pod's containers by id (the runtime's `<scheme>://` prefix taken off), each with the
+/// file it runs under.
+fn containers_of(pod: &Pod, name: &str) -> Vec<(String, ContainerUse)> {
+    let (Some(spec), Some(status)) = (pod.spec.as_ref(), pod.status.as_ref()) else {
+        return Vec::new();
+    };
+    let pod_level = spec
+        .security_context
+        .as_ref()
+        .and_then(|c| c.seccomp_profile.as_ref());
+    // A container's own profile wins over the pod's, whatever its type.
+    let own = |container: &str| -> Option<Option<&SeccompProfile>> {
+        let c = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == container)
+            .map(|c| {
+                c.security_context
+                    .as_ref()
+                    .and_then(|s| s.seccomp_profile.as_ref())
+            });
+        c.or_else(|| {
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .find(|c| c.name == container)
+                .map(|c| {
+                    c.security_context
+                        .as_ref()
+                        .and_then(|s| s.seccomp_profile.as_ref())
+                })
+        })
+    };
+    let statuses = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .chain(status.ephemeral_container_statuses.iter().flatten());
+    statuses
+        .filter_map(|s| {
+            let id = s.container_id.as_deref()?;
+            let id = id.rsplit_once("://").map_or(id, |(_, id)| id);
+            let profile = own(&s.name).flatten().or(pod_level);
+            Some((
+                id.to_ascii_lowercase(),
+                ContainerUse {
+                    pod: name.to_owned(),
+                    container: s.name.clone(),
+                    path: profile.and_then(localhost_path),
+                },
+            ))
+        })
+        .collect()
+}
 
 /// `namespace/name`, the node, and the profile files (node paths, sorted) a pod that may
 /// still start containers names; `None` for a pod not on a node yet, or done.
@@ -71,17 +152,7 @@ fn named_files(pod: &Pod) -> Option<(String, String, Vec<String>)> {
         pod.metadata.namespace.as_deref().unwrap_or("default"),
         pod.metadata.name.as_deref().unwrap_or("")
     );
-    let mut named: Vec<String> = profiles
-        .into_iter()
-        .filter(|p| p.type_ == "Localhost")
-        .filter_map(|p| p.localhost_profile.as_deref())
-        .map(|relative| {
-            format!(
-                "{KUBELET_SECCOMP_ROOT}/{}",
-                relative.trim_start_matches('/')
-            )
-        })
-        .collect();
+    let mut named: Vec<String> = profiles.into_iter().filter_map(localhost_path).collect();
     named.sort();
     named.dedup();
     Some((name, node, named))
@@ -92,14 +163,24 @@ fn named_files(pod: &Pod) -> Option<(String, String, Vec<String>)> {
 #[derive(Clone, Default)]
 pub struct PodIndex(Arc<Mutex<IndexState>>);
 
-type Named = HashMap<String, (String, Vec<String>)>;
+/// `namespace/name` to (node, files it names, its containers by id).
+type Named = HashMap<String, PodEntry>;
+
+#[derive(Clone)]
+struct PodEntry {
+    node: String,
+    named: Vec<String>,
+    containers: Vec<(String, ContainerUse)>,
+}
 
 #[derive(Default)]
 struct IndexState {
     /// The first complete list has arrived.
     ready: bool,
-    /// `namespace/name` to (node, files it names).
+    /// The pods that name a file.
     pods: Named,
+    /// Container id to the pod it is in (of `pods`).
+    containers: HashMap<String, ContainerUse>,
     /// The list being received (after an Init).
     listing: Option<Named>,
 }
@@ -113,9 +194,35 @@ fn key(pod: &Pod) -> String {
 }
 
 /// A pod's index entry; `None` when it names no file (or is done).
-fn entry(pod: &Pod) -> Option<(String, (String, Vec<String>))> {
+fn entry(pod: &Pod) -> Option<(String, PodEntry)> {
     let (name, node, named) = named_files(pod)?;
-    (!named.is_empty()).then_some((name, (node, named)))
+    let containers = containers_of(pod, &name);
+    (!named.is_empty()).then_some((
+        name,
+        PodEntry {
+            node,
+            named,
+            containers,
+        },
+    ))
+}
+
+impl IndexState {
+    fn insert(&mut self, name: String, entry: PodEntry) {
+        self.remove(&name);
+        for (id, c) in &entry.containers {
+            self.containers.insert(id.clone(), c.clone());
+        }
+        self.pods.insert(name, entry);
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(old) = self.pods.remove(name) {
+            for (id, _) in old.containers {
+                self.containers.remove(&id);
+            }
+        }
+    }
 }
 
 impl PodIndex {
@@ -133,7 +240,7 @@ impl PodIndex {
             ));
         }
         let mut out: Vec<PodUse> = Vec::new();
-        for (pod, (node, named)) in &st.pods {
+        for (pod, PodEntry { node, named, .. }) in &st.pods {
             let Some(paths) = files.get(node) else {
                 continue;
             };
@@ -152,6 +259,12 @@ impl PodIndex {
         Ok(out)
     }
 
+    /// The pod (of those that name a profile file) a container id runs in, and the file it
+    /// runs under; `None` when no such pod has it (or the pods are not listed yet).
+    pub fn container(&self, id: &str) -> Option<ContainerUse> {
+        self.lock().containers.get(id).cloned()
+    }
+
     /// Take one watch event.
     pub fn apply(&self, event: Event<Pod>) {
         let mut st = self.lock();
@@ -163,21 +276,20 @@ impl PodIndex {
                 }
             }
             Event::InitDone => {
-                st.pods = st.listing.take().unwrap_or_default();
+                let listed = st.listing.take().unwrap_or_default();
+                st.pods.clear();
+                st.containers.clear();
+                for (name, entry) in listed {
+                    st.insert(name, entry);
+                }
                 st.ready = true;
             }
             Event::Apply(pod) => match entry(&pod) {
-                Some((name, value)) => {
-                    st.pods.insert(name, value);
-                }
+                Some((name, value)) => st.insert(name, value),
                 // Done, or names no file any more.
-                None => {
-                    st.pods.remove(&key(&pod));
-                }
+                None => st.remove(&key(&pod)),
             },
-            Event::Delete(pod) => {
-                st.pods.remove(&key(&pod));
-            }
+            Event::Delete(pod) => st.remove(&key(&pod)),
         }
     }
 }

@@ -32,6 +32,19 @@ fn pod(ns: &str, name: &str, node: &str, phase: &str, spec: Value) -> Value {
     })
 }
 
+const APP: &str = "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a";
+const SIDECAR: &str = "5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c";
+const TOOL: &str = "7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d7d";
+
+/// `pod` with running containers of these names and ids (containerd's `containerd://`).
+fn with_containers(mut pod: Value, ids: &[(&str, &str)]) -> Value {
+    pod["status"]["containerStatuses"] = ids
+        .iter()
+        .map(|(name, id)| json!({"name": name, "containerID": format!("containerd://{id}"), "image": "i", "imageID": "", "ready": true, "restartCount": 0}))
+        .collect();
+    pod
+}
+
 fn localhost(file: &str) -> Value {
     json!({"seccompProfile": {"type": "Localhost", "localhostProfile": file}})
 }
@@ -97,7 +110,14 @@ async fn a_watch_of_the_pods_indexes_the_files_they_name() {
                     // Another file on that node: does not.
                     pod("web", "api-1", "node-3", "Running", json!({"securityContext": localhost("other.json")})),
                     // The file, on a node that keeps it: does not.
-                    pod("web", "api-2", "node-1", "Running", json!({"securityContext": localhost("web.json")})),
+                    with_containers(pod("web", "api-2", "node-1", "Running", json!({
+                        "securityContext": localhost("web.json"),
+                        "containers": [
+                            {"name": "app", "image": "app"},
+                            {"name": "sidecar", "image": "s", "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}}},
+                            {"name": "tool", "image": "t", "securityContext": localhost("tool.json")},
+                        ],
+                    })), &[("app", APP), ("sidecar", SIDECAR), ("tool", TOOL)]),
                     // Finished: starts no container again.
                     pod("batch", "job-0", "node-3", "Succeeded", json!({"securityContext": localhost("web.json")})),
                     // An init container, in a subdirectory spelled with a leading slash.
@@ -142,6 +162,29 @@ async fn a_watch_of_the_pods_indexes_the_files_they_name() {
         ],
     )
     .await;
+    // Containers by id: the pod's file, a container's own that is not Localhost, its own file.
+    let app = index.container(APP).expect("the app container is indexed");
+    assert_eq!(
+        (
+            app.pod.as_str(),
+            app.container.as_str(),
+            app.path.as_deref()
+        ),
+        (
+            "web/api-2",
+            "app",
+            Some("/var/lib/kubelet/seccomp/web.json")
+        )
+    );
+    assert_eq!(index.container(SIDECAR).unwrap().path, None);
+    assert_eq!(
+        index.container(TOOL).unwrap().path.as_deref(),
+        Some("/var/lib/kubelet/seccomp/tool.json")
+    );
+    assert_eq!(index.container(&"e".repeat(64)), None);
+    events
+        .send(json!({"type": "DELETED", "object": pod("web", "api-2", "node-1", "Running", json!({}))}))
+        .unwrap();
     // A new pod naming the file, and the old one deleted.
     events
         .send(json!({"type": "ADDED", "object": pod("web", "api-9", "node-3", "Running", json!({"securityContext": localhost("web.json")}))}))
@@ -159,6 +202,11 @@ async fn a_watch_of_the_pods_indexes_the_files_they_name() {
         &[use_of("node-3", "web.json", "web/api-9")],
     )
     .await;
+    assert_eq!(
+        index.container(APP),
+        None,
+        "a deleted pod's containers are gone"
+    );
     watch.abort();
     server.abort();
 }

@@ -35,8 +35,8 @@
 //! - [`node`]: the node's name and labels (flags, a Downward API labels file, the hostname);
 //! - [`audit_log`]: following log files for kernel seccomp records across rotation and
 //!   truncation, the position kept in the state directory, and [`seccomp_events`]: the
-//!   records attributed to containers by `/proc` and aggregated, bounded (#19; not yet
-//!   behind a flag);
+//!   records attributed to containers by `/proc` and aggregated, bounded; `sync` reads the
+//!   `--audit-log` files and sends the counts (#19);
 //! - [`sync`]: the only module that uses tonic: the stream to the distributor, heartbeats,
 //!   reconnecting with backoff, the drift loop, and [`sync::run`], the whole agent.
 //!

@@ -129,6 +129,32 @@ struct Args {
     #[arg(long, env = "SECCOMP_AGENT_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
 
+    /// A log file with the kernel's seccomp records (a node path, under --host-root), for
+    /// example /var/log/audit/audit.log (auditd), /var/log/syslog or /var/log/messages (the
+    /// kernel's `audit: type=1326` lines); repeat for several (in the environment:
+    /// comma-separated). The agent follows each across rotation and truncation, keeps its
+    /// position in --state-dir (a restart sends nothing twice), names each syscall by the
+    /// record's own architecture, tells its container by /proc/<pid>/cgroup, and sends the
+    /// events, counted, to the distributor (`seccompctl events`, `seccompctl profile
+    /// suggest`). Events counted but not yet sent when the agent stops are not sent.
+    #[arg(
+        long = "audit-log",
+        value_name = "PATH",
+        env = "SECCOMP_AGENT_AUDIT_LOGS",
+        value_delimiter = ','
+    )]
+    audit_logs: Vec<PathBuf>,
+
+    /// How often the --audit-log files are read, and the most often events are sent.
+    #[arg(long, env = "SECCOMP_AGENT_AUDIT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    audit_interval: Duration,
+
+    /// Most kinds of seccomp event (container, executable, architecture, syscall, action)
+    /// held between two sends; records of further kinds are counted as dropped (and the
+    /// count sent), so a noisy workload cannot flood the agent or the distributor.
+    #[arg(long, env = "SECCOMP_AGENT_AUDIT_MAX_KINDS", default_value_t = 1000)]
+    audit_max_kinds: usize,
+
     #[command(flatten)]
     log: LogArgs,
 }
@@ -169,6 +195,21 @@ async fn main() -> anyhow::Result<()> {
     config.heartbeat = args.heartbeat;
     config.scan_interval = args.scan_interval;
     config.adopt_existing = args.adopt_existing;
+    for log in &args.audit_logs {
+        if !log.is_absolute()
+            || log
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+        {
+            anyhow::bail!(
+                "--audit-log {}: must be an absolute node path without ..",
+                log.display()
+            );
+        }
+    }
+    config.audit_logs = args.audit_logs;
+    config.audit_interval = args.audit_interval;
+    config.audit_max_kinds = args.audit_max_kinds;
     if let Some(hook) = WriteHook::stdio_pause_from_env() {
         config.hook = Some(
             hook.map_err(anyhow::Error::msg)

@@ -83,3 +83,73 @@ fn an_invalid_base_is_refused_with_the_reason() {
     let e = suggest(b"{\"defaultAction\": \"SCMP_ACT_NOPE\"}", ["read"], true).unwrap_err();
     assert!(e.to_string().contains("not valid"), "{e}");
 }
+
+#[test]
+fn syscalls_seen_on_different_architectures_get_a_rule_each_naming_them() {
+    use seccomp_profile::suggest::{Observation, suggest_observed};
+    let seen = |arch: &str, syscall: &str| Observation {
+        arch: arch.into(),
+        syscall: syscall.into(),
+    };
+    let observed = [
+        seen("SCMP_ARCH_X86_64", "getppid"),
+        seen("SCMP_ARCH_X86", "getppid"),
+        seen("SCMP_ARCH_X86", "socketcall"),
+        seen("SCMP_ARCH_X86_64", "socket"),
+    ];
+    let s = suggest_observed(MYPROFILE.as_bytes(), &observed, false).unwrap();
+    assert!(s.report.is_valid(), "{:?}", s.report.diagnostics);
+    assert_eq!(s.allowed, ["getppid", "socket", "socketcall"]);
+    let doc: serde_json::Value = serde_json::from_slice(&s.bytes).unwrap();
+    let rules = doc["syscalls"].as_array().unwrap();
+    let added: Vec<(Vec<&str>, &str)> = rules
+        .iter()
+        .filter(|r| {
+            r["comment"]
+                .as_str()
+                .is_some_and(|c| c.contains("seccompctl profile suggest"))
+        })
+        .map(|r| {
+            (
+                r["names"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap())
+                    .collect(),
+                r["comment"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(added.len(), 3, "{added:?}");
+    let comment_of = |name: &str| {
+        added
+            .iter()
+            .find(|(names, _)| names.contains(&name))
+            .map(|(_, c)| *c)
+            .unwrap()
+    };
+    assert!(comment_of("getppid").contains("SCMP_ARCH_X86, SCMP_ARCH_X86_64"));
+    assert!(comment_of("socketcall").contains("on SCMP_ARCH_X86 "));
+    assert!(comment_of("socket").contains("on SCMP_ARCH_X86_64 "));
+    assert_eq!(
+        s.seen_on["socketcall"].iter().collect::<Vec<_>>(),
+        ["SCMP_ARCH_X86"]
+    );
+    // Seen on one architecture set only: one rule, as before.
+    let one = suggest_observed(
+        MYPROFILE.as_bytes(),
+        &[
+            seen("SCMP_ARCH_X86_64", "getppid"),
+            seen("SCMP_ARCH_X86_64", "openat"),
+        ],
+        false,
+    )
+    .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&one.bytes).unwrap();
+    let base: serde_json::Value = serde_json::from_str(MYPROFILE).unwrap();
+    assert_eq!(
+        doc["syscalls"].as_array().unwrap().len(),
+        base["syscalls"].as_array().unwrap().len() + 1
+    );
+}

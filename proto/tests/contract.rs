@@ -61,6 +61,7 @@ fn descriptor_set_exports_every_service_for_reflection() {
             "ListNodes",
             "RenderNci",
             "ListAudit",
+            "ListSeccompEvents",
         ]
     );
     assert_eq!(rpcs("seccomp.agent.v1.AgentSync"), ["Sync"]);

@@ -126,7 +126,7 @@ fn prepare_host(host: &Path, uid: u32, gid: u32) -> Result<()> {
     // The seccomp directory too: the NCI names it with the file's mode (0644), which a
     // directory the agent creates would get, and without search permission only root could
     // write into it. An existing directory is left as it is.
-    for dir in ["var/lib/kubelet/seccomp", "etc"] {
+    for dir in ["var/lib/kubelet/seccomp", "etc", "var/log"] {
         let d = host.join(dir);
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
@@ -353,6 +353,12 @@ async fn start(
             arg("/var/lib/kubelet/seccomp"),
             arg("--state-dir"),
             path(data_dir.join("agents").join(&node.name)),
+            // The kernel's seccomp records, as syslog has them; on these nodes nothing
+            // writes there but the user (the README's walk-through stands in for the kernel).
+            arg("--audit-log"),
+            arg(DEV_SYSLOG),
+            arg("--audit-interval"),
+            arg("1s"),
         ];
         for (k, v) in &node.labels {
             agent_args.push(arg("--label"));
@@ -366,6 +372,9 @@ async fn start(
     Ok((registry, distributor))
 }
 
+/// The log each dev agent follows for seccomp records (a node path).
+const DEV_SYSLOG: &str = "/var/log/syslog";
+
 /// Where everything is, and what to type in a second terminal.
 fn print_stack(registry: &str, distributor: &str, data_dir: &Path, nodes: &[Node], pki: &Pki) {
     outln!("registry     {registry}");
@@ -377,10 +386,13 @@ fn print_stack(registry: &str, distributor: &str, data_dir: &Path, nodes: &[Node
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         outln!(
-            "{}  host root {}  labels {}",
+            "{}  host root {}  labels {}  seccomp log {}",
             node.name,
             node.host_root.display(),
-            labels.join(",")
+            labels.join(","),
+            node.host_root
+                .join(DEV_SYSLOG.trim_start_matches('/'))
+                .display()
         );
     }
     outln!("data in {}", data_dir.display());

@@ -17,27 +17,77 @@ use tonic::{Status, Streaming};
 
 use super::convert::{errors_from, observed_from};
 use crate::error::Error;
+use crate::events::{self, EventStore, Reported};
 use crate::hub::{self, Hello, Hub, Outbound};
 
 /// Most labels a node may report (each also checked as Kubernetes checks a label).
 const MAX_LABELS: usize = 128;
 /// Most observed files in one message (an agent reports the files it placed).
 const MAX_OBSERVED: usize = 4096;
+/// Most kinds of seccomp event taken from one message (the agent's default bound is 1000);
+/// the rest are counted as dropped.
+const MAX_EVENTS: usize = 10_000;
+
+/// The last second of year 9999: later times from an agent are taken as that.
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+fn ms_of(t: Option<prost_types::Timestamp>) -> u64 {
+    t.map_or(0, |t| {
+        let seconds = u64::try_from(t.seconds.min(MAX_SECONDS)).unwrap_or(0);
+        let millis = u64::try_from(t.nanos.clamp(0, 999_999_999) / 1_000_000).unwrap_or(0);
+        seconds * 1000 + millis
+    })
+}
+
+/// Of what an agent reported, the kinds kept (at most [`MAX_EVENTS`], each field at most
+/// 4 KiB: a record's exe is a path) and how many records were dropped.
+fn reported(e: agent::SeccompEvents) -> (Vec<Reported>, u64) {
+    let mut dropped = e.dropped;
+    let mut out = Vec::with_capacity(e.events.len().min(MAX_EVENTS));
+    for ev in e.events {
+        let too_long = [&ev.container_id, &ev.exe, &ev.arch, &ev.syscall, &ev.action]
+            .iter()
+            .any(|f| f.len() > 4096);
+        if out.len() >= MAX_EVENTS || too_long {
+            dropped = dropped.saturating_add(ev.count);
+            continue;
+        }
+        out.push(Reported {
+            container: ev.container_id,
+            exe: ev.exe,
+            arch: ev.arch,
+            syscall: ev.syscall,
+            action: ev.action,
+            count: ev.count,
+            first_ms: ms_of(ev.first_seen),
+            last_ms: ms_of(ev.last_seen),
+        });
+    }
+    (out, dropped)
+}
 
 /// `seccomp.agent.v1.AgentSync`.
 pub struct AgentSyncGrpc {
     hub: Arc<Hub>,
     refusals: Arc<dyn Refusals>,
+    events: Arc<EventStore>,
     hello_deadline: Duration,
 }
 
 impl AgentSyncGrpc {
-    /// The service over `hub`; refused streams are told to `refusals` (the audit log); a
-    /// stream without a Hello within `hello_deadline` is closed.
-    pub fn new(hub: Arc<Hub>, refusals: Arc<dyn Refusals>, hello_deadline: Duration) -> Self {
+    /// The service over `hub`; refused streams are told to `refusals` (the audit log), the
+    /// seccomp events agents report go to `events`; a stream without a Hello within
+    /// `hello_deadline` is closed.
+    pub fn new(
+        hub: Arc<Hub>,
+        refusals: Arc<dyn Refusals>,
+        events: Arc<EventStore>,
+        hello_deadline: Duration,
+    ) -> Self {
         AgentSyncGrpc {
             hub,
             refusals,
+            events,
             hello_deadline,
         }
     }
@@ -128,6 +178,7 @@ impl AgentSyncGrpc {
         tracing::info!(node = %node, "agent connected");
         let replaced = node.clone();
         let hub = Arc::clone(&self.hub);
+        let seccomp_events = Arc::clone(&self.events);
         tokio::spawn(async move {
             loop {
                 let msg = match incoming.message().await {
@@ -178,6 +229,12 @@ impl AgentSyncGrpc {
                         );
                     }
                     Some(M::Heartbeat(_)) => hub.heartbeat(&node, session),
+                    Some(M::SeccompEvents(e)) => {
+                        hub.heartbeat(&node, session);
+                        let (kinds, dropped) = reported(e);
+                        tracing::debug!(node = %node, kinds = kinds.len(), dropped, "agent reported seccomp events");
+                        seccomp_events.record(&node, kinds, dropped, events::now_ms());
+                    }
                     Some(M::Hello(_)) | None => {
                         tracing::warn!(node = %node, "unexpected message: a second Hello or an empty one; closing");
                         break;

@@ -388,6 +388,30 @@ pub(super) fn audit_to(e: &crate::store::AuditEntry) -> pb::AuditEntry {
     }
 }
 
+pub(super) fn seccomp_event_to(v: crate::service::EventView) -> pb::SeccompEvent {
+    let e = v.event;
+    let at = |ms: u64| {
+        UNIX_EPOCH
+            .checked_add(Duration::from_millis(ms))
+            .map(timestamp)
+    };
+    pb::SeccompEvent {
+        node: e.node,
+        container_id: e.container,
+        pod: e.pod,
+        path: e.path,
+        profile: v.profile,
+        version: v.version,
+        exe: e.exe,
+        arch: e.arch,
+        syscall: e.syscall,
+        action: e.action,
+        count: e.count,
+        first_seen: at(e.first_ms),
+        last_seen: at(e.last_ms),
+    }
+}
+
 fn plan_action(a: Action) -> pb::PlanAction {
     match a {
         Action::Unchanged => pb::PlanAction::Unchanged,

@@ -12,13 +12,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::convert::{
-    audit_to, node_row_to, node_to, plan_to, rollout_to, selector_from, strategy_from, target_from,
-    timestamp,
+    audit_to, node_row_to, node_to, plan_to, rollout_to, seccomp_event_to, selector_from,
+    strategy_from, target_from, timestamp,
 };
 use crate::error::Error;
 use crate::service::{
-    Distributor, RetireRequest, RollbackRequest, RolloutRequest, RolloutView, WatchCursor,
-    WatchEvent,
+    Distributor, EventQuery, RetireRequest, RollbackRequest, RolloutRequest, RolloutView,
+    WatchCursor, WatchEvent,
 };
 
 /// A list call's page size: 0 means 100, larger than 1000 means 1000.
@@ -257,6 +257,45 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         Ok(Response::new(pb::ListAuditResponse {
             entries: page.entries.iter().map(audit_to).collect(),
             next_page_token: page.next.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_seccomp_events(
+        &self,
+        request: Request<pb::ListSeccompEventsRequest>,
+    ) -> Result<Response<pb::ListSeccompEventsResponse>, Status> {
+        let r = request.into_inner();
+        let since_ms = match r.since {
+            Some(t) if t.seconds < 0 || t.nanos < 0 => {
+                return Err(Status::invalid_argument("since is before 1970"));
+            }
+            Some(t) => u64::try_from(t.seconds)
+                .unwrap_or(0)
+                .saturating_mul(1000)
+                .saturating_add(u64::try_from(t.nanos / 1_000_000).unwrap_or(0)),
+            None => 0,
+        };
+        if r.include_unattributed && r.profile.is_empty() {
+            return Err(Status::invalid_argument(
+                "include_unattributed needs a profile: without one every event is listed",
+            ));
+        }
+        let query = EventQuery {
+            profile: (!r.profile.is_empty()).then_some(r.profile),
+            node: (!r.node.is_empty()).then_some(r.node),
+            since_ms,
+            selector: selector_from(r.selector)?,
+            include_unattributed: r.include_unattributed,
+            limit: match r.limit {
+                0 => 1000,
+                n => (n as usize).min(10_000),
+            },
+        };
+        let page = self.distributor.seccomp_events(&query)?;
+        Ok(Response::new(pb::ListSeccompEventsResponse {
+            events: page.events.into_iter().map(seccomp_event_to).collect(),
+            truncated: page.truncated,
+            dropped: page.dropped,
         }))
     }
 

@@ -49,11 +49,13 @@ impl From<Error> for Status {
 pub fn agent_service(
     hub: Arc<Hub>,
     distributor: Arc<Distributor>,
+    events: Arc<crate::events::EventStore>,
     hello_deadline: std::time::Duration,
 ) -> AgentSyncService {
     AgentSyncService::new(AgentSyncGrpc::new(
         hub,
         Arc::new(AuditRefusals(distributor)),
+        events,
         hello_deadline,
     ))
 }

@@ -30,6 +30,7 @@ mod audit;
 mod commands;
 mod desired;
 mod driver;
+mod events;
 mod plan;
 mod views;
 
@@ -51,6 +52,7 @@ use crate::sinks::NciSink;
 use crate::store::RolloutStore;
 
 pub use audit::AuditPage;
+pub use events::{EventPage, EventQuery, EventView};
 pub use plan::{Plan, PlannedNode, PlannedRollout, SinkChange, Versions, version_of};
 pub use views::{ConflictView, Counts, FileSources, NodeRow, RolloutView, WatchCursor, WatchEvent};
 
@@ -139,6 +141,9 @@ pub struct Settings {
     /// How often the engine looks at the rollouts when nothing changed (for deadlines,
     /// timed pauses, and nodes that went silent); every change is acted on at once.
     pub engine_tick: Duration,
+    /// The seccomp events agents report (shared with the agent service, which records
+    /// them).
+    pub events: Arc<crate::events::EventStore>,
 }
 
 /// What a rollout asks for.
@@ -218,6 +223,8 @@ pub struct Distributor {
     metrics: Option<Arc<crate::metrics::DistributorMetrics>>,
     /// See [`Settings::engine_tick`].
     engine_tick: Duration,
+    /// See [`Settings::events`].
+    events: Arc<crate::events::EventStore>,
     /// When finished rollouts were last looked at for forgetting.
     history_pruned: std::sync::Mutex<Option<Instant>>,
     /// Stored rollouts whose NCIs the policy refuses (found at start; new ones are checked
@@ -304,6 +311,7 @@ impl Distributor {
             profile_users: settings.profile_users,
             metrics: settings.metrics,
             engine_tick: settings.engine_tick,
+            events: settings.events,
             history_pruned: std::sync::Mutex::new(None),
             refused,
             write: tokio::sync::Mutex::new(()),

@@ -42,6 +42,7 @@ use tonic::transport::Endpoint;
 use tracing::Instrument;
 
 mod convert;
+mod events;
 
 use convert::{desired_from_proto, drift_to_proto, error_to_proto, observed_to_proto, up};
 
@@ -144,6 +145,13 @@ pub struct Config {
     pub metrics: Option<Arc<crate::metrics::AgentMetrics>>,
     /// Set while the stream to the distributor is up (`GET /readyz`).
     pub readiness: seccomp_server::metrics::Readiness,
+    /// Log files (node paths, under the host root) to read kernel seccomp records from
+    /// (`--audit-log`); none: no events are sent.
+    pub audit_logs: Vec<PathBuf>,
+    /// How often the logs are read, and the most often events are sent.
+    pub audit_interval: Duration,
+    /// Most kinds of event held between two sends; further records are counted as dropped.
+    pub audit_max_kinds: usize,
 }
 
 impl Config {
@@ -169,6 +177,9 @@ impl Config {
             adopt_existing: false,
             metrics: None,
             readiness: seccomp_server::metrics::Readiness::default(),
+            audit_logs: Vec::new(),
+            audit_interval: Duration::from_secs(10),
+            audit_max_kinds: 1000,
         }
     }
 }
@@ -196,6 +207,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     for (what, period) in [
         ("heartbeat", config.heartbeat),
         ("scan interval", config.scan_interval),
+        ("audit interval", config.audit_interval),
     ] {
         if period.is_zero() {
             return Err(Error::Config(format!(
@@ -251,12 +263,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         metrics: config.metrics.clone(),
     };
     let drift = tokio::spawn(drift.run().in_current_span());
+    let (seccomp_events, reading) = match events::start(&config, stop.clone()) {
+        Some((e, task)) => (Some(e), Some(task)),
+        None => (None, None),
+    };
     let mut sessions = Sessions {
         config,
         applier,
         drift: drift_rx,
         applied,
         stop: stop.clone(),
+        events: seccomp_events,
     };
     let result = {
         let main = sessions.run();
@@ -271,6 +288,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     };
     stop.cancel();
+    if let Some(task) = reading {
+        let _ = task.await;
+    }
     let drift = drift.await.map_err(panicked).and_then(|r| r);
     tracing::info!("agent stopped");
     result.and(drift)
@@ -349,6 +369,7 @@ enum Event {
     Received(Result<Option<pb::DistributorMessage>, tonic::Status>),
     Heartbeat,
     Drift(DriftReport),
+    Events,
 }
 
 /// One stream at a time, reconnecting with backoff.
@@ -358,6 +379,8 @@ struct Sessions {
     drift: mpsc::Receiver<DriftReport>,
     applied: Arc<Notify>,
     stop: CancellationToken,
+    /// Seccomp events to send, when logs are followed.
+    events: Option<events::Events>,
 }
 
 impl Sessions {
@@ -450,12 +473,16 @@ impl Sessions {
         let period = self.config.heartbeat;
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let every = self.config.audit_interval;
+        let mut send_events = tokio::time::interval_at(Instant::now() + every, every);
+        send_events.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let event = tokio::select! {
                 () = self.stop.cancelled() => Event::Stop,
                 received = inbound.message() => Event::Received(received),
                 _ = heartbeat.tick() => Event::Heartbeat,
                 Some(report) = self.drift.recv() => Event::Drift(report),
+                _ = send_events.tick(), if self.events.is_some() => Event::Events,
             };
             let message = match event {
                 Event::Stop => return Ok(Ended::Shutdown),
@@ -482,6 +509,17 @@ impl Sessions {
                     time: Some(SystemTime::now().into()),
                 }),
                 Event::Drift(report) => drift_to_proto(report),
+                Event::Events => {
+                    let Some(message) = self.events.as_ref().and_then(events::Events::take) else {
+                        continue;
+                    };
+                    tracing::debug!(
+                        kinds = message.events.len(),
+                        dropped = message.dropped,
+                        "sending seccomp events"
+                    );
+                    Up::SeccompEvents(message)
+                }
             };
             // A stalled connection fills the outbox; shutdown must not wait for it.
             tokio::select! {
