@@ -80,6 +80,13 @@ const AGENT_HOST_PATHS: [(&str, &str, Option<&str>, bool); 4] = [
         false,
     ),
 ];
+/// The host paths the agent mounts besides, read-only, only when it follows logs for
+/// seccomp records (`--audit-log`, the seccomp-events component): the logs, and /proc for
+/// the recorded pids' containers.
+const AGENT_EVENT_PATHS: [(&str, &str, Option<&str>, bool); 2] = [
+    ("/var/log", "Directory", Some("/host/var/log"), true),
+    ("/proc", "Directory", Some("/host/proc"), true),
+];
 /// The longest a projected token may live (kubelet renews it at 80%).
 const MAX_TOKEN_SECONDS: i64 = 3600;
 
@@ -899,6 +906,19 @@ fn check_environment(w: &Workload<'_>) {
         let Some(value) = e.value.as_deref() else {
             continue;
         };
+        // Node paths, under the host root, each on a mount of the host's.
+        if e.name == "SECCOMP_AGENT_AUDIT_LOGS" {
+            let root = w.required_env("SECCOMP_AGENT_HOST_ROOT");
+            for log in value.split(',') {
+                assert!(
+                    w.mount_of(&format!("{root}{log}")).is_some(),
+                    "{}: {}: {log} is on no host path mounted under {root}",
+                    w.what,
+                    e.name
+                );
+            }
+            continue;
+        }
         // The host root itself is no mount: the host paths below it are.
         if value.starts_with('/') && e.name != "SECCOMP_AGENT_HOST_ROOT" {
             assert!(
@@ -1010,7 +1030,19 @@ fn check_agent(r: &Rendered) {
         "{what}: --state-dir {state_dir} must not be under the host root"
     );
 
-    // Exactly the allowed host paths, each where it belongs, and nothing else of the host.
+    // Exactly the allowed host paths, each where it belongs, and nothing else of the host;
+    // the logs and /proc only for an agent that follows logs, and its logs only there.
+    let audit_logs = w.env("SECCOMP_AGENT_AUDIT_LOGS");
+    for log in audit_logs.iter().flat_map(|l| l.split(',')) {
+        assert!(
+            log.starts_with("/var/log/") && !log.split('/').any(|p| p == ".."),
+            "{what}: SECCOMP_AGENT_AUDIT_LOGS names {log:?}, not a file under /var/log"
+        );
+    }
+    let allowed: Vec<&(&str, &str, Option<&str>, bool)> = AGENT_HOST_PATHS
+        .iter()
+        .chain(AGENT_EVENT_PATHS.iter().filter(|_| audit_logs.is_some()))
+        .collect();
     let mut host_paths = BTreeSet::new();
     for v in pod.volumes.iter().flatten() {
         let vwhat = format!("{what} volume {:?}", v.name);
@@ -1022,8 +1054,9 @@ fn check_agent(r: &Rendered) {
             .unwrap_or_else(|| panic!("{vwhat}: not mounted"));
         if let Some(host) = &v.host_path {
             assert_ne!(host.path.trim_end_matches('/'), "", "{vwhat}: the host's /");
-            let (path, kind, at, read_only) = AGENT_HOST_PATHS
+            let (path, kind, at, read_only) = allowed
                 .iter()
+                .copied()
                 .find(|(path, ..)| *path == host.path)
                 .unwrap_or_else(|| {
                     panic!(
@@ -1084,7 +1117,7 @@ fn check_agent(r: &Rendered) {
     }
     assert_eq!(
         host_paths,
-        AGENT_HOST_PATHS.iter().map(|(p, ..)| *p).collect(),
+        allowed.iter().map(|(p, ..)| *p).collect(),
         "{what}: the host paths"
     );
     // The flags point into those volumes.
@@ -2233,6 +2266,13 @@ async fn the_base_is_strict_and_least_privilege() {
         d.what
     );
     assert_eq!(d.env("SECCOMP_DISTRIBUTOR_YAML_DIR"), None, "{}", d.what);
+    let a = r.workload(AGENT);
+    assert_eq!(
+        a.env("SECCOMP_AGENT_AUDIT_LOGS"),
+        None,
+        "{}: the base follows no logs (no /var/log, no /proc)",
+        a.what
+    );
     assert_eq!(
         d.env("SECCOMP_DISTRIBUTOR_WATCH_NODES"),
         Some("true"),
@@ -2308,6 +2348,14 @@ async fn the_example_overlay_with_every_component_too() {
             d.what
         ),
     }
+    // seccomp-events: the agents follow the node's logs (check_agent saw the mounts).
+    let a = r.workload(AGENT);
+    assert!(
+        a.required_env("SECCOMP_AGENT_AUDIT_LOGS")
+            .contains("/var/log/audit/audit.log"),
+        "{}: SECCOMP_AGENT_AUDIT_LOGS with the seccomp-events component",
+        a.what
+    );
     let image = d.container().image.as_deref().unwrap();
     assert!(
         !image.ends_with(":latest"),
