@@ -122,6 +122,8 @@ pub struct Config {
     /// timed pauses and silent nodes are seen this late at most. Confirmations, new nodes
     /// and commands are acted on at once, whatever this is.
     pub engine_tick: Duration,
+    /// Keep the state in etcd instead of sled in `data_dir` (`--etcd-endpoints`).
+    pub etcd: Option<store::EtcdSettings>,
     /// How many seccomp events agents report are kept, and how long.
     pub events: events::EventSettings,
 }
@@ -155,6 +157,7 @@ impl Config {
             history_retention: Some(seccomp_server::retention::DEFAULT_RETENTION),
             engine_tick: Duration::from_millis(500),
             events: events::EventSettings::default(),
+            etcd: None,
         }
     }
 }
@@ -245,11 +248,18 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let addr = listener.local_addr().map_err(RunError::Listener)?;
     config.security.check(addr)?;
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    let store = store::RolloutStore::open(&config.data_dir)?;
+    let store = match &config.etcd {
+        Some(settings) => {
+            store::RolloutStore::new(store::EtcdBackend::connect(settings.clone()).await?)?
+        }
+        None => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            store::RolloutStore::open(&config.data_dir)?
+        }
+    };
     let hub = Arc::new(hub::Hub::new(
         seccomp_rollout::fileset::Fleet::new(&[]).map_err(Error::from)?,
         config.unknown_after,
@@ -384,7 +394,11 @@ pub async fn run(
             stopped(tasks_stopped),
         ))
     });
-    tracing::info!(%addr, tls = security.tls.is_some(), data_dir = %config.data_dir.display(), registry = %config.registry, "distributor serving");
+    let state = match &config.etcd {
+        Some(e) => format!("etcd {} under {}", e.endpoints.join(","), e.prefix),
+        None => config.data_dir.display().to_string(),
+    };
+    tracing::info!(%addr, tls = security.tls.is_some(), %state, registry = %config.registry, "distributor serving");
     config.readiness.set(true);
     // Agent streams never end on their own: close them so connections can drain.
     let streams = Arc::clone(&hub);

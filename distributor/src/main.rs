@@ -44,13 +44,77 @@ struct Args {
     )]
     registry: String,
 
-    /// Directory of the sled database (created when missing).
+    /// Directory of the sled database (created when missing); unused with --etcd-endpoints.
     #[arg(
         long,
         env = "SECCOMP_DISTRIBUTOR_DATA_DIR",
         default_value = "./data/distributor"
     )]
     data_dir: PathBuf,
+
+    /// Keep the state (rollout records, node records and sightings, the audit log) in this
+    /// etcd cluster instead of sled in --data-dir: its members' client URLs, comma-separated
+    /// or the flag repeated, `https://` with --etcd-ca. Every write the distributor
+    /// acknowledges (a created rollout, a command) is acknowledged by etcd first. Running
+    /// etcd is the platform's job.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    etcd_endpoints: Vec<String>,
+
+    /// Every key under this prefix, so distributors of several clusters can share one etcd.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_ETCD_PREFIX",
+        default_value = "/seccomp-distributor"
+    )]
+    etcd_prefix: String,
+
+    /// CA of the etcd members' certificates.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_ETCD_CA", value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+
+    /// Client certificate for etcd (with --etcd-key), for a cluster that checks them.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_ETCD_CERT",
+        value_name = "FILE",
+        requires = "etcd_key"
+    )]
+    etcd_cert: Option<PathBuf>,
+
+    /// Private key of --etcd-cert.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_ETCD_KEY",
+        value_name = "FILE",
+        requires = "etcd_cert"
+    )]
+    etcd_key: Option<PathBuf>,
+
+    /// etcd user name, for a cluster with authentication on (with --etcd-password-file).
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_ETCD_USER",
+        requires = "etcd_password_file"
+    )]
+    etcd_user: Option<String>,
+
+    /// A file holding the password of --etcd-user (its first line).
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_ETCD_PASSWORD_FILE",
+        value_name = "FILE",
+        requires = "etcd_user"
+    )]
+    etcd_password_file: Option<PathBuf>,
+
+    /// How long one etcd request may take.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_ETCD_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    etcd_timeout: Duration,
 
     /// Seconds without a message after which a disconnected node counts as Unknown.
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_UNKNOWN_AFTER", default_value_t = 30)]
@@ -208,6 +272,25 @@ async fn main() -> anyhow::Result<()> {
     config.audit_retention = args.retention.retention();
     config.history_retention =
         (!args.history_retention.is_zero()).then_some(args.history_retention);
+    if !args.etcd_endpoints.is_empty() {
+        let mut etcd = seccomp_distributor::store::EtcdSettings::new(args.etcd_endpoints);
+        etcd.prefix = args.etcd_prefix;
+        etcd.tls = seccomp_server::tls::ClientTls {
+            ca: args.etcd_ca,
+            cert: args.etcd_cert,
+            key: args.etcd_key,
+        };
+        if let (Some(user), Some(file)) = (args.etcd_user, &args.etcd_password_file) {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--etcd-password-file {}", file.display()))?;
+            let password = text.lines().next().unwrap_or("").to_owned();
+            etcd.user = Some((user, password));
+        }
+        etcd.timeout = args.etcd_timeout;
+        config.etcd = Some(etcd);
+    } else if args.etcd_ca.is_some() || args.etcd_cert.is_some() || args.etcd_user.is_some() {
+        anyhow::bail!("--etcd-ca, --etcd-cert and --etcd-user need --etcd-endpoints");
+    }
     config.events = seccomp_distributor::events::EventSettings {
         retention: args.events_retention,
         max: args.events_max,

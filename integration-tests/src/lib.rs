@@ -43,6 +43,8 @@
 //!     `faketime`) while a node applies does not time the node out: deadlines run on the
 //!     monotonic clock.
 
+pub mod etcd;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -8,9 +8,10 @@
 //! derive from the newest rollout of each NCI name (see `service`). A record holds all the
 //! engine needs to go on after a restart (see [`seccomp_rollout::record`]).
 //!
-//! Backends: [`sled`] (embedded, the default). Another (etcd, for several replicas) is an
-//! implementation of [`Backend`].
+//! Backends: [`sled`] (embedded, the default) and [`etcd`] (`--etcd-endpoints`: the state
+//! in an etcd cluster).
 
+pub mod etcd;
 pub mod sled;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ use seccomp_rollout::record::RolloutRecord;
 use crate::BoxFuture;
 use crate::error::{Error, Result};
 
+pub use self::etcd::{EtcdBackend, EtcdSettings};
 pub use self::sled::SledBackend;
 
 /// Where the distributor's state is kept. Writes may be buffered until [`Backend::flush`]

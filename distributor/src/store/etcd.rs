@@ -1,0 +1,414 @@
+//! The replicated backend: the distributor's state in etcd (`--etcd-endpoints`), for
+//! platforms that keep controller state on a distributed store rather than one disk.
+//!
+//! Keys, under `--etcd-prefix` (default `/seccomp-distributor`):
+//! - `<prefix>/rollouts/<number, 20 digits>`: a rollout record, LZ4-compressed JSON (a
+//!   10,000-node record is a megabyte of JSON, and etcd refuses requests over 1.5 MiB by
+//!   default; compressed it is a tenth of that);
+//! - `<prefix>/next-rollout`: the last rollout number handed out (decimal);
+//! - `<prefix>/sightings/<node>`: when the node was last seen connected (ms, decimal);
+//! - `<prefix>/nodes/<node>`: its [`KnownNode`] as JSON;
+//! - `<prefix>/audit/<time and sequence, 32 hex digits>`: an [`AuditEntry`] as JSON.
+//!
+//! Everything under the prefix is read once at [`EtcdBackend::connect`] into a mirror the
+//! [`Backend`] reads are served from (the trait is synchronous; [`RolloutStore`] caches
+//! the records anyway). Writes change the mirror at once and queue the key; [`flush`]
+//! sends what is queued in transactions of at most [`TXN_OPS`] operations and
+//! [`TXN_BYTES`] bytes (etcd's defaults are 128 operations and 1.5 MiB a request), each
+//! key's latest value only, and returns once etcd acknowledged them all (a quorum has them
+//! on disk). A flush that fails keeps the keys queued for the next one.
+//!
+//! [`RolloutStore`]: super::RolloutStore
+//! [`flush`]: Backend::flush
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
+use seccomp_rollout::record::RolloutRecord;
+
+use super::{AuditEntry, Backend, KnownNode};
+use crate::BoxFuture;
+use crate::error::{Error, Result};
+
+/// Most operations in one transaction (etcd's `--max-txn-ops` default).
+pub const TXN_OPS: usize = 128;
+/// Most bytes of keys and values in one transaction, below etcd's default
+/// `--max-request-bytes` (1.5 MiB) with room for the request's own framing.
+pub const TXN_BYTES: usize = 1 << 20;
+
+/// How the distributor reaches etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// Client URLs of the cluster's members, `http://` or `https://`.
+    pub endpoints: Vec<String>,
+    /// Every key lives under this prefix (several distributors may share a cluster, each
+    /// with its own).
+    pub prefix: String,
+    /// CA, client certificate and key for `https://` endpoints.
+    pub tls: seccomp_server::tls::ClientTls,
+    /// User name and password, for a cluster with authentication on.
+    pub user: Option<(String, String)>,
+    /// How long one request may take.
+    pub timeout: Duration,
+}
+
+impl EtcdSettings {
+    /// `endpoints` with the default prefix, no TLS or user, and a 5 s request timeout.
+    pub fn new(endpoints: Vec<String>) -> Self {
+        EtcdSettings {
+            endpoints,
+            prefix: "/seccomp-distributor".to_owned(),
+            tls: seccomp_server::tls::ClientTls::default(),
+            user: None,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Keys changed and not yet acknowledged: the value to put, or `None` to delete.
+type Queued = BTreeMap<String, Option<Vec<u8>>>;
+/// One operation of a transaction.
+type Op<'a> = (&'a String, &'a Option<Vec<u8>>);
+
+#[derive(Default)]
+struct Mirror {
+    rollouts: BTreeMap<u64, RolloutRecord>,
+    next: u64,
+    sightings: BTreeMap<String, u64>,
+    nodes: BTreeMap<String, KnownNode>,
+    audit: BTreeMap<[u8; 16], AuditEntry>,
+}
+
+/// The distributor's state in etcd.
+pub struct EtcdBackend {
+    client: Client,
+    prefix: String,
+    mirror: Mutex<Mirror>,
+    /// Keys changed since the last flush.
+    queued: Mutex<Queued>,
+    /// One flush at a time, so a slow one cannot be overtaken by a later one's older view.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+fn storage(what: impl std::fmt::Display) -> Error {
+    Error::Storage(what.to_string())
+}
+
+fn etcd_error(endpoints: &[String], e: etcd_client::Error) -> Error {
+    Error::Storage(format!("etcd at {}: {e}", endpoints.join(",")))
+}
+
+impl EtcdBackend {
+    /// Connect to the cluster and read everything under the prefix.
+    pub async fn connect(settings: EtcdSettings) -> Result<Self> {
+        if settings.endpoints.is_empty() {
+            return Err(Error::invalid("no etcd endpoints"));
+        }
+        let prefix = settings.prefix.trim_end_matches('/').to_owned();
+        if !prefix.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "etcd prefix {:?} must start with /",
+                settings.prefix
+            )));
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(settings.timeout)
+            .with_timeout(settings.timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if settings.tls.is_set() {
+            options = options.with_tls(settings.tls.config().map_err(storage)?);
+        }
+        if let Some((user, password)) = &settings.user {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let endpoints = settings.endpoints.clone();
+        let client = Client::connect(&settings.endpoints, Some(options))
+            .await
+            .map_err(|e| etcd_error(&endpoints, e))?;
+        let backend = EtcdBackend {
+            client,
+            prefix,
+            mirror: Mutex::new(Mirror::default()),
+            queued: Mutex::new(BTreeMap::new()),
+            flushing: tokio::sync::Mutex::new(()),
+        };
+        backend.load(&endpoints).await?;
+        tracing::info!(endpoints = %endpoints.join(","), prefix = %backend.prefix, "state in etcd");
+        Ok(backend)
+    }
+
+    async fn load(&self, endpoints: &[String]) -> Result<()> {
+        let root = format!("{}/", self.prefix);
+        let reply = self
+            .client
+            .kv_client()
+            .get(root.as_bytes(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| etcd_error(endpoints, e))?;
+        let mut m = Mirror::default();
+        for kv in reply.kvs() {
+            let key = kv.key_str().map_err(storage)?;
+            let rest = &key[root.len()..];
+            let value = kv.value();
+            let bad = |e: &dyn std::fmt::Display| storage(format!("etcd key {key}: {e}"));
+            if let Some(n) = rest.strip_prefix("rollouts/") {
+                let n: u64 = n.parse().map_err(|e| bad(&e))?;
+                let json = lz4_flex::decompress_size_prepended(value).map_err(|e| bad(&e))?;
+                let record = serde_json::from_slice(&json).map_err(|e| bad(&e))?;
+                m.rollouts.insert(n, record);
+            } else if rest == "next-rollout" {
+                m.next = std::str::from_utf8(value)
+                    .map_err(|e| bad(&e))?
+                    .parse()
+                    .map_err(|e| bad(&e))?;
+            } else if let Some(name) = rest.strip_prefix("sightings/") {
+                let at = std::str::from_utf8(value)
+                    .map_err(|e| bad(&e))?
+                    .parse()
+                    .map_err(|e| bad(&e))?;
+                m.sightings.insert(name.to_owned(), at);
+            } else if let Some(name) = rest.strip_prefix("nodes/") {
+                let node: KnownNode = serde_json::from_slice(value).map_err(|e| bad(&e))?;
+                m.nodes.insert(name.to_owned(), node);
+            } else if rest.starts_with("audit/") {
+                let entry: AuditEntry = serde_json::from_slice(value).map_err(|e| bad(&e))?;
+                m.audit.insert(entry.key(), entry);
+            } else {
+                tracing::warn!(key = %key, "ignoring an unknown key under the etcd prefix");
+            }
+        }
+        // A number is never handed out twice, even when its record was removed.
+        m.next = m.next.max(m.rollouts.keys().max().copied().unwrap_or(0));
+        *self.mirror.lock().unwrap_or_else(|e| e.into_inner()) = m;
+        Ok(())
+    }
+
+    fn mirror(&self) -> std::sync::MutexGuard<'_, Mirror> {
+        self.mirror.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(&self, key: String, value: Option<Vec<u8>>) {
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, value);
+    }
+
+    fn rollout_key(&self, n: u64) -> String {
+        format!("{}/rollouts/{n:020}", self.prefix)
+    }
+
+    /// Keys queued and not yet acknowledged by etcd (for tests and metrics).
+    pub fn queued(&self) -> usize {
+        self.queued.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// `ops` cut into transactions etcd accepts: at most [`TXN_OPS`] operations and (unless one
+/// value alone is larger) [`TXN_BYTES`] bytes each.
+fn batches(ops: &Queued) -> Vec<Vec<Op<'_>>> {
+    let mut out: Vec<Vec<Op<'_>>> = Vec::new();
+    let mut bytes = 0;
+    for (k, v) in ops {
+        let size = k.len() + v.as_ref().map_or(0, Vec::len);
+        let full = out
+            .last()
+            .is_none_or(|b| b.len() >= TXN_OPS || (bytes + size > TXN_BYTES && !b.is_empty()));
+        if full {
+            out.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        if let Some(b) = out.last_mut() {
+            b.push((k, v));
+        }
+    }
+    out
+}
+
+impl Backend for EtcdBackend {
+    fn load_rollouts(&self) -> Result<Vec<(u64, RolloutRecord)>> {
+        Ok(self
+            .mirror()
+            .rollouts
+            .iter()
+            .map(|(n, r)| (*n, r.clone()))
+            .collect())
+    }
+
+    fn write_rollout(&self, number: u64, record: &RolloutRecord) -> Result<()> {
+        let json = serde_json::to_vec(record).map_err(storage)?;
+        let value = lz4_flex::compress_prepend_size(&json);
+        self.mirror().rollouts.insert(number, record.clone());
+        self.queue(self.rollout_key(number), Some(value));
+        Ok(())
+    }
+
+    fn remove_rollout(&self, number: u64) -> Result<()> {
+        self.mirror().rollouts.remove(&number);
+        self.queue(self.rollout_key(number), None);
+        Ok(())
+    }
+
+    fn next_number(&self) -> Result<u64> {
+        let n = {
+            let mut m = self.mirror();
+            m.next += 1;
+            m.next
+        };
+        self.queue(
+            format!("{}/next-rollout", self.prefix),
+            Some(n.to_string().into_bytes()),
+        );
+        Ok(n)
+    }
+
+    fn load_sightings(&self) -> Result<Vec<(String, u64)>> {
+        Ok(self
+            .mirror()
+            .sightings
+            .iter()
+            .map(|(n, at)| (n.clone(), *at))
+            .collect())
+    }
+
+    fn write_sightings(&self, names: &[String], at_ms: u64) -> Result<()> {
+        let mut m = self.mirror();
+        for name in names {
+            m.sightings.insert(name.clone(), at_ms);
+            self.queue(
+                format!("{}/sightings/{name}", self.prefix),
+                Some(at_ms.to_string().into_bytes()),
+            );
+        }
+        Ok(())
+    }
+
+    fn load_nodes(&self) -> Result<Vec<KnownNode>> {
+        Ok(self.mirror().nodes.values().cloned().collect())
+    }
+
+    fn write_node(&self, node: &KnownNode) -> Result<()> {
+        let json = serde_json::to_vec(node).map_err(storage)?;
+        self.mirror().nodes.insert(node.name.clone(), node.clone());
+        self.queue(format!("{}/nodes/{}", self.prefix, node.name), Some(json));
+        Ok(())
+    }
+
+    fn remove_node(&self, name: &str) -> Result<()> {
+        self.mirror().nodes.remove(name);
+        self.queue(format!("{}/nodes/{name}", self.prefix), None);
+        Ok(())
+    }
+
+    fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let json = serde_json::to_vec(entry).map_err(storage)?;
+        let key = entry.key();
+        self.mirror().audit.insert(key, entry.clone());
+        self.queue(
+            format!("{}/audit/{}", self.prefix, hex::encode(key)),
+            Some(json),
+        );
+        Ok(())
+    }
+
+    fn audit(&self, since_ns: u64, after: Option<&[u8]>, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut start = [0u8; 16];
+        start[..8].copy_from_slice(&since_ns.to_be_bytes());
+        let m = self.mirror();
+        let from = match after.and_then(|k| <[u8; 16]>::try_from(k).ok()) {
+            Some(key) if key >= start => std::ops::Bound::Excluded(key),
+            _ => std::ops::Bound::Included(start),
+        };
+        Ok(m.audit
+            .range((from, std::ops::Bound::Unbounded))
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    fn prune_audit(&self, before_ns: u64) -> Result<usize> {
+        let mut end = [0u8; 16];
+        end[..8].copy_from_slice(&before_ns.to_be_bytes());
+        let old: Vec<[u8; 16]> = {
+            let m = self.mirror();
+            m.audit
+                .range(..end)
+                .take(seccomp_server::retention::PRUNE_BATCH)
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        let mut m = self.mirror();
+        for key in &old {
+            m.audit.remove(key);
+            self.queue(format!("{}/audit/{}", self.prefix, hex::encode(key)), None);
+        }
+        Ok(old.len())
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let _one = self.flushing.lock().await;
+            let ops = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
+            if ops.is_empty() {
+                return Ok(());
+            }
+            let mut kv = self.client.kv_client();
+            let mut sent = 0;
+            let mut failure = None;
+            for batch in batches(&ops) {
+                let txn = Txn::new().and_then(
+                    batch
+                        .iter()
+                        .map(|(k, v)| match v {
+                            Some(v) => TxnOp::put(k.as_bytes(), v.as_slice(), None),
+                            None => TxnOp::delete(k.as_bytes(), None),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                match kv.txn(txn).await {
+                    Ok(_) => sent += batch.len(),
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            let Some(e) = failure else {
+                return Ok(());
+            };
+            // What was not acknowledged goes again with the next flush, unless the key
+            // changed since (its newer value is queued already).
+            let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+            for (k, v) in ops.into_iter().skip(sent) {
+                queued.entry(k).or_insert(v);
+            }
+            Err(Error::Storage(format!("etcd: {e}")))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_stay_within_etcds_limits() {
+        let mut ops = Queued::new();
+        for i in 0..300 {
+            ops.insert(format!("k{i:03}"), Some(vec![0; 10]));
+        }
+        let b = batches(&ops);
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [128, 128, 44]);
+        let mut big = Queued::new();
+        big.insert("a".into(), Some(vec![0; 600 << 10]));
+        big.insert("b".into(), Some(vec![0; 600 << 10]));
+        big.insert("c".into(), None);
+        big.insert("d".into(), Some(vec![0; 2 << 20]));
+        let b = batches(&big);
+        // a; b and the delete; d alone (too large for etcd's default: its error says so).
+        assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2, 1]);
+    }
+}

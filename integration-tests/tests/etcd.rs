@@ -1,0 +1,205 @@
+#![allow(clippy::unwrap_used)]
+//! The distributor with its state in a real etcd (`--etcd-endpoints`, #18), over the real
+//! binaries: what it acknowledged survives a SIGKILL with its data directory never made,
+//! numbering goes on, keys stay under the prefix, and an etcd restarted under a stream of
+//! commands loses nothing that was acknowledged. Skipped, loudly, without Debian's etcd.
+
+use std::time::Duration;
+
+use integration_tests::etcd::EtcdCluster;
+use integration_tests::{Stack, Tuning, poll, sha256_hex};
+
+const WEB: &str = "/var/lib/kubelet/seccomp/web.json";
+const DEADLINE: Duration = Duration::from_secs(30);
+const PROFILE: &[u8] = b"{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{\"names\":[\"read\"],\"action\":\"SCMP_ACT_ALLOW\"}]}";
+
+fn stack_on(etcd: &EtcdCluster, prefix: &str) -> Stack {
+    let tuning = Tuning {
+        distributor_args: vec![
+            "--etcd-endpoints".into(),
+            etcd.endpoints(),
+            "--etcd-prefix".into(),
+            prefix.into(),
+            "--etcd-timeout".into(),
+            "2s".into(),
+        ],
+        ..Tuning::default()
+    };
+    Stack::start_tuned(
+        &[("node-1", &["os=linux"][..]), ("node-2", &["os=linux"][..])],
+        tuning,
+    )
+}
+
+fn publish(stack: &Stack) {
+    let file = stack.dir.path().join("web.json");
+    std::fs::write(&file, PROFILE).unwrap();
+    stack.ctl_ok(&["profile", "publish", "web", file.to_str().unwrap()]);
+}
+
+fn rollouts(stack: &Stack) -> Vec<(String, String)> {
+    let out: serde_json::Value =
+        serde_json::from_str(&stack.ctl_ok(&["rollout", "list", "-o", "json"])).unwrap();
+    let list = out
+        .as_array()
+        .or_else(|| out["rollouts"].as_array())
+        .unwrap_or_else(|| panic!("rollout list: {out}"));
+    list.iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn state_in_etcd_survives_a_sigkill_without_a_data_dir_and_numbering_goes_on() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let mut stack = stack_on(&etcd, "/test-a");
+    publish(&stack);
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--waves",
+        "1,100%",
+        "--wait",
+    ]);
+    let expected = format!("0644 root:root sha256:{}", &sha256_hex(PROFILE)[..12]);
+    for node in ["node-1", "node-2"] {
+        stack.wait_applied(node, WEB, &expected, DEADLINE);
+    }
+    let data_dir = stack.dir.path().join("distributor");
+    assert!(
+        !data_dir.exists(),
+        "with --etcd-endpoints the distributor makes no sled database"
+    );
+
+    stack.take_distributor().kill();
+    let port = stack.distributor_addr.port();
+    stack.start_distributor(port);
+    assert_eq!(
+        rollouts(&stack),
+        [("r1".to_owned(), "Completed".to_owned())]
+    );
+    let audit = stack.ctl_ok(&["audit", "--service", "distributor", "-o", "json"]);
+    assert!(audit.contains("CreateRollout"), "{audit}");
+    // The nodes it knew are known again, and the agents get nothing new.
+    for node in ["node-1", "node-2"] {
+        stack.wait_applied(node, WEB, &expected, DEADLINE);
+    }
+    // Numbers are never reused: the next rollout is r2.
+    let out = stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--waves",
+        "100%",
+        "-o",
+        "json",
+    ]);
+    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = created["id"]
+        .as_str()
+        .or_else(|| created["rollout"]["id"].as_str())
+        .unwrap_or_else(|| panic!("rollout create: {created}"));
+    assert_eq!(id, "r2");
+    assert!(!data_dir.exists());
+    drop(stack);
+
+    // Another prefix is another distributor's state: nothing of the first one.
+    let other = stack_on(&etcd, "/test-b");
+    assert!(rollouts(&other).is_empty());
+}
+
+#[test]
+fn etcd_restarted_under_a_stream_of_commands_loses_nothing_acknowledged() {
+    let Some(mut etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let mut stack = stack_on(&etcd, "/test-load");
+    publish(&stack);
+    // Create a rollout that waits after its first wave and abort it, over and over; kill
+    // etcd part way and start it again: every rollout whose creation was acknowledged, and
+    // every acknowledged command, is there afterwards.
+    let mut acknowledged = 0;
+    let mut created = Vec::new();
+    let mut refused = 0;
+    let mut current: Option<String> = None;
+    for i in 0..40 {
+        if i == 10 {
+            etcd.kill(0);
+        }
+        if i == 20 {
+            etcd.restart(0);
+        }
+        let out = match &current {
+            None => stack.ctl(&[
+                "rollout",
+                "create",
+                "web@1",
+                "--selector",
+                "os=linux",
+                "--waves",
+                "1,100%",
+                "--pause",
+                "manual",
+                "-o",
+                "json",
+            ]),
+            Some(id) => stack.ctl(&["rollout", "abort", id]),
+        };
+        if !out.status.success() {
+            refused += 1;
+            continue;
+        }
+        acknowledged += 1;
+        if current.take().is_none() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let id = v["id"]
+                .as_str()
+                .or_else(|| v["rollout"]["id"].as_str())
+                .unwrap_or_else(|| panic!("rollout create: {v}"))
+                .to_owned();
+            created.push(id.clone());
+            current = Some(id);
+        }
+    }
+    assert!(refused > 0, "commands were refused while etcd was down");
+    assert!(acknowledged >= 20, "{acknowledged} acknowledged");
+    // The distributor SIGKILLed after the stream: the acknowledged ones are all in etcd.
+    stack.take_distributor().kill();
+    let port = stack.distributor_addr.port();
+    stack.start_distributor(port);
+    let audit: serde_json::Value = poll("the audit log", DEADLINE, || {
+        let out = stack.ctl(&["audit", "--service", "distributor", "-o", "json"]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    });
+    let ok = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            (e["method"] == "CreateRollout" || e["method"] == "AbortRollout") && e["result"] == "OK"
+        })
+        .count();
+    assert_eq!(ok, acknowledged, "{audit}");
+    let kept: Vec<String> = rollouts(&stack).into_iter().map(|(id, _)| id).collect();
+    for id in &created {
+        assert!(
+            kept.contains(id),
+            "{id} was acknowledged and is gone: {kept:?}"
+        );
+    }
+}
