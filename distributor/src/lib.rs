@@ -16,6 +16,8 @@
 //! - [`metrics`]: the distributor's Prometheus metrics (`--metrics-listen`);
 //! - [`pods`]: the cluster's pods, asked which profile files they name before a change
 //!   takes one away (`--check-pods`);
+//! - [`leader`]: one leader among replicas that share an etcd: the election, and the fence
+//!   every write of the leader is conditioned on;
 //! - [`events`]: the seccomp events agents report (from the logs they follow), bounded in
 //!   memory, told by pod and profile;
 //! - [`sinks`]: where NCIs go besides the agents: a YAML directory for GitOps, a cluster
@@ -29,6 +31,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod hub;
+pub mod leader;
 pub mod metrics;
 pub mod pods;
 pub mod service;

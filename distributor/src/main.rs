@@ -112,6 +112,20 @@ struct Args {
     )]
     etcd_password_file: Option<PathBuf>,
 
+    /// This replica's name in the leader election among the distributors that share the
+    /// etcd prefix (with --etcd-endpoints). Default: POD_NAME, else the hostname. Only the
+    /// leader listens and serves (agents and seccompctl); the others stand by, and one takes
+    /// over within --leader-lease of the leader going away.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_REPLICA_ID")]
+    replica_id: Option<String>,
+
+    /// Time to live of the leader's etcd lease: a leader that stopped (killed, paused,
+    /// partitioned) keeps the others out this long at most, and steps down by itself after
+    /// two thirds of it without a keep-alive. Every write it makes is fenced by its
+    /// election key, so a deposed leader's writes are refused by etcd.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_LEADER_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
+    leader_lease: Duration,
+
     /// How long one etcd request may take.
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_ETCD_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     etcd_timeout: Duration,
@@ -244,10 +258,6 @@ async fn main() -> anyhow::Result<()> {
     // Before anything is bound or opened: an exposed server does not start at all.
     security.check(args.listen)?;
     seccomp_k8s::connect_token_review(&mut security).await?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("listening on {}", listener.local_addr()?);
     let mut config = seccomp_distributor::Config::new(args.data_dir, args.registry);
     config.unknown_after = Duration::from_secs(args.unknown_after_secs);
     config.yaml_dir = args.yaml_dir;
@@ -319,9 +329,102 @@ async fn main() -> anyhow::Result<()> {
             .await?,
         );
     }
-    seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
+    match config.etcd.clone() {
+        None => {
+            let listener = listen(args.listen).await?;
+            seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
+        }
+        Some(etcd) => {
+            let election = seccomp_distributor::leader::ElectionSettings {
+                replica_id: match args.replica_id {
+                    Some(id) => id,
+                    None => replica_id()?,
+                },
+                lease_ttl: args.leader_lease,
+            };
+            lead_and_serve(config, etcd, &election, args.listen, &shutdown).await?;
+        }
+    }
     if let Some(task) = metrics_task {
         task.await??;
     }
     Ok(())
+}
+
+/// Bind the gRPC listener and say where (tests and `seccompctl dev` wait for the line).
+async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    println!("listening on {}", listener.local_addr()?);
+    Ok(listener)
+}
+
+/// POD_NAME, else the hostname.
+fn replica_id() -> anyhow::Result<String> {
+    if let Ok(pod) = std::env::var("POD_NAME")
+        && !pod.is_empty()
+    {
+        return Ok(pod);
+    }
+    for file in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
+        if let Ok(text) = std::fs::read_to_string(file)
+            && !text.trim().is_empty()
+        {
+            return Ok(text.trim().to_owned());
+        }
+    }
+    anyhow::bail!("no --replica-id, POD_NAME or hostname")
+}
+
+/// With the state in etcd: stand by until this replica is elected, then listen and serve
+/// with every write fenced by the leadership, until shutdown, or until the leadership is
+/// lost (then stop serving, and stand by again).
+async fn lead_and_serve(
+    config: seccomp_distributor::Config,
+    etcd: seccomp_distributor::store::EtcdSettings,
+    election: &seccomp_distributor::leader::ElectionSettings,
+    addr: SocketAddr,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let client = seccomp_distributor::store::etcd::election_client(&etcd).await?;
+    loop {
+        let leadership =
+            match seccomp_distributor::leader::campaign(&client, &etcd.prefix, election, shutdown)
+                .await
+            {
+                Ok(Some(leadership)) => leadership,
+                Ok(None) => return Ok(()),
+                // etcd unreachable, or the lease lost while waiting: campaign again.
+                Err(e) => {
+                    tracing::warn!(error = %e, "campaigning again in a second");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+        let mut config = config.clone();
+        config.etcd = Some(seccomp_distributor::store::EtcdSettings {
+            fence: Some(leadership.fence()),
+            ..etcd.clone()
+        });
+        let listener = listen(addr).await?;
+        let lost = leadership.fence().lost;
+        let stop = shutdown.clone();
+        seccomp_distributor::run(config, listener, async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = lost.cancelled() => {}
+            }
+        })
+        .await?;
+        if shutdown.is_cancelled() {
+            if !leadership.is_deposed() {
+                leadership.resign().await;
+            }
+            return Ok(());
+        }
+        tracing::warn!(replica = %election.replica_id, "no longer the leader: stopped serving; standing by");
+    }
 }

@@ -27,13 +27,17 @@ use seccomp_server::tls::ClientTls;
 #[command(name = "seccomp-node-agent", version, about, long_about)]
 struct Args {
     /// The distributor's gRPC URL; `https://` for TLS (then --ca, and --cert/--key naming
-    /// this node).
+    /// this node). Several replicas: repeat the flag or separate the URLs with commas; on a
+    /// broken stream the agent reconnects to the next one (with backoff, keeping its files),
+    /// and a name that resolves to several addresses (a headless Service) is tried address
+    /// by address.
     #[arg(
         long,
         env = "SECCOMP_DISTRIBUTOR",
-        default_value = "http://127.0.0.1:50052"
+        default_value = "http://127.0.0.1:50052",
+        value_delimiter = ','
     )]
-    distributor: String,
+    distributor: Vec<String>,
 
     /// CA of the distributor's TLS certificate.
     #[arg(long, env = "SECCOMP_AGENT_CA", value_name = "FILE")]
@@ -184,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
         allowed_root: args.allowed_root,
         state_dir: args.state_dir,
     };
-    let mut config = sync::Config::new(args.distributor, node_name, files);
+    let mut config = sync::Config::new(args.distributor.join(","), node_name, files);
     config.labels = labels;
     config.tls = ClientTls {
         ca: args.ca,

@@ -18,6 +18,11 @@
 //! key's latest value only, and returns once etcd acknowledged them all (a quorum has them
 //! on disk). A flush that fails keeps the keys queued for the next one.
 //!
+//! With a [`Fence`] (a replica that won the election, see [`crate::leader`]) every
+//! transaction first compares the leader key's creation revision: once another replica
+//! leads, etcd applies none of this one's writes, the flush fails, and the fence's `lost`
+//! token fires.
+//!
 //! [`RolloutStore`]: super::RolloutStore
 //! [`flush`]: Backend::flush
 
@@ -25,12 +30,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use seccomp_rollout::record::RolloutRecord;
 
 use super::{AuditEntry, Backend, KnownNode};
 use crate::BoxFuture;
 use crate::error::{Error, Result};
+use crate::leader::Fence;
 
 /// Most operations in one transaction (etcd's `--max-txn-ops` default).
 pub const TXN_OPS: usize = 128;
@@ -52,6 +58,9 @@ pub struct EtcdSettings {
     pub user: Option<(String, String)>,
     /// How long one request may take.
     pub timeout: Duration,
+    /// Write only while this replica leads (see [`crate::leader`]); `None`: a single
+    /// distributor, unfenced.
+    pub fence: Option<Fence>,
 }
 
 impl EtcdSettings {
@@ -63,6 +72,7 @@ impl EtcdSettings {
             tls: seccomp_server::tls::ClientTls::default(),
             user: None,
             timeout: Duration::from_secs(5),
+            fence: None,
         }
     }
 }
@@ -85,11 +95,19 @@ struct Mirror {
 pub struct EtcdBackend {
     client: Client,
     prefix: String,
+    fence: Option<Fence>,
     mirror: Mutex<Mirror>,
     /// Keys changed since the last flush.
     queued: Mutex<Queued>,
     /// One flush at a time, so a slow one cannot be overtaken by a later one's older view.
     flushing: tokio::sync::Mutex<()>,
+}
+
+fn fenced() -> Error {
+    Error::Storage(
+        "this replica is no longer the leader: etcd refuses its writes (another replica leads)"
+            .to_owned(),
+    )
 }
 
 fn storage(what: impl std::fmt::Display) -> Error {
@@ -100,12 +118,42 @@ fn etcd_error(endpoints: &[String], e: etcd_client::Error) -> Error {
     Error::Storage(format!("etcd at {}: {e}", endpoints.join(",")))
 }
 
+/// A client of the cluster `settings` name, each request bounded by `settings.timeout`.
+pub async fn client(settings: &EtcdSettings) -> Result<Client> {
+    connect(settings, true).await
+}
+
+/// A client for the election: a campaign waits as long as another replica leads, so its
+/// requests have no time limit (the connection's keep-alive still finds a dead member).
+pub async fn election_client(settings: &EtcdSettings) -> Result<Client> {
+    connect(settings, false).await
+}
+
+async fn connect(settings: &EtcdSettings, bounded: bool) -> Result<Client> {
+    if settings.endpoints.is_empty() {
+        return Err(Error::invalid("no etcd endpoints"));
+    }
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(settings.timeout)
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
+    if bounded {
+        options = options.with_timeout(settings.timeout);
+    }
+    if settings.tls.is_set() {
+        options = options.with_tls(settings.tls.config().map_err(storage)?);
+    }
+    if let Some((user, password)) = &settings.user {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    Client::connect(&settings.endpoints, Some(options))
+        .await
+        .map_err(|e| etcd_error(&settings.endpoints, e))
+}
+
 impl EtcdBackend {
     /// Connect to the cluster and read everything under the prefix.
     pub async fn connect(settings: EtcdSettings) -> Result<Self> {
-        if settings.endpoints.is_empty() {
-            return Err(Error::invalid("no etcd endpoints"));
-        }
         let prefix = settings.prefix.trim_end_matches('/').to_owned();
         if !prefix.starts_with('/') {
             return Err(Error::invalid(format!(
@@ -113,23 +161,12 @@ impl EtcdBackend {
                 settings.prefix
             )));
         }
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(settings.timeout)
-            .with_timeout(settings.timeout)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        if settings.tls.is_set() {
-            options = options.with_tls(settings.tls.config().map_err(storage)?);
-        }
-        if let Some((user, password)) = &settings.user {
-            options = options.with_user(user.clone(), password.clone());
-        }
+        let client = client(&settings).await?;
         let endpoints = settings.endpoints.clone();
-        let client = Client::connect(&settings.endpoints, Some(options))
-            .await
-            .map_err(|e| etcd_error(&endpoints, e))?;
         let backend = EtcdBackend {
             client,
             prefix,
+            fence: settings.fence.clone(),
             mirror: Mutex::new(Mirror::default()),
             queued: Mutex::new(BTreeMap::new()),
             flushing: tokio::sync::Mutex::new(()),
@@ -351,6 +388,11 @@ impl Backend for EtcdBackend {
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             let _one = self.flushing.lock().await;
+            if let Some(fence) = &self.fence
+                && fence.lost.is_cancelled()
+            {
+                return Err(fenced());
+            }
             let ops = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
             if ops.is_empty() {
                 return Ok(());
@@ -359,7 +401,15 @@ impl Backend for EtcdBackend {
             let mut sent = 0;
             let mut failure = None;
             for batch in batches(&ops) {
-                let txn = Txn::new().and_then(
+                let txn = match &self.fence {
+                    Some(f) => Txn::new().when([Compare::create_revision(
+                        f.key.clone(),
+                        CompareOp::Equal,
+                        f.revision,
+                    )]),
+                    None => Txn::new(),
+                };
+                let txn = txn.and_then(
                     batch
                         .iter()
                         .map(|(k, v)| match v {
@@ -369,7 +419,18 @@ impl Backend for EtcdBackend {
                         .collect::<Vec<_>>(),
                 );
                 match kv.txn(txn).await {
-                    Ok(_) => sent += batch.len(),
+                    Ok(reply) if reply.succeeded() => sent += batch.len(),
+                    Ok(_) => {
+                        // The comparison failed: another replica leads. Nothing of this one
+                        // is written again.
+                        if let Some(f) = &self.fence {
+                            tracing::error!(
+                                "a write was refused: another replica leads now; stepping down"
+                            );
+                            f.lost.cancel();
+                        }
+                        return Err(fenced());
+                    }
                     Err(e) => {
                         failure = Some(e);
                         break;

@@ -8,7 +8,7 @@
 //!   the complete set) with an `Ack` or a `Nack` that echo its nonce; send a `Heartbeat` every
 //!   [`Config::heartbeat`]; forward drift reports as `Drift`. When the stream ends or cannot
 //!   be opened, the files stay as they are and the agent reconnects after an exponential
-//!   [`Backoff`] with jitter. Its new `Hello` carries the current revision, so a distributor
+//!   [`Backoff`] with jitter, to the next of [`Config::distributors`] (replicas). Its new `Hello` carries the current revision, so a distributor
 //!   that has nothing new sends nothing and nothing is rewritten. A stream the distributor
 //!   ends with ABORTED was replaced by another agent connected as this node: rather than the
 //!   two taking turns forever, this one stops with [`Error::Replaced`](crate::Error::Replaced)
@@ -114,8 +114,11 @@ impl Backoff {
 /// Everything the agent needs to run.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The distributor's URL, for example `http://127.0.0.1:50052`; `https://` for TLS.
-    pub distributor: String,
+    /// The distributor's URLs, for example `http://127.0.0.1:50052`; `https://` for TLS.
+    /// With several (replicas), each connection attempt takes the next after one that
+    /// failed or ended; a DNS name that resolves to several addresses (a headless Service)
+    /// is tried address by address too.
+    pub distributors: Vec<String>,
     /// CA of the distributor's certificate, and this node's client certificate and key
     /// (which name the node; the distributor accepts no other). Read again at every
     /// reconnection, so renewed files are used without a restart.
@@ -155,16 +158,21 @@ pub struct Config {
 }
 
 impl Config {
-    /// The defaults of the `seccomp-node-agent` binary for this distributor, node and files:
-    /// no labels, a heartbeat every 10 s, a drift scan every 60 s, reconnecting after 200 ms
-    /// doubling to 30 s.
+    /// The defaults of the `seccomp-node-agent` binary for this distributor (a URL, or
+    /// several comma-separated), node and files: no labels, a heartbeat every 10 s, a drift
+    /// scan every 60 s, reconnecting after 200 ms doubling to 30 s.
     pub fn new(
         distributor: impl Into<String>,
         node_name: impl Into<String>,
         files: crate::Config,
     ) -> Self {
         Self {
-            distributor: distributor.into(),
+            distributors: distributor
+                .into()
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
             tls: ClientTls::default(),
             token_file: None,
             node_name: node_name.into(),
@@ -184,17 +192,15 @@ impl Config {
     }
 }
 
-/// The endpoint of the distributor, with the TLS files as they are now.
-fn endpoint(config: &Config) -> std::result::Result<Endpoint, String> {
-    Ok(
-        seccomp_server::tls::endpoint(&config.distributor, &config.tls)
-            .map_err(|e| format!("distributor {:?}: {e}", config.distributor))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true),
-    )
+/// The endpoint of the distributor at `url`, with the TLS files as they are now.
+fn endpoint(config: &Config, url: &str) -> std::result::Result<Endpoint, String> {
+    Ok(seccomp_server::tls::endpoint(url, &config.tls)
+        .map_err(|e| format!("distributor {url:?}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true))
 }
 
 /// Runs the agent until `shutdown` completes: keeps the node's files in line with what the
@@ -217,7 +223,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     // A bad URL or unusable TLS files at start are a configuration error; later (files
     // being renewed) they are retried.
-    endpoint(&config).map_err(Error::Config)?;
+    if config.distributors.is_empty() {
+        return Err(Error::Config("no distributor URL".to_owned()));
+    }
+    for url in &config.distributors {
+        endpoint(&config, url).map_err(Error::Config)?;
+    }
 
     let files = config.files.clone();
     let hook = config.hook.clone();
@@ -242,7 +253,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     let applier = Shared(Arc::new(Mutex::new(applier)));
     tracing::info!(
-        distributor = %config.distributor,
+        distributor = %config.distributors.join(","),
         host_root = %config.files.host_root.display(),
         allowed_root = %config.files.allowed_root,
         adopt_existing = config.adopt_existing,
@@ -269,6 +280,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     };
     let mut sessions = Sessions {
         config,
+        url: 0,
         applier,
         drift: drift_rx,
         applied,
@@ -375,6 +387,8 @@ enum Event {
 /// One stream at a time, reconnecting with backoff.
 struct Sessions {
     config: Config,
+    /// Which of the distributor URLs the next session dials.
+    url: usize,
     applier: Shared,
     drift: mpsc::Receiver<DriftReport>,
     applied: Arc<Notify>,
@@ -399,6 +413,8 @@ impl Sessions {
                 Err(SessionError::Fatal(e)) => return Err(e),
                 Err(e) => tracing::warn!("{e}"),
             }
+            // Another replica next, when there are several.
+            self.url = (self.url + 1) % self.config.distributors.len().max(1);
             if connected_at.is_some_and(|at| at.elapsed() >= STABLE_SESSION) {
                 delays = self.config.backoff.delays();
             }
@@ -437,7 +453,8 @@ impl Sessions {
             .await
             .map_err(|_| SessionError::Gone)?;
 
-        let endpoint = endpoint(&self.config).map_err(SessionError::Tls)?;
+        let url = self.config.distributors[self.url % self.config.distributors.len()].clone();
+        let endpoint = endpoint(&self.config, &url).map_err(SessionError::Tls)?;
         let channel = tokio::select! {
             () = self.stop.cancelled() => return Ok(Ended::Shutdown),
             channel = endpoint.connect() => channel.map_err(SessionError::Connect)?,
@@ -464,7 +481,7 @@ impl Sessions {
             m.connected.set(1);
         }
         tracing::info!(
-            distributor = %self.config.distributor,
+            distributor = %url,
             revision = %revision,
             files,
             "connected"

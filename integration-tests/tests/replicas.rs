@@ -1,0 +1,217 @@
+#![allow(clippy::unwrap_used)]
+//! Several distributor replicas on one real etcd (#18), over the real binaries: one leader
+//! serves, the others stand by; a SIGKILLed leader is replaced within its lease, the agents
+//! (given every replica's URL) reconnect to the new one, a paused rollout resumes there from
+//! the same wave and completes, and no file whose bytes did not change is rewritten; a
+//! leader stopped with SIGSTOP past its lease is replaced, and after SIGCONT it stops
+//! serving instead of writing. Skipped, loudly, without Debian's etcd.
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::MetadataExt as _;
+use std::time::{Duration, Instant};
+
+use integration_tests::etcd::EtcdCluster;
+use integration_tests::{Proc, Stack, Tuning, poll, sha256_hex};
+
+const WEB: &str = "/var/lib/kubelet/seccomp/web.json";
+const DEADLINE: Duration = Duration::from_secs(30);
+const LEASE: &str = "3s";
+const PROFILE: &[u8] = b"{\"defaultAction\":\"SCMP_ACT_ERRNO\",\"syscalls\":[{\"names\":[\"read\",\"write\"],\"action\":\"SCMP_ACT_ALLOW\"}]}";
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn replica_args(etcd: &EtcdCluster, id: &str) -> Vec<String> {
+    [
+        "--etcd-endpoints",
+        &etcd.endpoints(),
+        "--etcd-prefix",
+        "/ha",
+        "--replica-id",
+        id,
+        "--leader-lease",
+        LEASE,
+        "--unknown-after-secs",
+        "5",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// A standby replica listening (once elected) on `addr`.
+fn standby(stack: &Stack, etcd: &EtcdCluster, id: &str, addr: SocketAddr) -> Proc {
+    let mut args = vec![
+        "--listen".to_owned(),
+        addr.to_string(),
+        "--registry".into(),
+        stack.registry_url(),
+        "--data-dir".into(),
+        stack.dir.path().join(id).display().to_string(),
+    ];
+    args.extend(replica_args(etcd, id));
+    Proc::spawn(
+        "seccomp-distributor",
+        &format!("distributor-{id}"),
+        &stack.dir.path().join("logs"),
+        &args,
+        &[],
+    )
+}
+
+fn listening(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+fn rollout(stack: &Stack, id: &str) -> serde_json::Value {
+    serde_json::from_str(&stack.ctl_ok(&["rollout", "status", id, "-o", "json"])).unwrap()
+}
+
+fn fingerprint(path: &std::path::Path) -> (u64, i64, i64, Vec<u8>) {
+    let m = std::fs::metadata(path).unwrap();
+    (
+        m.ino(),
+        m.mtime(),
+        m.mtime_nsec(),
+        std::fs::read(path).unwrap(),
+    )
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let (a1, a2) = (free_addr(), free_addr());
+    let mut tuning = Tuning {
+        distributor_args: replica_args(&etcd, "d0"),
+        ..Tuning::default()
+    };
+    tuning.agent_args = vec!["--distributor".into(), format!("http://{a1},http://{a2}")];
+    let mut stack = Stack::start_tuned(
+        &[
+            ("node-1", &["os=linux", "zone=a"][..]),
+            ("node-2", &["os=linux", "zone=b"][..]),
+            ("node-3", &["os=linux", "zone=c"][..]),
+        ],
+        tuning,
+    );
+    let d1 = standby(&stack, &etcd, "d1", a1);
+    let d2 = standby(&stack, &etcd, "d2", a2);
+    for d in [&d1, &d2] {
+        poll("the replica to stand by", DEADLINE, || {
+            d.logs().contains("standing by").then_some(())
+        });
+    }
+    assert!(!listening(a1) && !listening(a2), "only the leader listens");
+
+    let file = stack.dir.path().join("web.json");
+    std::fs::write(&file, PROFILE).unwrap();
+    stack.ctl_ok(&["profile", "publish", "web", file.to_str().unwrap()]);
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@1",
+        "--selector",
+        "os=linux",
+        "--waves",
+        "1,100%",
+        "--pause",
+        "manual",
+    ]);
+    let status = poll("wave 1 done and paused", DEADLINE, || {
+        let r = rollout(&stack, "r1");
+        (r["rollout"]["state"] == "Paused").then_some(r)
+    });
+    let first: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["state"] == "Applied")
+        .map(|n| n["node"].as_str().or_else(|| n["name"].as_str()).unwrap())
+        .collect();
+    assert_eq!(first.len(), 1, "{status}");
+    let wave1 = stack.nodes.iter().position(|n| n.name == first[0]).unwrap();
+    let before = fingerprint(&stack.nodes[wave1].path(WEB));
+
+    // SIGKILL the leader: a standby takes over within the lease (plus an election).
+    let killed = Instant::now();
+    stack.take_distributor().kill();
+    let (leader, next) = poll("a new leader", DEADLINE, || {
+        [(a1, &d1), (a2, &d2)]
+            .into_iter()
+            .find(|(a, _)| listening(*a))
+            .map(|(a, d)| (a, d.id()))
+    });
+    let took = killed.elapsed();
+    eprintln!("failover: leader SIGKILLed to a new leader listening in {took:?} (lease {LEASE})");
+    stack.distributor_addr = leader;
+    // The rollout is where it was, and resumes from the same wave on the new leader.
+    let r = rollout(&stack, "r1");
+    assert_eq!(r["rollout"]["state"], "Paused", "{r}");
+    stack.ctl_ok(&["rollout", "resume", "r1"]);
+    let expected = format!("0644 root:root sha256:{}", &sha256_hex(PROFILE)[..12]);
+    for node in ["node-1", "node-2", "node-3"] {
+        stack.wait_applied(node, WEB, &expected, DEADLINE);
+    }
+    poll("r1 completed", DEADLINE, || {
+        (rollout(&stack, "r1")["rollout"]["state"] == "Completed").then_some(())
+    });
+    assert_eq!(
+        fingerprint(&stack.nodes[wave1].path(WEB)),
+        before,
+        "the wave-1 node's file was not rewritten after the failover"
+    );
+
+    // SIGSTOP the new leader past its lease: the last replica takes over; after SIGCONT the
+    // stopped one finds itself deposed and stops serving.
+    let (stopped, standby_proc, standby_addr) = if next == d1.id() {
+        (&d1, &d2, a2)
+    } else {
+        (&d2, &d1, a1)
+    };
+    stopped.signal("STOP");
+    poll("the last replica to lead", DEADLINE, || {
+        standby_proc.logs().contains("elected leader").then_some(())
+    });
+    stopped.signal("CONT");
+    poll("the stopped leader to step down", DEADLINE, || {
+        let logs = stopped.logs();
+        (logs.contains("stepping down") || logs.contains("no longer the leader")).then_some(())
+    });
+    poll("the deposed leader's port closed", DEADLINE, || {
+        (!listening(leader)).then_some(())
+    });
+    stack.distributor_addr = standby_addr;
+    poll("the third leader to answer", DEADLINE, || {
+        stack
+            .ctl(&["rollout", "list"])
+            .status
+            .success()
+            .then_some(())
+    });
+    // The fleet carries on under it: a new version reaches every node.
+    let v2: Vec<u8> = String::from_utf8(PROFILE.to_vec())
+        .unwrap()
+        .replace("\"write\"", "\"write\",\"close\"")
+        .into_bytes();
+    std::fs::write(&file, &v2).unwrap();
+    stack.ctl_ok(&["profile", "publish", "web", file.to_str().unwrap()]);
+    stack.ctl_ok(&[
+        "rollout",
+        "create",
+        "web@2",
+        "--selector",
+        "os=linux",
+        "--waves",
+        "100%",
+        "--wait",
+    ]);
+    let expected = format!("0644 root:root sha256:{}", &sha256_hex(&v2)[..12]);
+    for node in ["node-1", "node-2", "node-3"] {
+        stack.wait_applied(node, WEB, &expected, DEADLINE);
+    }
+}
