@@ -56,6 +56,14 @@ pub struct ConvergeArgs {
     /// of the same size).
     #[arg(long)]
     pub profile: Option<std::path::PathBuf>,
+    /// Keep the distributor's state in etcd instead of sled: start Debian's etcd on
+    /// loopback (fsync on), and run the distributor as a replica does, elected and with
+    /// every write fenced.
+    #[arg(long)]
+    pub etcd: bool,
+    /// The etcd binary for --etcd.
+    #[arg(long, default_value = "etcd")]
+    pub etcd_binary: String,
     /// Print one JSON object instead of lines for people.
     #[arg(long)]
     pub json: bool,
@@ -85,6 +93,8 @@ pub struct Report {
     pub max_unavailable: String,
     /// mTLS on.
     pub tls: bool,
+    /// The distributor's store: `sled`, or `etcd` (elected, fenced).
+    pub store: &'static str,
     /// HTTP/2 connections the agents used.
     pub connections: usize,
     /// Bytes of the profile.
@@ -223,6 +233,27 @@ async fn converge(args: &ConvergeArgs) -> anyhow::Result<Report> {
     let url = format!("{scheme}://{}", listener.local_addr()?);
     let mut config = seccomp_distributor::Config::new(dir.path().join("distributor"), &registry);
     config.security = security;
+    // Kept for the whole run: etcd is killed when dropped, the leadership resigned never.
+    let mut _etcd = None;
+    let mut _leadership = None;
+    if args.etcd {
+        let etcd = crate::etcd_peer::Etcd::start(&args.etcd_binary).await?;
+        let mut settings = seccomp_distributor::store::EtcdSettings::new(vec![etcd.url.clone()]);
+        let client = seccomp_distributor::store::etcd::election_client(&settings).await?;
+        let election = seccomp_distributor::leader::ElectionSettings {
+            replica_id: "bench".into(),
+            lease_ttl: Duration::from_secs(10),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let leadership =
+            seccomp_distributor::leader::campaign(&client, &settings.prefix, &election, &stop)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("not elected"))?;
+        settings.fence = Some(leadership.fence());
+        config.etcd = Some(settings);
+        _etcd = Some(etcd);
+        _leadership = Some(leadership);
+    }
     let running = tokio::spawn(seccomp_distributor::run(
         config,
         listener,
@@ -374,6 +405,7 @@ async fn converge(args: &ConvergeArgs) -> anyhow::Result<Report> {
         waves: args.waves.clone(),
         max_unavailable: args.max_unavailable.clone(),
         tls: args.tls,
+        store: if args.etcd { "etcd" } else { "sled" },
         connections,
         profile_bytes: profile.len(),
         seconds: last.seconds,

@@ -71,6 +71,17 @@ fn converge_with_mtls_gives_every_agent_its_own_connection_and_certificate() {
 }
 
 #[test]
+fn converge_with_the_state_in_etcd() {
+    if !etcd() {
+        return;
+    }
+    let r = bench(&["converge", "--agents", "20", "--etcd", "--rounds", "2"]);
+    assert_eq!(r["store"], "etcd");
+    assert_eq!(r["rounds"].as_array().unwrap().len(), 2);
+    assert!(r["seconds"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
 fn etcd_peer_counts_every_acknowledgement() {
     if !etcd() {
         return;
