@@ -26,7 +26,7 @@ pub enum Error {
     /// The request conflicts with the current state (a deprecated version, ...).
     #[error("{0}")]
     FailedPrecondition(String),
-    /// A service we depend on (the registry) cannot be reached.
+    /// A service we depend on (the registry, etcd) cannot be reached, or did not answer.
     #[error("{0}")]
     Unavailable(String),
     /// The state database failed.

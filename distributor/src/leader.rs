@@ -85,10 +85,13 @@ pub async fn campaign(
     settings: &ElectionSettings,
     stop: &CancellationToken,
 ) -> Result<Option<Leadership>> {
+    // The election client has no request timeout (a campaign waits for as long as another
+    // replica leads): every other call here gets one.
+    let bound = settings.lease_ttl.max(Duration::from_secs(1));
     let mut leases = client.lease_client();
-    let lease = leases
-        .grant(seconds(settings.lease_ttl), None)
+    let lease = tokio::time::timeout(bound, leases.grant(seconds(settings.lease_ttl), None))
         .await
+        .map_err(|_| Error::Unavailable("etcd election: no answer to a lease grant".into()))?
         .map_err(etcd)?
         .id();
     let lost = CancellationToken::new();
@@ -98,7 +101,11 @@ pub async fn campaign(
         settings.lease_ttl,
         lost.clone(),
     ));
-    match current_leader(client, prefix).await {
+    match tokio::time::timeout(bound, current_leader(client, prefix))
+        .await
+        .ok()
+        .flatten()
+    {
         Some(leader) if leader != settings.replica_id => {
             tracing::info!(leader = %leader, replica = %settings.replica_id, "standing by: another replica leads");
         }
@@ -116,7 +123,7 @@ pub async fn campaign(
     };
     let Some(won) = won else {
         keeper.abort();
-        let _ = client.lease_client().revoke(lease).await;
+        let _ = tokio::time::timeout(bound, client.lease_client().revoke(lease)).await;
         return Ok(None);
     };
     let leader_key = won
@@ -155,7 +162,10 @@ async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: Cancellatio
             return;
         }
         if stream.is_none() {
-            stream = client.lease_client().keep_alive(lease).await.ok();
+            stream = tokio::time::timeout(every, client.lease_client().keep_alive(lease))
+                .await
+                .ok()
+                .and_then(Result::ok);
         }
         let ok = match stream.as_mut() {
             Some((keeper, replies)) => {
@@ -205,14 +215,28 @@ impl Leadership {
         self.fence.lost.is_cancelled()
     }
 
+    /// After losing the leadership: revoke the lease if etcd answers, so that its key (and
+    /// with it the way for a successor, this replica included) goes now rather than when
+    /// the lease runs out.
+    pub async fn abandon(self) {
+        self.keeper.abort();
+        let bound = Duration::from_secs(2);
+        let _ = tokio::time::timeout(bound, self.client.lease_client().revoke(self.lease)).await;
+    }
+
     /// Give the leadership up (on shutdown, so a successor need not wait for the lease).
     pub async fn resign(self) {
         self.keeper.abort();
         let mut election = self.client.election_client();
         let options = ResignOptions::new().with_leader(self.leader_key.clone());
-        if let Err(e) = election.resign(Some(options)).await {
-            tracing::warn!(error = %e, "could not resign; the lease runs out instead");
+        let bound = Duration::from_secs(5);
+        match tokio::time::timeout(bound, election.resign(Some(options))).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not resign; the lease runs out instead")
+            }
+            Err(_) => tracing::warn!("no answer to the resignation; the lease runs out instead"),
         }
-        let _ = self.client.lease_client().revoke(self.lease).await;
+        let _ = tokio::time::timeout(bound, self.client.lease_client().revoke(self.lease)).await;
     }
 }

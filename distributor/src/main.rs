@@ -412,19 +412,35 @@ async fn lead_and_serve(
         let listener = listen(addr).await?;
         let lost = leadership.fence().lost;
         let stop = shutdown.clone();
-        seccomp_distributor::run(config, listener, async move {
+        let served = seccomp_distributor::run(config, listener, async move {
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = lost.cancelled() => {}
             }
         })
-        .await?;
+        .await;
+        match served {
+            Ok(()) => {}
+            // etcd went away between the election and reading the state: let another
+            // replica (or this one, later) try.
+            Err(seccomp_distributor::RunError::State(e)) if !shutdown.is_cancelled() => {
+                tracing::error!(error = %e, "cannot serve: the state could not be read; standing by");
+                leadership.abandon().await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
         if shutdown.is_cancelled() {
             if !leadership.is_deposed() {
                 leadership.resign().await;
             }
             return Ok(());
         }
+        leadership.abandon().await;
         tracing::warn!(replica = %election.replica_id, "no longer the leader: stopped serving; standing by");
     }
 }

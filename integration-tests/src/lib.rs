@@ -332,6 +332,9 @@ pub struct Tuning {
     pub distributor_args: Vec<String>,
     /// Set in its environment.
     pub distributor_env: Vec<(String, String)>,
+    /// The distributor's port (0: any free one). A fixed one for a distributor that may
+    /// listen again on its own (a replica elected again).
+    pub distributor_port: u16,
 }
 
 impl Stack {
@@ -365,7 +368,7 @@ impl Stack {
             ctl_runs: std::sync::atomic::AtomicU64::new(0),
         };
         stack.start_registry(0);
-        stack.start_distributor(0);
+        stack.start_distributor(stack.tuning.distributor_port);
         for (name, labels) in nodes {
             let host = stack.dir.path().join("nodes").join(name);
             mkdir(&host.join("etc"));

@@ -104,7 +104,7 @@ pub struct EtcdBackend {
 }
 
 fn fenced() -> Error {
-    Error::Storage(
+    Error::Unavailable(
         "this replica is no longer the leader: etcd refuses its writes (another replica leads)"
             .to_owned(),
     )
@@ -446,7 +446,12 @@ impl Backend for EtcdBackend {
             for (k, v) in ops.into_iter().skip(sent) {
                 queued.entry(k).or_insert(v);
             }
-            Err(Error::Storage(format!("etcd: {e}")))
+            // A request that got no answer may still be applied (a proposal committed once
+            // the quorum is back): say so, rather than that it failed.
+            Err(Error::Unavailable(format!(
+                "etcd did not confirm the write ({e}); it may or may not have been applied: \
+                 look before retrying"
+            )))
         })
     }
 }
