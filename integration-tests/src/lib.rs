@@ -493,9 +493,14 @@ impl Stack {
             args.push(l.clone());
         }
         args.extend(self.tuning.agent_args.iter().cloned());
-        let envs: Vec<(&str, &str)> = pause
-            .map(|p| vec![("SECCOMP_AGENT_PAUSE", p)])
-            .unwrap_or_default();
+        let history = self.dir.path().join("history");
+        let _ = std::fs::create_dir_all(&history);
+        let record = history
+            .join(format!("{}.jsonl", node.name))
+            .display()
+            .to_string();
+        let mut envs: Vec<(&str, &str)> = vec![("SECCOMP_AGENT_RECORD_DESIRED", &record)];
+        envs.extend(pause.map(|p| ("SECCOMP_AGENT_PAUSE", p)));
         let label = format!("agent-{}", node.name);
         node.agent = Some(Proc::spawn(
             "seccomp-node-agent",
@@ -504,6 +509,32 @@ impl Stack {
             &args,
             &envs,
         ));
+    }
+
+    /// Every `Desired` node `i`'s agents were sent, in order: when it arrived (ms since the
+    /// epoch) and its files (path to sha256), from the agents' history files.
+    pub fn history(&self, i: usize) -> Vec<(u64, std::collections::BTreeMap<String, String>)> {
+        let path = self
+            .dir
+            .path()
+            .join("history")
+            .join(format!("{}.jsonl", self.nodes[i].name));
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("{}: {e}: {l}", path.display()));
+                let files = v["files"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (v["at_ms"].as_u64().unwrap_or(0), files)
+            })
+            .collect()
     }
 
     /// Runs `seccompctl` with `--registry` and `--distributor` set, with a deadline.

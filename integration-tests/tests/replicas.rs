@@ -62,6 +62,16 @@ fn standby(stack: &Stack, etcd: &EtcdCluster, id: &str, addr: SocketAddr) -> Pro
     )
 }
 
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
 fn listening(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
@@ -152,6 +162,7 @@ fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
     // The rollout is where it was, and resumes from the same wave on the new leader.
     let r = rollout(&stack, "r1");
     assert_eq!(r["rollout"]["state"], "Paused", "{r}");
+    let resumed_ms = now_ms();
     stack.ctl_ok(&["rollout", "resume", "r1"]);
     let expected = format!("0644 root:root sha256:{}", &sha256_hex(PROFILE)[..12]);
     for node in ["node-1", "node-2", "node-3"] {
@@ -165,6 +176,25 @@ fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
         before,
         "the wave-1 node's file was not rewritten after the failover"
     );
+    // The history of every node, through the failover: only version 1 ever sent, and to
+    // the second wave's nodes only after the resume.
+    let v1 = sha256_hex(PROFILE);
+    for (i, node) in stack.nodes.iter().enumerate() {
+        let got = stack.history(i);
+        assert!(!got.is_empty(), "{}: no Desired recorded", node.name);
+        for (at, files) in &got {
+            if let Some(sha) = files.get(WEB) {
+                assert_eq!(*sha, v1, "{} was sent other content at {at}", node.name);
+                if i != wave1 {
+                    assert!(
+                        *at >= resumed_ms,
+                        "{} (wave 2) got version 1 at {at}, before the resume at {resumed_ms}",
+                        node.name
+                    );
+                }
+            }
+        }
+    }
 
     // SIGSTOP the new leader past its lease: the last replica takes over; after SIGCONT the
     // stopped one finds itself deposed and stops serving.
@@ -213,5 +243,20 @@ fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
     let expected = format!("0644 root:root sha256:{}", &sha256_hex(&v2)[..12]);
     for node in ["node-1", "node-2", "node-3"] {
         stack.wait_applied(node, WEB, &expected, DEADLINE);
+    }
+    // Over the whole run, every node was only ever sent version 1 or version 2, and
+    // version 1 never after version 2.
+    let v2_sha = sha256_hex(&v2);
+    for (i, node) in stack.nodes.iter().enumerate() {
+        let mut seen_v2 = false;
+        for (at, files) in stack.history(i) {
+            match files.get(WEB).map(String::as_str) {
+                Some(s) if s == v2_sha => seen_v2 = true,
+                Some(s) if s == v1 => assert!(!seen_v2, "{}: back to version 1 at {at}", node.name),
+                None => {}
+                Some(other) => panic!("{}: sent {other} at {at}", node.name),
+            }
+        }
+        assert!(seen_v2, "{}: never sent version 2", node.name);
     }
 }

@@ -14,6 +14,11 @@ use std::sync::Arc;
 /// Environment variable read by [`WriteHook::stdio_pause_from_env`].
 pub const PAUSE_ENV: &str = "SECCOMP_AGENT_PAUSE";
 
+/// Environment variable naming a file to which the agent appends one JSON line per
+/// `Desired` it receives, before applying it: `{"at_ms", "revision", "files": {path:
+/// sha256}}`. For the history checks of the tests only (what every node was ever sent).
+pub const RECORD_ENV: &str = "SECCOMP_AGENT_RECORD_DESIRED";
+
 /// A point inside the atomic write of one file, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PausePoint {

@@ -214,6 +214,8 @@ async fn main() -> anyhow::Result<()> {
     config.audit_logs = args.audit_logs;
     config.audit_interval = args.audit_interval;
     config.audit_max_kinds = args.audit_max_kinds;
+    config.record_desired =
+        std::env::var_os(seccomp_node_agent::hook::RECORD_ENV).map(PathBuf::from);
     if let Some(hook) = WriteHook::stdio_pause_from_env() {
         config.hook = Some(
             hook.map_err(anyhow::Error::msg)

@@ -155,6 +155,8 @@ pub struct Config {
     pub audit_interval: Duration,
     /// Most kinds of event held between two sends; further records are counted as dropped.
     pub audit_max_kinds: usize,
+    /// Append every `Desired` received to this file (tests: [`crate::hook::RECORD_ENV`]).
+    pub record_desired: Option<PathBuf>,
 }
 
 impl Config {
@@ -188,6 +190,7 @@ impl Config {
             audit_logs: Vec::new(),
             audit_interval: Duration::from_secs(10),
             audit_max_kinds: 1000,
+            record_desired: None,
         }
     }
 }
@@ -513,6 +516,9 @@ impl Sessions {
                 Event::Received(Ok(Some(pb::DistributorMessage {
                     message: Some(Down::Desired(desired)),
                 }))) => {
+                    if let Some(path) = &self.config.record_desired {
+                        record_desired(path, &desired);
+                    }
                     let (answer, now) = self.answer(desired).await?;
                     revision = now;
                     answer
@@ -720,6 +726,28 @@ impl DriftLoop {
                 Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
             }
         }
+    }
+}
+
+/// One line of the test history (see [`crate::hook::RECORD_ENV`]); failures are logged.
+fn record_desired(path: &std::path::Path, desired: &pb::Desired) {
+    use std::io::Write as _;
+    let files: BTreeMap<&str, &str> = desired
+        .files
+        .iter()
+        .map(|f| (f.path.as_str(), f.sha256.as_str()))
+        .collect();
+    let at_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let line = serde_json::json!({"at_ms": at_ms, "revision": desired.revision, "files": files});
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record a Desired");
     }
 }
 
