@@ -126,6 +126,26 @@ struct Args {
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_LEADER_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
     leader_lease: Duration,
 
+    /// While this replica leads, label this pod (its own, in a StatefulSet from
+    /// `metadata.name`) `seccomp.dev/leader: "true"`, and take the label off when it stops
+    /// leading, so that a Service selecting the label sends agents and callers to the
+    /// leader only (needs `patch` on that pod). With it the readiness probe answers 200
+    /// while the replica is healthy, leading or standing by, so rolling updates go on.
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_LEADER_POD",
+        requires = "leader_pod_namespace"
+    )]
+    leader_pod: Option<String>,
+
+    /// The namespace of --leader-pod (`metadata.namespace`).
+    #[arg(
+        long,
+        env = "SECCOMP_DISTRIBUTOR_LEADER_POD_NAMESPACE",
+        requires = "leader_pod"
+    )]
+    leader_pod_namespace: Option<String>,
+
     /// How long one etcd request may take.
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_ETCD_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     etcd_timeout: Duration,
@@ -342,7 +362,15 @@ async fn main() -> anyhow::Result<()> {
                 },
                 lease_ttl: args.leader_lease,
             };
-            lead_and_serve(config, etcd, &election, args.listen, &shutdown).await?;
+            let pod = match (&args.leader_pod, &args.leader_pod_namespace) {
+                (Some(name), Some(ns)) => Some(
+                    seccomp_k8s::LeaderPod::from_default_config(ns, name)
+                        .await
+                        .context("--leader-pod")?,
+                ),
+                _ => None,
+            };
+            lead_and_serve(config, etcd, &election, args.listen, &shutdown, pod).await?;
         }
     }
     if let Some(task) = metrics_task {
@@ -386,9 +414,27 @@ async fn lead_and_serve(
     election: &seccomp_distributor::leader::ElectionSettings,
     addr: SocketAddr,
     shutdown: &tokio_util::sync::CancellationToken,
+    pod: Option<seccomp_k8s::LeaderPod>,
 ) -> anyhow::Result<()> {
     let client = seccomp_distributor::store::etcd::election_client(&etcd).await?;
+    // Routing by label: ready while healthy, leading or not (see --leader-pod).
+    let standby_ready = pod.is_some();
+    let label = |leading: bool| {
+        let pod = pod.clone();
+        async move {
+            if let Some(pod) = pod {
+                match tokio::time::timeout(Duration::from_secs(5), pod.set(leading)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!("{e}"),
+                    Err(_) => tracing::warn!("no answer labelling this pod"),
+                }
+            }
+        }
+    };
+    // A label left by an earlier run of this pod.
+    label(false).await;
     loop {
+        config.readiness.set(standby_ready);
         let leadership =
             match seccomp_distributor::leader::campaign(&client, &etcd.prefix, election, shutdown)
                 .await
@@ -410,6 +456,7 @@ async fn lead_and_serve(
             ..etcd.clone()
         });
         let listener = listen(addr).await?;
+        label(true).await;
         let lost = leadership.fence().lost;
         let stop = shutdown.clone();
         let served = seccomp_distributor::run(config, listener, async move {
@@ -419,6 +466,7 @@ async fn lead_and_serve(
             }
         })
         .await;
+        label(false).await;
         match served {
             Ok(()) => {}
             // etcd went away between the election and reading the state: let another

@@ -7,8 +7,11 @@
 //! - [`nodes`]: the cluster's nodes and their labels, watched (the distributor's
 //!   `--watch-nodes`);
 //! - [`pods`]: which pods name a profile file on their node (the distributor's
-//!   `--check-pods`, before it takes a file away).
+//!   `--check-pods`, before it takes a file away);
+//! - [`leader_label`]: the leading distributor replica's pod labelled for its Service
+//!   (`--leader-pod`).
 
+pub mod leader_label;
 pub mod nodes;
 pub mod pods;
 pub mod token_review;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 
 use seccomp_server::security::{Security, SecurityError};
 
+pub use leader_label::{LEADER_LABEL, LeaderPod};
 pub use nodes::{NodeEvent, NodeWatch};
 pub use pods::{ContainerUse, PodIndex, PodUse, PodWatch, PodsError};
 pub use token_review::KubeTokenReview;

@@ -1186,11 +1186,21 @@ fn check_service(r: &Rendered, service: &str) {
         .iter()
         .find(|s| name(&s.metadata) == service)
         .unwrap_or_else(|| panic!("{}: {service} is not a StatefulSet", r.source));
-    assert_eq!(
-        set.spec.as_ref().unwrap().replicas,
-        Some(1),
-        "{what}: replicas (sled is single-writer)"
-    );
+    // One replica on sled (single-writer); several only with the state in etcd, where
+    // one leader is elected.
+    let on_etcd = w
+        .container()
+        .env
+        .iter()
+        .flatten()
+        .any(|e| e.name == "SECCOMP_DISTRIBUTOR_ETCD_ENDPOINTS");
+    if !on_etcd {
+        assert_eq!(
+            set.spec.as_ref().unwrap().replicas,
+            Some(1),
+            "{what}: replicas (sled is single-writer)"
+        );
+    }
     assert_eq!(
         w.pod.service_account_name.as_deref(),
         Some(service),
@@ -1328,9 +1338,19 @@ fn grants(rules: &[PolicyRule], what: &str) -> BTreeSet<Grant> {
     let mut out = BTreeSet::new();
     for rule in rules {
         assert!(
-            rule.non_resource_urls.is_none() && rule.resource_names.is_none(),
-            "{what}: nonResourceURLs and resourceNames are not expected"
+            rule.non_resource_urls.is_none(),
+            "{what}: nonResourceURLs are not expected"
         );
+        // Named objects only for the leader's label on its own pod (checked with the
+        // StatefulSet in check_rbac).
+        if let Some(names) = &rule.resource_names {
+            assert!(
+                rule.resources.as_deref() == Some(&["pods".to_owned()][..])
+                    && rule.verbs == ["patch"]
+                    && names.iter().all(|n| n.starts_with("seccomp-distributor-")),
+                "{what}: resourceNames only for patching the distributor's own pods: {rule:?}"
+            );
+        }
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
                 for verb in &rule.verbs {
@@ -1440,6 +1460,37 @@ fn check_rbac(r: &Rendered) {
         for verb in ["list", "watch"] {
             d.insert(grant("", "nodes", verb));
         }
+    }
+    if distributor
+        .container()
+        .env
+        .iter()
+        .flatten()
+        .any(|e| e.name == "SECCOMP_DISTRIBUTOR_LEADER_POD")
+    {
+        // --leader-pod: a merge patch of its own pod's labels, by name.
+        d.insert(grant("", "pods", "patch"));
+        let set = r
+            .stateful_sets
+            .iter()
+            .find(|s| name(&s.metadata) == DISTRIBUTOR)
+            .unwrap();
+        let replicas = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let pods: Vec<String> = (0..replicas)
+            .map(|i| format!("{DISTRIBUTOR}-{i}"))
+            .collect();
+        let named: Vec<String> = r
+            .roles
+            .iter()
+            .flat_map(|role| role.rules.iter().flatten())
+            .filter_map(|rule| rule.resource_names.clone())
+            .flatten()
+            .collect();
+        assert_eq!(
+            named, pods,
+            "{}: the pods the distributor may label are its StatefulSet's",
+            r.source
+        );
     }
     if on(&distributor, "SECCOMP_DISTRIBUTOR_APPLY_TO_CLUSTER") {
         // Server-side apply (patch; create when the object is new), the pruning list and
@@ -1604,8 +1655,20 @@ fn check_services_and_budgets(r: &Rendered) {
     for s in &r.services {
         let what = format!("{}: Service {:?}", r.source, name(&s.metadata));
         let spec = s.spec.as_ref().unwrap();
-        let selector = spec.selector.clone().unwrap_or_default();
+        let mut selector = spec.selector.clone().unwrap_or_default();
         assert!(!selector.is_empty(), "{what}: no selector");
+        // The leader's label is set at run time (--leader-pod), not in the template.
+        if selector.remove("seccomp.dev/leader").is_some() {
+            let d = r.workload(DISTRIBUTOR);
+            assert!(
+                d.container()
+                    .env
+                    .iter()
+                    .flatten()
+                    .any(|e| e.name == "SECCOMP_DISTRIBUTOR_LEADER_POD"),
+                "{what}: selects seccomp.dev/leader, which only --leader-pod sets"
+            );
+        }
         let targets: Vec<&Workload<'_>> = workloads
             .iter()
             .filter(|w| selects(&selector, &w.labels))
@@ -2361,6 +2424,102 @@ async fn the_example_overlay_with_every_component_too() {
         !image.ends_with(":latest"),
         "{}: the example pins its image, not {image}",
         d.what
+    );
+}
+
+#[tokio::test]
+async fn the_replicated_overlay_on_etcd_too() {
+    let dir = "deploy/overlays/replicated";
+    let Some(yaml) = render(dir) else {
+        return;
+    };
+    let r = Rendered::parse(dir, &yaml);
+    check_all(&r);
+    check_auth_files(&r).await;
+    check_cert_manager(&r);
+    let d = r.workload(DISTRIBUTOR);
+    let set = r
+        .stateful_sets
+        .iter()
+        .find(|s| name(&s.metadata) == DISTRIBUTOR)
+        .unwrap();
+    let spec = set.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(3), "{}: three replicas", d.what);
+    // Standbys are ready without leading: created together, and rolled one at a time.
+    assert_eq!(
+        spec.pod_management_policy.as_deref(),
+        Some("Parallel"),
+        "{}: podManagementPolicy",
+        d.what
+    );
+    let from = |var: &str| -> (Option<String>, Option<String>) {
+        let e = d
+            .container()
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == var)
+            .unwrap_or_else(|| panic!("{}: no {var}", d.what));
+        let source = e.value_from.as_ref();
+        (
+            source
+                .and_then(|s| s.field_ref.as_ref())
+                .map(|f| f.field_path.clone()),
+            source
+                .and_then(|s| s.config_map_key_ref.as_ref())
+                .map(|c| format!("{}/{}", c.name, c.key)),
+        )
+    };
+    assert_eq!(
+        from("SECCOMP_DISTRIBUTOR_ETCD_ENDPOINTS").1.as_deref(),
+        Some("seccomp-etcd/endpoints"),
+        "{}: the etcd endpoints from the platform's ConfigMap",
+        d.what
+    );
+    for var in [
+        "SECCOMP_DISTRIBUTOR_REPLICA_ID",
+        "SECCOMP_DISTRIBUTOR_LEADER_POD",
+    ] {
+        assert_eq!(
+            from(var).0.as_deref(),
+            Some("metadata.name"),
+            "{}: {var} is the pod's name",
+            d.what
+        );
+    }
+    assert_eq!(
+        from("SECCOMP_DISTRIBUTOR_LEADER_POD_NAMESPACE")
+            .0
+            .as_deref(),
+        Some("metadata.namespace")
+    );
+    for var in [
+        "SECCOMP_DISTRIBUTOR_ETCD_CA",
+        "SECCOMP_DISTRIBUTOR_ETCD_CERT",
+        "SECCOMP_DISTRIBUTOR_ETCD_KEY",
+    ] {
+        let volume = d.volume_of(var);
+        assert_eq!(
+            volume
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref()),
+            Some("seccomp-etcd-client"),
+            "{}: {var} from the Secret seccomp-etcd-client",
+            d.what
+        );
+    }
+    // The Service sends traffic to the leader only.
+    let service = r.service(DISTRIBUTOR);
+    assert_eq!(
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .and_then(|s| s.get("seccomp.dev/leader"))
+            .map(String::as_str),
+        Some("true"),
+        "{dir}: Service {DISTRIBUTOR} selects the leader"
     );
 }
 
