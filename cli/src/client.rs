@@ -107,10 +107,25 @@ pub async fn registry(url: &str) -> Result<Registry> {
         .max_decoding_message_size(64 << 20))
 }
 
-/// Connect to the distributor at `url`.
+/// Connect to the distributor at `url`, or at the first of several comma-separated URLs
+/// that accepts a connection (replicas: only the leader listens).
 pub async fn distributor(url: &str) -> Result<Distributor> {
-    Ok(DistributorClient::new(
-        channel(Service::Distributor, url).await?,
+    let urls: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect();
+    let mut failures = Vec::new();
+    for u in &urls {
+        match channel(Service::Distributor, u).await {
+            Ok(c) => return Ok(DistributorClient::new(c)),
+            Err(e) if urls.len() > 1 => failures.push(e.to_string()),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(anyhow!(
+        "no distributor replica answered: {}",
+        failures.join("; ")
     ))
 }
 

@@ -57,7 +57,8 @@ struct Cli {
     )]
     registry: String,
 
-    /// Distributor URL, for the commands that talk to it.
+    /// Distributor URL, for the commands that talk to it; with replicas, several
+    /// comma-separated: the first that accepts a connection (the leader) is used.
     #[arg(
         long,
         global = true,

@@ -159,6 +159,18 @@ fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
     let took = killed.elapsed();
     eprintln!("failover: leader SIGKILLed to a new leader listening in {took:?} (lease {LEASE})");
     stack.distributor_addr = leader;
+    // seccompctl given every replica finds the one that serves.
+    let all = format!("http://127.0.0.1:1,http://{a1},http://{a2}");
+    let out = std::process::Command::new(integration_tests::bin("seccompctl"))
+        .args(["--distributor", &all, "rollout", "list", "-o", "json"])
+        .env_remove("SECCOMP_DISTRIBUTOR")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("r1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The rollout is where it was, and resumes from the same wave on the new leader.
     let r = rollout(&stack, "r1");
     assert_eq!(r["rollout"]["state"], "Paused", "{r}");
