@@ -39,6 +39,29 @@ fn stack_on(etcd: &EtcdCluster, prefix: &str) -> Stack {
     )
 }
 
+/// `rollout create` of version 1 to every node in one wave, printing JSON.
+const CREATE_ONE_WAVE: [&str; 9] = [
+    "rollout",
+    "create",
+    "web@1",
+    "--selector",
+    "os=linux",
+    "--waves",
+    "100%",
+    "-o",
+    "json",
+];
+
+/// The id in what `rollout create -o json` printed.
+fn rollout_id(out: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(out).unwrap();
+    v["id"]
+        .as_str()
+        .or_else(|| v["rollout"]["id"].as_str())
+        .unwrap_or_else(|| panic!("rollout create: {v}"))
+        .to_owned()
+}
+
 fn publish(stack: &Stack) {
     let file = stack.dir.path().join("web.json");
     std::fs::write(&file, PROFILE).unwrap();
@@ -103,22 +126,8 @@ fn state_in_etcd_survives_a_sigkill_without_a_data_dir_and_numbering_goes_on() {
         stack.wait_applied(node, WEB, &expected, DEADLINE);
     }
     // Numbers are never reused: the next rollout is r2.
-    let out = stack.ctl_ok(&[
-        "rollout",
-        "create",
-        "web@1",
-        "--selector",
-        "os=linux",
-        "--waves",
-        "100%",
-        "-o",
-        "json",
-    ]);
-    let created: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let id = created["id"]
-        .as_str()
-        .or_else(|| created["rollout"]["id"].as_str())
-        .unwrap_or_else(|| panic!("rollout create: {created}"));
+    let out = stack.ctl_ok(&CREATE_ONE_WAVE);
+    let id = rollout_id(out.as_bytes());
     assert_eq!(id, "r2");
     assert!(!data_dir.exists());
     drop(stack);
@@ -166,12 +175,7 @@ fn etcd_restarted_under_a_stream_of_commands_loses_nothing_acknowledged() {
         }
         acknowledged += 1;
         if current.take().is_none() {
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            let id = v["id"]
-                .as_str()
-                .or_else(|| v["rollout"]["id"].as_str())
-                .unwrap_or_else(|| panic!("rollout create: {v}"))
-                .to_owned();
+            let id = rollout_id(&out.stdout);
             created.push(id.clone());
             current = Some(id);
         }
@@ -275,26 +279,11 @@ fn a_quorum_lost_refuses_commands_and_when_it_is_back_nothing_acknowledged_is_lo
         "a command acknowledged again",
         Duration::from_secs(60),
         || {
-            let out = stack.ctl(&[
-                "rollout",
-                "create",
-                "web@1",
-                "--selector",
-                "os=linux",
-                "--waves",
-                "100%",
-                "-o",
-                "json",
-            ]);
+            let out = stack.ctl(&CREATE_ONE_WAVE);
             out.status.success().then_some(out)
         },
     );
-    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = created["id"]
-        .as_str()
-        .or_else(|| created["rollout"]["id"].as_str())
-        .unwrap()
-        .to_owned();
+    let id = rollout_id(&out.stdout);
 
     // Everything acknowledged is there after a SIGKILL, and nothing else.
     stack.take_distributor().kill();
