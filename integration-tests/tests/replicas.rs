@@ -272,3 +272,122 @@ fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
         assert!(seen_v2, "{}: never sent version 2", node.name);
     }
 }
+
+/// The requests a fake API server saw: method, path, body.
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+
+/// A fake Kubernetes API server on loopback: answers every request with a Pod and records
+/// the method, path and body of each (HTTP/1.1, as kube speaks to an `http://` server).
+fn fake_api() -> (SocketAddr, Requests) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Requests::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (method, path) = (
+                        parts.next().unwrap_or("").to_owned(),
+                        parts.next().unwrap_or("").to_owned(),
+                    );
+                    let mut length = 0;
+                    loop {
+                        let mut header = String::new();
+                        reader.read_line(&mut header).unwrap();
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = header.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    log.lock().unwrap().push((
+                        method,
+                        path,
+                        String::from_utf8_lossy(&body).into_owned(),
+                    ));
+                    let reply = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"seccomp-distributor-0","namespace":"seccomp-system"}}"#;
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn the_leader_labels_its_pod_and_takes_the_label_off_when_it_stops() {
+    let Some(etcd) = EtcdCluster::start(1) else {
+        return;
+    };
+    let (api, seen) = fake_api();
+    let scratch = tempfile::tempdir().unwrap();
+    let kubeconfig = scratch.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{api}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: fake\n"
+        ),
+    )
+    .unwrap();
+    let mut args = replica_args(&etcd, "d0");
+    args.extend(
+        [
+            "--leader-pod",
+            "seccomp-distributor-0",
+            "--leader-pod-namespace",
+            "seccomp-system",
+        ]
+        .map(str::to_owned),
+    );
+    let mut stack = Stack::start_tuned(
+        &[],
+        Tuning {
+            distributor_args: args,
+            distributor_env: vec![("KUBECONFIG".into(), kubeconfig.display().to_string())],
+            ..Tuning::default()
+        },
+    );
+    let label = |body: &str| -> Option<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(body).ok()?;
+        Some(v["metadata"]["labels"]["seccomp.dev/leader"].clone())
+    };
+    poll("the leader's label set", DEADLINE, || {
+        let seen = seen.lock().unwrap();
+        seen.iter()
+            .any(|(m, p, b)| {
+                m == "PATCH"
+                    && p.starts_with("/api/v1/namespaces/seccomp-system/pods/seccomp-distributor-0")
+                    && label(b) == Some(serde_json::json!("true"))
+            })
+            .then_some(())
+    });
+    assert!(stack.take_distributor().terminate().success());
+    let seen = seen.lock().unwrap().clone();
+    let last = seen.last().unwrap();
+    assert_eq!(
+        label(&last.2),
+        Some(serde_json::Value::Null),
+        "the label is taken off on the way out: {seen:?}"
+    );
+}
