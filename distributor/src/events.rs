@@ -179,9 +179,10 @@ impl EventStore {
             .collect();
         let mut st = self.lock();
         st.dropped = st.dropped.saturating_add(dropped);
-        if now_ms.saturating_sub(st.pruned_ms) >= PRUNE_EVERY_MS
-            || st.events.len() >= self.settings.max
-        {
+        // A pass over every kind costs time linear in the store: once a minute, or once a
+        // second while the store is full (not at every message of a fleet).
+        let since = now_ms.saturating_sub(st.pruned_ms);
+        if since >= PRUNE_EVERY_MS || (st.events.len() >= self.settings.max && since >= 1000) {
             st.events.retain(|_, v| v.last_ms >= horizon);
             st.pruned_ms = now_ms;
         }
@@ -343,6 +344,10 @@ mod tests {
         let (kept, dropped) = store.list(|_, _| true);
         assert_eq!(kept.len(), 2);
         assert_eq!(dropped, 4, "the third kind did not fit");
+        // Full, and pruned a moment ago: the new kind waits (no pass over the store at every
+        // message).
+        store.record("a", vec![ev("", "close", 1, now, now)], 0, now + 10);
+        assert_eq!(store.list(|_, _| true).1, 5);
         // An hour later the old ones expired and a new kind fits.
         let later = now + 3_601_000;
         store.record("a", vec![ev("", "open", 1, later, later)], 0, later);
