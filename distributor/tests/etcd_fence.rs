@@ -153,3 +153,36 @@ async fn a_deposed_leaders_writes_are_refused_and_it_knows() {
     b_leader.resign().await;
     assert_eq!(leader::current_leader(&client, &base.prefix).await, None);
 }
+
+#[tokio::test]
+async fn a_store_reads_back_more_than_a_page_and_more_than_a_message() {
+    let Some(cluster) = EtcdCluster::start(1) else {
+        return;
+    };
+    let mut s = settings(&cluster);
+    s.prefix = "/paging".into();
+    let store = EtcdBackend::connect(s.clone()).await.unwrap();
+    // 300 sightings (pages of 128 keys) and 200 audit entries of 50 KB (10 MB, over
+    // tonic's default 4 MiB answer).
+    let names: Vec<String> = (0..300).map(|i| format!("node-{i:03}")).collect();
+    store.write_sightings(&names, 7).unwrap();
+    for i in 0..200u64 {
+        store
+            .append_audit(&seccomp_distributor::store::AuditEntry {
+                time_ns: 1_000 + i,
+                seq: 0,
+                actor: "test".into(),
+                method: "CreateRollout".into(),
+                target: format!("r{i}"),
+                result: "OK".into(),
+                message: "x".repeat(50_000),
+            })
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    let again = EtcdBackend::connect(s).await.unwrap();
+    assert_eq!(again.load_sightings().unwrap().len(), 300);
+    let audit = again.audit(0, None, 1000).unwrap();
+    assert_eq!(audit.len(), 200);
+    assert_eq!(audit[199].target, "r199");
+}

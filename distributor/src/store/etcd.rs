@@ -10,7 +10,8 @@
 //! - `<prefix>/nodes/<node>`: its [`KnownNode`] as JSON;
 //! - `<prefix>/audit/<time and sequence, 32 hex digits>`: an [`AuditEntry`] as JSON.
 //!
-//! Everything under the prefix is read once at [`EtcdBackend::connect`] into a mirror the
+//! Everything under the prefix is read once at [`EtcdBackend::connect`] (in pages, all at
+//! the revision of the first, answers of up to 256 MiB taken) into a mirror the
 //! [`Backend`] reads are served from (the trait is synchronous; [`RolloutStore`] caches
 //! the records anyway). Writes change the mirror at once and queue the key; [`flush`]
 //! sends what is queued in transactions of at most [`TXN_OPS`] operations and
@@ -37,6 +38,11 @@ use super::{AuditEntry, Backend, KnownNode};
 use crate::BoxFuture;
 use crate::error::{Error, Result};
 use crate::leader::Fence;
+
+/// Keys read in one request at start, and the largest answer taken (a page of large
+/// rollout records is far over tonic's default of 4 MiB).
+const LOAD_PAGE: i64 = 128;
+const LOAD_MESSAGE: usize = 256 << 20;
 
 /// Most operations in one transaction (etcd's `--max-txn-ops` default).
 pub const TXN_OPS: usize = 128;
@@ -176,16 +182,52 @@ impl EtcdBackend {
         Ok(backend)
     }
 
+    /// Read every key under the prefix, a page at a time, all at the first page's revision.
     async fn load(&self, endpoints: &[String]) -> Result<()> {
         let root = format!("{}/", self.prefix);
-        let reply = self
+        // The end of the prefix's range: its last byte, `/`, plus one.
+        let mut end = root.clone().into_bytes();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let mut kv = self
             .client
             .kv_client()
-            .get(root.as_bytes(), Some(GetOptions::new().with_prefix()))
-            .await
-            .map_err(|e| etcd_error(endpoints, e))?;
+            .max_decoding_message_size(LOAD_MESSAGE);
+        let mut from = root.clone().into_bytes();
+        let mut revision = 0;
         let mut m = Mirror::default();
-        for kv in reply.kvs() {
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LOAD_PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let reply = kv
+                .get(from.clone(), Some(options))
+                .await
+                .map_err(|e| etcd_error(endpoints, e))?;
+            if revision == 0 {
+                revision = reply.header().map_or(0, |h| h.revision());
+            }
+            self.take_page(&root, reply.kvs(), &mut m)?;
+            match reply.kvs().last() {
+                Some(last) if reply.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        // A number is never handed out twice, even when its record was removed.
+        m.next = m.next.max(m.rollouts.keys().max().copied().unwrap_or(0));
+        *self.mirror.lock().unwrap_or_else(|e| e.into_inner()) = m;
+        Ok(())
+    }
+
+    fn take_page(&self, root: &str, kvs: &[etcd_client::KeyValue], m: &mut Mirror) -> Result<()> {
+        for kv in kvs {
             let key = kv.key_str().map_err(storage)?;
             let rest = &key[root.len()..];
             let value = kv.value();
@@ -212,13 +254,11 @@ impl EtcdBackend {
             } else if rest.starts_with("audit/") {
                 let entry: AuditEntry = serde_json::from_slice(value).map_err(|e| bad(&e))?;
                 m.audit.insert(entry.key(), entry);
-            } else {
+            } else if !rest.starts_with("leader/") {
+                // (The election's keys live under the prefix too.)
                 tracing::warn!(key = %key, "ignoring an unknown key under the etcd prefix");
             }
         }
-        // A number is never handed out twice, even when its record was removed.
-        m.next = m.next.max(m.rollouts.keys().max().copied().unwrap_or(0));
-        *self.mirror.lock().unwrap_or_else(|e| e.into_inner()) = m;
         Ok(())
     }
 
