@@ -74,7 +74,7 @@ async fn a_deposed_leaders_writes_are_refused_and_it_knows() {
 
     // b waits while a leads.
     let b_client = etcd::election_client(&base).await.unwrap();
-    let b = tokio::spawn({
+    let mut b = tokio::spawn({
         let prefix = base.prefix.clone();
         let stop = stop.clone();
         async move {
@@ -84,8 +84,12 @@ async fn a_deposed_leaders_writes_are_refused_and_it_knows() {
                 .unwrap()
         }
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!b.is_finished(), "b was elected while a leads");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut b)
+            .await
+            .is_err(),
+        "b was elected while a leads"
+    );
 
     // a stops keeping its lease alive (as a process stopped with SIGSTOP does): every lease
     // but b's goes, as the lease would run out; b is elected.

@@ -409,15 +409,13 @@ impl Backend for EtcdBackend {
     fn prune_audit(&self, before_ns: u64) -> Result<usize> {
         let mut end = [0u8; 16];
         end[..8].copy_from_slice(&before_ns.to_be_bytes());
-        let old: Vec<[u8; 16]> = {
-            let m = self.mirror();
-            m.audit
-                .range(..end)
-                .take(seccomp_server::retention::PRUNE_BATCH)
-                .map(|(k, _)| *k)
-                .collect()
-        };
         let mut m = self.mirror();
+        let old: Vec<[u8; 16]> = m
+            .audit
+            .range(..end)
+            .take(seccomp_server::retention::PRUNE_BATCH)
+            .map(|(k, _)| *k)
+            .collect();
         for key in &old {
             m.audit.remove(key);
             self.queue(format!("{}/audit/{}", self.prefix, hex::encode(key)), None);
