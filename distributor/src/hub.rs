@@ -102,8 +102,11 @@ struct Node {
     /// Drift reports received (repaired or not).
     drift_reports: u64,
     /// Its agent connected since this process started (a node restored from the store has
-    /// not, yet).
+    /// not, yet), here or to another replica.
     connected_once: bool,
+    /// Its agent is connected to another replica (#18), which reports what it says through
+    /// the shared store ([`Hub::remote`]).
+    elsewhere: bool,
 }
 
 /// Node facts from the cluster (`--watch-nodes`): which nodes exist and their labels.
@@ -126,6 +129,9 @@ struct State {
     next_nonce: u64,
     /// Nodes whose record changed since [`Hub::take_changed`] last ran.
     changed: std::collections::BTreeSet<String>,
+    /// Nodes whose agent connected here (`true`) or went (`false`) since
+    /// [`Hub::take_presence`] last ran.
+    presence: BTreeMap<String, bool>,
 }
 
 /// All agent sessions and node states.
@@ -243,6 +249,7 @@ impl Hub {
                 next_session: 1,
                 next_nonce: 1,
                 changed: std::collections::BTreeSet::new(),
+                presence: BTreeMap::new(),
                 cluster: None,
                 metrics: None,
             }),
@@ -370,9 +377,11 @@ impl Hub {
             drifted: false,
             drift_reports: 0,
             connected_once: true,
+            elsewhere: false,
             desired,
         };
         st.changed.insert(hello.node.clone());
+        st.presence.insert(hello.node.clone(), true);
         // Replacing the entry drops the old session's sender after telling it why, so the old
         // stream ends with a reason rather than silently.
         if let Some(session) = st
@@ -497,6 +506,7 @@ impl Hub {
             n.session = None;
             n.in_flight = false;
             st.changed.insert(node.to_owned());
+            st.presence.insert(node.to_owned(), false);
         }
         drop(st);
         self.bump();
@@ -527,11 +537,12 @@ impl Hub {
                     desired,
                     acked: k.revision,
                     observed: k.observed,
-                    errors: Vec::new(),
+                    errors: k.errors,
                     in_flight: false,
                     drifted: false,
                     drift_reports: 0,
                     connected_once: false,
+                    elsewhere: false,
                 },
             );
         }
@@ -557,6 +568,7 @@ impl Hub {
                     last_seen_ms,
                     revision: n.acked.clone(),
                     observed: n.observed.clone(),
+                    errors: n.errors.clone(),
                     name,
                 })
             })
@@ -569,7 +581,7 @@ impl Hub {
         let gone: Vec<String> = st
             .nodes
             .iter()
-            .filter(|(_, n)| n.session.is_none() && n.heard.elapsed() > after)
+            .filter(|(_, n)| n.session.is_none() && !n.elsewhere && n.heard.elapsed() > after)
             .map(|(name, _)| name.clone())
             .collect();
         for name in &gone {
@@ -585,10 +597,98 @@ impl Hub {
 
     /// End every session (on shutdown): their streams finish, so the server can stop.
     pub fn close_all(&self) {
-        for node in self.lock().nodes.values_mut() {
-            node.session = None;
+        let mut st = self.lock();
+        let mut gone = Vec::new();
+        for (name, node) in &mut st.nodes {
+            if node.session.take().is_some() {
+                gone.push(name.clone());
+            }
             node.in_flight = false;
         }
+        for name in gone {
+            st.presence.insert(name, false);
+        }
+        drop(st);
+        self.bump();
+    }
+
+    /// The nodes whose agents connected here (`true`) or went (`false`) since the last call:
+    /// what the other replicas are told (#18).
+    pub fn take_presence(&self) -> BTreeMap<String, bool> {
+        std::mem::take(&mut self.lock().presence)
+    }
+
+    /// What another replica reported of node `name` through the shared store (#18): its
+    /// record (`None`: none is stored, it was forgotten), and whether its agent is connected
+    /// to another replica. A node whose agent is connected here keeps what it says itself
+    /// (only the flag is taken); nothing taken here is stored again by this replica.
+    pub fn remote(&self, name: &str, record: Option<KnownNode>, elsewhere: bool) {
+        let mut st = self.lock();
+        let cluster_labels = st
+            .cluster
+            .as_ref()
+            .map(|c| c.labels.get(name).cloned().unwrap_or_default());
+        let fleet = Arc::clone(&st.fleet);
+        let now = Instant::now();
+        match (st.nodes.get_mut(name), record) {
+            (Some(n), _) if n.session.is_some() => n.elsewhere = elsewhere,
+            (Some(_), None) if !elsewhere => {
+                st.nodes.remove(name);
+            }
+            (Some(n), record) => {
+                n.elsewhere = elsewhere;
+                if elsewhere {
+                    n.heard = now;
+                    n.connected_once = true;
+                }
+                if let Some(k) = record {
+                    let labels = cluster_labels.unwrap_or(k.labels);
+                    if *n.labels != labels {
+                        n.labels = Arc::new(labels);
+                        n.desired = Arc::new(fleet.effective_for(name, &n.labels));
+                    }
+                    n.agent_version = k.agent_version;
+                    n.last_seen = UNIX_EPOCH + Duration::from_millis(k.last_seen_ms);
+                    n.acked = k.revision;
+                    n.observed = k.observed;
+                    n.errors = k.errors;
+                    n.in_flight = false;
+                }
+            }
+            (None, Some(k)) => {
+                let labels = cluster_labels.unwrap_or(k.labels);
+                let desired = Arc::new(fleet.effective_for(name, &labels));
+                let last_seen = UNIX_EPOCH + Duration::from_millis(k.last_seen_ms);
+                let ago = SystemTime::now()
+                    .duration_since(last_seen)
+                    .unwrap_or_default();
+                st.nodes.insert(
+                    name.to_owned(),
+                    Node {
+                        labels: Arc::new(labels),
+                        agent_version: k.agent_version,
+                        session: None,
+                        last_seen,
+                        heard: if elsewhere {
+                            now
+                        } else {
+                            now.checked_sub(ago).unwrap_or(now)
+                        },
+                        desired,
+                        acked: k.revision,
+                        observed: k.observed,
+                        errors: k.errors,
+                        in_flight: false,
+                        drifted: false,
+                        drift_reports: 0,
+                        connected_once: elsewhere,
+                        elsewhere,
+                    },
+                );
+            }
+            (None, None) => return,
+        }
+        drop(st);
         self.bump();
     }
 
@@ -638,14 +738,15 @@ impl Hub {
 
     fn state_of(&self, n: &Node, now: Instant) -> NodeState {
         let silent = now.saturating_duration_since(n.heard) > self.grace;
-        if n.session.is_none() && silent {
+        let connected = n.session.is_some() || n.elsewhere;
+        if !connected && silent {
             NodeState::Unknown
         } else if !n.errors.is_empty() {
             NodeState::Failed
         } else if n.in_flight {
             NodeState::Applying
         } else if n.acked != n.desired.revision {
-            if n.session.is_some() {
+            if connected {
                 NodeState::Pending
             } else {
                 NodeState::Unknown
@@ -665,7 +766,7 @@ impl Hub {
             name: name.to_owned(),
             labels: (*n.labels).clone(),
             agent_version: n.agent_version.clone(),
-            connected: n.session.is_some(),
+            connected: n.session.is_some() || n.elsewhere,
             last_seen: n.last_seen,
             revision: n.acked.clone(),
             desired: Arc::clone(&n.desired),
@@ -681,12 +782,12 @@ impl Hub {
         self.lock().nodes.len()
     }
 
-    /// Names of the nodes whose agents are connected now.
+    /// Names of the nodes whose agents are connected now (here or to another replica).
     pub fn connected_names(&self) -> Vec<String> {
         self.lock()
             .nodes
             .iter()
-            .filter(|(_, n)| n.session.is_some())
+            .filter(|(_, n)| n.session.is_some() || n.elsewhere)
             .map(|(name, _)| name.clone())
             .collect()
     }

@@ -147,7 +147,7 @@ pub async fn campaign(
 
 /// Keep `lease` alive every third of `ttl`; cancel `lost` when etcd says it is gone, or
 /// when no keep-alive succeeded for two thirds of `ttl`.
-async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: CancellationToken) {
+pub(crate) async fn keep_alive(client: Client, lease: i64, ttl: Duration, lost: CancellationToken) {
     let every = ttl / 3;
     let give_up = ttl * 2 / 3;
     let mut last_ok = tokio::time::Instant::now();

@@ -18,6 +18,8 @@
 //!   takes one away (`--check-pods`);
 //! - [`leader`]: one leader among replicas that share an etcd: the election, and the fence
 //!   every write of the leader is conditioned on;
+//! - [`replica`]: replicas that all serve: what each takes from the others through etcd
+//!   (records, node facts, presence), and the commands passed to the leader;
 //! - [`events`]: the seccomp events agents report (from the logs they follow), bounded in
 //!   memory, told by pod and profile;
 //! - [`sinks`]: where NCIs go besides the agents: a YAML directory for GitOps, a cluster
@@ -34,9 +36,11 @@ pub mod hub;
 pub mod leader;
 pub mod metrics;
 pub mod pods;
+pub mod replica;
 pub mod service;
 pub mod sinks;
 pub mod store;
+mod tasks;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -127,6 +131,9 @@ pub struct Config {
     pub engine_tick: Duration,
     /// Keep the state in etcd instead of sled in `data_dir` (`--etcd-endpoints`).
     pub etcd: Option<store::EtcdSettings>,
+    /// Serve beside other replicas on the same etcd, one of them elected to run the
+    /// engine (see [`replica`]); `None`: this process runs the engine alone.
+    pub replica: Option<ReplicaSettings>,
     /// How many seccomp events agents report are kept, and how long.
     pub events: events::EventSettings,
 }
@@ -161,8 +168,20 @@ impl Config {
             engine_tick: Duration::from_millis(500),
             events: events::EventSettings::default(),
             etcd: None,
+            replica: None,
         }
     }
+}
+
+/// How a replica takes part among several (#18).
+#[derive(Clone)]
+pub struct ReplicaSettings {
+    /// Its id and the election's lease.
+    pub election: leader::ElectionSettings,
+    /// Label this pod `seccomp.dev/leader=true` while it leads (`--leader-pod`).
+    pub leader_pod: Option<seccomp_k8s::LeaderPod>,
+    /// How long a command passed to the leader waits for its answer.
+    pub command_wait: Duration,
 }
 
 /// Why the server stopped with an error.
@@ -198,49 +217,6 @@ async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Run the rollout engine until `stop` says true. A panic in it is logged, health goes
-/// NOT_SERVING (so load balancers and probes see it), the rollouts are read from the store
-/// again (the panic may have left a half-made change in memory), and the engine restarts;
-/// health is SERVING again once it runs.
-async fn supervise_engine(
-    distributor: Arc<service::Distributor>,
-    health: seccomp_server::grpc::HealthReporter,
-    ready: seccomp_server::metrics::Readiness,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let task = {
-            let distributor = Arc::clone(&distributor);
-            let stop = stopped(stop.clone());
-            tokio::spawn(async move { distributor.run_engine(stop).await })
-        };
-        match task.await {
-            Ok(()) => return,
-            Err(e) if e.is_panic() => {
-                tracing::error!(error = %e, "the rollout engine panicked; restarting it from the store");
-                seccomp_server::grpc::set_not_serving(&health, &SERVICES).await;
-                ready.set(false);
-                // Not at once: a panic that comes back at every tick must not spin.
-                tokio::time::sleep(ENGINE_RESTART).await;
-                if *stop.borrow() {
-                    return;
-                }
-                match distributor.reload().await {
-                    Ok(()) => {
-                        seccomp_server::grpc::set_serving(&health, &SERVICES).await;
-                        ready.set(true);
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot reload the rollouts; retrying"),
-                }
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-/// How long the engine waits before it restarts after a panic.
-const ENGINE_RESTART: Duration = Duration::from_secs(1);
-
 /// Serve the distributor on `listener` until `shutdown` completes. On shutdown the agent
 /// streams are closed (agents keep their files and reconnect), in-flight calls get the grace
 /// period, and the database is released before this returns.
@@ -251,9 +227,16 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let addr = listener.local_addr().map_err(RunError::Listener)?;
     config.security.check(addr)?;
+    let mut shared = None;
     let store = match &config.etcd {
         Some(settings) => {
-            store::RolloutStore::new(store::EtcdBackend::connect(settings.clone()).await?)?
+            let mut settings = settings.clone();
+            if let Some(r) = &config.replica {
+                settings.presence = Some((r.election.replica_id.clone(), r.election.lease_ttl));
+            }
+            let backend = Arc::new(store::EtcdBackend::connect(settings).await?);
+            shared = Some(Arc::clone(&backend));
+            store::RolloutStore::shared(backend)?
         }
         None => {
             std::fs::create_dir_all(&config.data_dir).map_err(|source| RunError::DataDir {
@@ -332,6 +315,9 @@ pub async fn run(
     if let Some(on_start) = &config.on_start {
         on_start(Arc::clone(&distributor));
     }
+    let replica = shared.zip(config.replica.as_ref()).map(|(backend, r)| {
+        replica::Replica::new(r.election.replica_id.clone(), backend, r.command_wait)
+    });
     let security = config.security.prepare(
         addr,
         Arc::new(grpc::AuditRefusals(Arc::clone(&distributor))),
@@ -345,21 +331,40 @@ pub async fn run(
             seccomp_events,
             config.hello_deadline,
         ))
-        .add_service(grpc::distributor_service(Arc::clone(&distributor)));
+        .add_service(grpc::distributor_service(
+            Arc::clone(&distributor),
+            replica.clone(),
+        ));
     let (router, health) =
         seccomp_server::grpc::add_health_and_reflection(router, &SERVICES).await?;
-    // The engine and the sinks run on tasks of their own, both stopped between rounds.
     let (stop_tasks, tasks_stopped) = tokio::sync::watch::channel(false);
-    let engine = tokio::spawn(supervise_engine(
-        Arc::clone(&distributor),
-        health.clone(),
-        config.readiness.clone(),
-        tasks_stopped.clone(),
-    ));
-    let sinks = {
-        let distributor = Arc::clone(&distributor);
-        let stopped = stopped(tasks_stopped.clone());
-        tokio::spawn(async move { distributor.run_sinks(stopped).await })
+    // The engine, the sinks and the audit pruning: here, or on the elected replica.
+    let (leader_tasks, replication) = match (&replica, &config.replica) {
+        (Some(replica), Some(settings)) => {
+            let etcd = config
+                .etcd
+                .clone()
+                .ok_or_else(|| Error::invalid("replicas need etcd"))?;
+            let context = tasks::Context {
+                replica: Arc::clone(replica),
+                distributor: Arc::clone(&distributor),
+                hub: Arc::clone(&hub),
+                health: health.clone(),
+                readiness: config.readiness.clone(),
+                audit_retention: config.audit_retention,
+                settings: settings.clone(),
+            };
+            (None, Some(tasks::start(context, &etcd).await?))
+        }
+        _ => (
+            Some(tasks::LeaderTasks::start(
+                &distributor,
+                &health,
+                &config.readiness,
+                config.audit_retention,
+            )),
+            None,
+        ),
     };
     let nodes = config.node_watch.clone().map(|watch| {
         let hub = Arc::clone(&hub);
@@ -389,14 +394,7 @@ pub async fn run(
                 }
             })
         });
-    let pruning = config.audit_retention.map(|retention| {
-        let distributor = Arc::clone(&distributor);
-        tokio::spawn(seccomp_server::retention::prune_until(
-            retention,
-            move |before| distributor.prune_audit(before),
-            stopped(tasks_stopped),
-        ))
-    });
+    drop(tasks_stopped);
     let state = match &config.etcd {
         Some(e) => format!("etcd {} under {}", e.endpoints.join(","), e.prefix),
         None => config.data_dir.display().to_string(),
@@ -419,13 +417,14 @@ pub async fn run(
     config.readiness.set(false);
     // Stop the engine between ticks, so the database is released with nothing half-done.
     let _ = stop_tasks.send(true);
-    let _ = engine.await;
-    let _ = sinks.await;
-    if let Err(e) = distributor.persist().await {
-        tracing::error!(error = %e, "the last rollout states could not be stored");
+    if let Some(tasks) = leader_tasks {
+        tasks.stop().await;
+        if let Err(e) = distributor.persist().await {
+            tracing::error!(error = %e, "the last rollout states could not be stored");
+        }
     }
-    if let Some(task) = pruning {
-        let _ = task.await;
+    if let Some(replication) = replication {
+        replication.stop().await;
     }
     if let Some(task) = nodes {
         let _ = task.await;

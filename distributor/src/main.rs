@@ -112,10 +112,11 @@ struct Args {
     )]
     etcd_password_file: Option<PathBuf>,
 
-    /// This replica's name in the leader election among the distributors that share the
-    /// etcd prefix (with --etcd-endpoints). Default: POD_NAME, else the hostname. Only the
-    /// leader listens and serves (agents and seccompctl); the others stand by, and one takes
-    /// over within --leader-lease of the leader going away.
+    /// This replica's name among the distributors that share the etcd prefix (with
+    /// --etcd-endpoints; letters, digits, `-`, `_` and `.`). Default: POD_NAME, else the
+    /// hostname. Every replica serves agents and seccompctl; one, elected, runs the rollout
+    /// engine and the sinks, and commands given to the others are passed to it through
+    /// etcd. Another replica takes over within --leader-lease of the leader going away.
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_REPLICA_ID")]
     replica_id: Option<String>,
 
@@ -126,11 +127,17 @@ struct Args {
     #[arg(long, env = "SECCOMP_DISTRIBUTOR_LEADER_LEASE", default_value = "10s", value_parser = humantime::parse_duration)]
     leader_lease: Duration,
 
+    /// How long a command given to a replica that does not lead (create, pause, resume,
+    /// abort, rollback, retire) waits for the leader to run it. One no leader took in that
+    /// time is taken back and refused as not applied (UNAVAILABLE); one the leader took and
+    /// did not answer is reported as possibly applied.
+    #[arg(long, env = "SECCOMP_DISTRIBUTOR_COMMAND_WAIT", default_value = "30s", value_parser = humantime::parse_duration)]
+    command_wait: Duration,
+
     /// While this replica leads, label this pod (its own, in a StatefulSet from
     /// `metadata.name`) `seccomp.dev/leader: "true"`, and take the label off when it stops
-    /// leading, so that a Service selecting the label sends agents and callers to the
-    /// leader only (needs `patch` on that pod). With it the readiness probe answers 200
-    /// while the replica is healthy, leading or standing by, so rolling updates go on.
+    /// leading, so `kubectl get pods -l seccomp.dev/leader=true` shows which replica runs
+    /// the engine (needs `patch` on that pod). Every replica serves either way.
     #[arg(
         long,
         env = "SECCOMP_DISTRIBUTOR_LEADER_POD",
@@ -354,7 +361,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = listen(args.listen).await?;
             seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
         }
-        Some(etcd) => {
+        Some(_) => {
             let election = seccomp_distributor::leader::ElectionSettings {
                 replica_id: match args.replica_id {
                     Some(id) => id,
@@ -370,7 +377,14 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 _ => None,
             };
-            lead_and_serve(config, etcd, &election, args.listen, &shutdown, pod).await?;
+            check_replica_id(&election.replica_id)?;
+            config.replica = Some(seccomp_distributor::ReplicaSettings {
+                election,
+                leader_pod: pod,
+                command_wait: args.command_wait,
+            });
+            let listener = listen(args.listen).await?;
+            seccomp_distributor::run(config, listener, shutdown.cancelled_owned()).await?;
         }
     }
     if let Some(task) = metrics_task {
@@ -388,6 +402,21 @@ async fn listen(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     Ok(listener)
 }
 
+/// A replica id is part of etcd keys (`conn/<replica>/<node>`): no `/`, nothing odd.
+fn check_replica_id(id: &str) -> anyhow::Result<()> {
+    let fine = !id.is_empty()
+        && id.len() <= 253
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !fine {
+        anyhow::bail!(
+            "replica id {id:?}: use letters, digits, '-', '_' and '.' only (set --replica-id)"
+        );
+    }
+    Ok(())
+}
+
 /// POD_NAME, else the hostname.
 fn replica_id() -> anyhow::Result<String> {
     if let Ok(pod) = std::env::var("POD_NAME")
@@ -403,92 +432,4 @@ fn replica_id() -> anyhow::Result<String> {
         }
     }
     anyhow::bail!("no --replica-id, POD_NAME or hostname")
-}
-
-/// With the state in etcd: stand by until this replica is elected, then listen and serve
-/// with every write fenced by the leadership, until shutdown, or until the leadership is
-/// lost (then stop serving, and stand by again).
-async fn lead_and_serve(
-    config: seccomp_distributor::Config,
-    etcd: seccomp_distributor::store::EtcdSettings,
-    election: &seccomp_distributor::leader::ElectionSettings,
-    addr: SocketAddr,
-    shutdown: &tokio_util::sync::CancellationToken,
-    pod: Option<seccomp_k8s::LeaderPod>,
-) -> anyhow::Result<()> {
-    let client = seccomp_distributor::store::etcd::election_client(&etcd).await?;
-    // Routing by label: ready while healthy, leading or not (see --leader-pod).
-    let standby_ready = pod.is_some();
-    let label = |leading: bool| {
-        let pod = pod.clone();
-        async move {
-            if let Some(pod) = pod {
-                match tokio::time::timeout(Duration::from_secs(5), pod.set(leading)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!("{e}"),
-                    Err(_) => tracing::warn!("no answer labelling this pod"),
-                }
-            }
-        }
-    };
-    // A label left by an earlier run of this pod.
-    label(false).await;
-    loop {
-        config.readiness.set(standby_ready);
-        let leadership =
-            match seccomp_distributor::leader::campaign(&client, &etcd.prefix, election, shutdown)
-                .await
-            {
-                Ok(Some(leadership)) => leadership,
-                Ok(None) => return Ok(()),
-                // etcd unreachable, or the lease lost while waiting: campaign again.
-                Err(e) => {
-                    tracing::warn!(error = %e, "campaigning again in a second");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-        let mut config = config.clone();
-        config.etcd = Some(seccomp_distributor::store::EtcdSettings {
-            fence: Some(leadership.fence()),
-            ..etcd.clone()
-        });
-        let listener = listen(addr).await?;
-        label(true).await;
-        let lost = leadership.fence().lost;
-        let stop = shutdown.clone();
-        let served = seccomp_distributor::run(config, listener, async move {
-            tokio::select! {
-                () = stop.cancelled() => {}
-                () = lost.cancelled() => {}
-            }
-        })
-        .await;
-        label(false).await;
-        match served {
-            Ok(()) => {}
-            // etcd went away between the election and reading the state: let another
-            // replica (or this one, later) try.
-            Err(seccomp_distributor::RunError::State(e)) if !shutdown.is_cancelled() => {
-                tracing::error!(error = %e, "cannot serve: the state could not be read; standing by");
-                leadership.abandon().await;
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        if shutdown.is_cancelled() {
-            if !leadership.is_deposed() {
-                leadership.resign().await;
-            }
-            return Ok(());
-        }
-        leadership.abandon().await;
-        tracing::warn!(replica = %election.replica_id, "no longer the leader: stopped serving; standing by");
-    }
 }

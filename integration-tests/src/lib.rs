@@ -328,6 +328,9 @@ pub struct Tuning {
     pub registry_args: Vec<String>,
     /// Appended to every agent's command line.
     pub agent_args: Vec<String>,
+    /// Node `i`'s agent is given `agent_urls[i]` (in that order) instead of the stack's
+    /// distributor, when that list is there and not empty (agents spread over replicas).
+    pub agent_urls: Vec<Vec<String>>,
     /// Appended to the distributor's command line.
     pub distributor_args: Vec<String>,
     /// Set in its environment.
@@ -471,7 +474,10 @@ impl Stack {
 
     /// Starts node `i`'s agent, paused at `pause` (a `SECCOMP_AGENT_PAUSE` value) if given.
     pub fn start_agent(&mut self, i: usize, pause: Option<&str>) {
-        let url = self.distributor_url();
+        let url = match self.tuning.agent_urls.get(i) {
+            Some(urls) if !urls.is_empty() => urls.join(","),
+            _ => self.distributor_url(),
+        };
         let logs = self.logs();
         let node = &mut self.nodes[i];
         let mut args = vec![

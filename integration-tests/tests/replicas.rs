@@ -1,10 +1,13 @@
 #![allow(clippy::unwrap_used)]
-//! Several distributor replicas on one real etcd (#18), over the real binaries: one leader
-//! serves, the others stand by; a SIGKILLed leader is replaced within its lease, the agents
-//! (given every replica's URL) reconnect to the new one, a paused rollout resumes there from
-//! the same wave and completes, and no file whose bytes did not change is rewritten; a
-//! leader stopped with SIGSTOP past its lease is replaced, and after SIGCONT it stops
-//! serving instead of writing. Skipped, loudly, without Debian's etcd.
+//! Several distributor replicas on one real etcd (#18), over the real binaries: every
+//! replica serves agents and commands, one leads (runs the engine). Agents spread over the
+//! three; a rollout created on a follower pauses after wave 1 (the confirmation from
+//! whichever replica that node is on reaching the leader); the leader is SIGKILLed, another
+//! leads within its lease, its agents reconnect to the others, `resume` on a follower
+//! passes through etcd to the new leader and the rollout completes from the same wave, no
+//! file whose bytes did not change rewritten; a leader SIGSTOPped past its lease is
+//! replaced, and after SIGCONT it follows (and passes commands on) instead of writing. A
+//! history check over all of it. Skipped, loudly, without Debian's etcd.
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt as _;
@@ -42,8 +45,8 @@ fn replica_args(etcd: &EtcdCluster, id: &str) -> Vec<String> {
     .to_vec()
 }
 
-/// A standby replica listening (once elected) on `addr`.
-fn standby(stack: &Stack, etcd: &EtcdCluster, id: &str, addr: SocketAddr) -> Proc {
+/// Another replica, listening on `addr`.
+fn replica(stack: &Stack, etcd: &EtcdCluster, id: &str, addr: SocketAddr) -> Proc {
     let mut args = vec![
         "--listen".to_owned(),
         addr.to_string(),
@@ -90,37 +93,105 @@ fn fingerprint(path: &std::path::Path) -> (u64, i64, i64, Vec<u8>) {
     )
 }
 
+/// Times a replica's log says it became the leader.
+fn terms(logs: &str) -> usize {
+    logs.matches("leading: the rollout engine runs here")
+        .count()
+}
+
+/// The URL an agent's last session is with, from its log.
+fn connected_to(logs: &str) -> Option<String> {
+    logs.lines()
+        .rfind(|l| l.contains("connected") && l.contains("distributor="))
+        .and_then(|l| l.split("distributor=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+}
+
+/// How many nodes the stack's distributor (whichever replica) says are connected.
+fn connected_count(stack: &Stack) -> Option<usize> {
+    let nodes = stack.nodes_json()?;
+    Some(
+        nodes
+            .as_array()?
+            .iter()
+            .filter(|n| n["connected"] == true)
+            .count(),
+    )
+}
+
 #[test]
-fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
+fn replicas_all_serve_and_survive_their_leader() {
     let Some(etcd) = EtcdCluster::start(1) else {
         return;
     };
-    let (a1, a2) = (free_addr(), free_addr());
-    let mut tuning = Tuning {
-        distributor_args: replica_args(&etcd, "d0"),
-        ..Tuning::default()
-    };
-    tuning.agent_args = vec!["--distributor".into(), format!("http://{a1},http://{a2}")];
+    let addrs = [free_addr(), free_addr(), free_addr()];
+    let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
     let mut stack = Stack::start_tuned(
         &[
             ("node-1", &["os=linux", "zone=a"][..]),
             ("node-2", &["os=linux", "zone=b"][..]),
             ("node-3", &["os=linux", "zone=c"][..]),
         ],
-        tuning,
+        Tuning {
+            distributor_args: replica_args(&etcd, "d0"),
+            distributor_port: addrs[0].port(),
+            ..Tuning::default()
+        },
     );
-    let d1 = standby(&stack, &etcd, "d1", a1);
-    let d2 = standby(&stack, &etcd, "d2", a2);
-    for d in [&d1, &d2] {
-        poll("the replica to stand by", DEADLINE, || {
-            d.logs().contains("standing by").then_some(())
+    poll("every agent on d0", DEADLINE, || {
+        (connected_count(&stack)? == 3).then_some(())
+    });
+    // The others start with the agents already connected to d0: they learn it from what
+    // they read at start, not from a change.
+    let mut procs: Vec<Option<Proc>> = vec![
+        None,
+        Some(replica(&stack, &etcd, "d1", addrs[1])),
+        Some(replica(&stack, &etcd, "d2", addrs[2])),
+    ];
+    for a in &addrs {
+        poll("every replica to listen", DEADLINE, || {
+            listening(*a).then_some(())
         });
     }
-    assert!(!listening(a1) && !listening(a2), "only the leader listens");
+    // d0 came first: it leads.
+    poll("d0 to lead", DEADLINE, || {
+        (terms(&stack.distributor.as_ref().unwrap().logs()) == 1).then_some(())
+    });
+    for a in &addrs[1..] {
+        stack.distributor_addr = *a;
+        poll("d0's agents known to the others", DEADLINE, || {
+            (connected_count(&stack)? == 3).then_some(())
+        });
+    }
+    // Spread the agents: node i starts with replica i, then the others.
+    stack.tuning.agent_urls = (0..3)
+        .map(|i| (0..3).map(|k| urls[(i + k) % 3].clone()).collect())
+        .collect();
+    for i in 0..3 {
+        stack.nodes[i].agent.take().unwrap().terminate();
+        stack.start_agent(i, None);
+    }
+    for (i, node) in stack.nodes.iter().enumerate() {
+        poll("each agent on its own replica", DEADLINE, || {
+            let logs = node.agent.as_ref().unwrap().logs();
+            (connected_to(&logs).as_deref() == Some(urls[i].as_str())).then_some(())
+        });
+    }
 
+    // Commands on a follower: publish, then a rollout that pauses after its first wave.
+    stack.distributor_addr = addrs[1];
     let file = stack.dir.path().join("web.json");
     std::fs::write(&file, PROFILE).unwrap();
     stack.ctl_ok(&["profile", "publish", "web", file.to_str().unwrap()]);
+    // Every replica knows every node, wherever its agent is.
+    for a in addrs {
+        stack.distributor_addr = a;
+        poll("every node on every replica", DEADLINE, || {
+            (connected_count(&stack)? == 3).then_some(())
+        });
+    }
+    stack.distributor_addr = addrs[1];
     stack.ctl_ok(&[
         "rollout",
         "create",
@@ -146,32 +217,26 @@ fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
     assert_eq!(first.len(), 1, "{status}");
     let wave1 = stack.nodes.iter().position(|n| n.name == first[0]).unwrap();
     let before = fingerprint(&stack.nodes[wave1].path(WEB));
+    // The follower's own view agrees with the leader's.
+    stack.distributor_addr = addrs[0];
+    assert_eq!(rollout(&stack, "r1")["rollout"]["state"], "Paused");
 
-    // SIGKILL the leader: a standby takes over within the lease (plus an election).
+    // SIGKILL the leader: another replica leads within the lease (plus an election).
     let killed = Instant::now();
     stack.take_distributor().kill();
-    let (leader, next) = poll("a new leader", DEADLINE, || {
-        [(a1, &d1), (a2, &d2)]
-            .into_iter()
-            .find(|(a, _)| listening(*a))
-            .map(|(a, d)| (a, d.id()))
+    let next = poll("a new leader", DEADLINE, || {
+        (1..3).find(|&i| terms(&procs[i].as_ref().unwrap().logs()) == 1)
     });
     let took = killed.elapsed();
-    eprintln!("failover: leader SIGKILLed to a new leader listening in {took:?} (lease {LEASE})");
-    stack.distributor_addr = leader;
-    // seccompctl given every replica finds the one that serves.
-    let all = format!("http://127.0.0.1:1,http://{a1},http://{a2}");
-    let out = std::process::Command::new(integration_tests::bin("seccompctl"))
-        .args(["--distributor", &all, "rollout", "list", "-o", "json"])
-        .env_remove("SECCOMP_DISTRIBUTOR")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("r1"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The rollout is where it was, and resumes from the same wave on the new leader.
+    eprintln!("failover: leader SIGKILLed to a new leader in {took:?} (lease {LEASE})");
+    let other = 3 - next;
+    // node-1's agent was on the killed replica: it is on another one now.
+    poll("node-1's agent on another replica", DEADLINE, || {
+        let logs = stack.nodes[0].agent.as_ref().unwrap().logs();
+        connected_to(&logs).filter(|u| u != &urls[0]).map(|_| ())
+    });
+    // The rollout is where it was; `resume` on the follower goes to the new leader.
+    stack.distributor_addr = addrs[other];
     let r = rollout(&stack, "r1");
     assert_eq!(r["rollout"]["state"], "Paused", "{r}");
     let resumed_ms = now_ms();
@@ -187,6 +252,12 @@ fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
         fingerprint(&stack.nodes[wave1].path(WEB)),
         before,
         "the wave-1 node's file was not rewritten after the failover"
+    );
+    // The audit log, kept in etcd, names the follower's caller for both commands.
+    let audit = stack.ctl_ok(&["audit", "-o", "json"]);
+    assert!(
+        audit.contains("CreateRollout") && audit.contains("ResumeRollout"),
+        "{audit}"
     );
     // The history of every node, through the failover: only version 1 ever sent, and to
     // the second wave's nodes only after the resume.
@@ -208,34 +279,23 @@ fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
         }
     }
 
-    // SIGSTOP the new leader past its lease: the last replica takes over; after SIGCONT the
-    // stopped one finds itself deposed and stops serving.
-    let (stopped, standby_proc, standby_addr) = if next == d1.id() {
-        (&d1, &d2, a2)
-    } else {
-        (&d2, &d1, a1)
-    };
+    // SIGSTOP the new leader past its lease: the last replica leads; after SIGCONT the
+    // stopped one finds itself deposed and follows, still serving.
+    let stopped = procs[next].as_ref().unwrap();
     stopped.signal("STOP");
     poll("the last replica to lead", DEADLINE, || {
-        standby_proc.logs().contains("elected leader").then_some(())
+        (terms(&procs[other].as_ref().unwrap().logs()) == 1).then_some(())
     });
     stopped.signal("CONT");
     poll("the stopped leader to step down", DEADLINE, || {
-        let logs = stopped.logs();
-        (logs.contains("stepping down") || logs.contains("no longer the leader")).then_some(())
-    });
-    poll("the deposed leader's port closed", DEADLINE, || {
-        (!listening(leader)).then_some(())
-    });
-    stack.distributor_addr = standby_addr;
-    poll("the third leader to answer", DEADLINE, || {
-        stack
-            .ctl(&["rollout", "list"])
-            .status
-            .success()
+        stopped
+            .logs()
+            .contains("no longer the leader")
             .then_some(())
     });
-    // The fleet carries on under it: a new version reaches every node.
+    assert!(listening(addrs[next]), "a deposed leader goes on serving");
+    // A new version, created on the deposed one (passed to the leader), reaches every node.
+    stack.distributor_addr = addrs[next];
     let v2: Vec<u8> = String::from_utf8(PROFILE.to_vec())
         .unwrap()
         .replace("\"write\"", "\"write\",\"close\"")
@@ -270,6 +330,9 @@ fn a_killed_leader_is_replaced_and_a_stopped_one_stops_writing() {
             }
         }
         assert!(seen_v2, "{}: never sent version 2", node.name);
+    }
+    for p in procs.iter_mut().filter_map(Option::take) {
+        assert!(p.terminate().success());
     }
 }
 

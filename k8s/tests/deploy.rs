@@ -2445,7 +2445,7 @@ async fn the_replicated_overlay_on_etcd_too() {
         .unwrap();
     let spec = set.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(3), "{}: three replicas", d.what);
-    // Standbys are ready without leading: created together, and rolled one at a time.
+    // Every replica serves, leading or not: created together, and rolled one at a time.
     assert_eq!(
         spec.pod_management_policy.as_deref(),
         Some("Parallel"),
@@ -2509,17 +2509,16 @@ async fn the_replicated_overlay_on_etcd_too() {
             d.what
         );
     }
-    // The Service sends traffic to the leader only.
+    // The Service spreads agents and callers over every replica, the leader's label not
+    // in its selector (check_all: it selects the distributor's pods).
     let service = r.service(DISTRIBUTOR);
-    assert_eq!(
+    assert!(
         service
             .spec
             .as_ref()
             .and_then(|s| s.selector.as_ref())
-            .and_then(|s| s.get("seccomp.dev/leader"))
-            .map(String::as_str),
-        Some("true"),
-        "{dir}: Service {DISTRIBUTOR} selects the leader"
+            .is_some_and(|s| !s.contains_key("seccomp.dev/leader")),
+        "{dir}: Service {DISTRIBUTOR} selects every replica"
     );
 }
 

@@ -49,7 +49,7 @@ pub struct ObservedFile {
 }
 
 /// A path an agent could not apply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FileError {
     /// The path.
     pub path: String,

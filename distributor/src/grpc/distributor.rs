@@ -15,7 +15,9 @@ use super::convert::{
     audit_to, node_row_to, node_to, plan_to, rollout_to, seccomp_event_to, selector_from,
     strategy_from, target_from, timestamp,
 };
+use crate::BoxFuture;
 use crate::error::Error;
+use crate::replica::{Execute, Outcome, Replica};
 use crate::service::{
     Distributor, EventQuery, RetireRequest, RollbackRequest, RolloutRequest, RolloutView,
     WatchCursor, WatchEvent,
@@ -61,12 +63,172 @@ fn actor<T>(req: &Request<T>) -> String {
 /// `seccomp.distributor.v1.Distributor`.
 pub struct DistributorGrpc {
     distributor: Arc<Distributor>,
+    /// Among replicas (#18): while another replica leads, commands are passed to it.
+    replica: Option<Arc<Replica>>,
 }
 
 impl DistributorGrpc {
     /// The service over `distributor`.
     pub fn new(distributor: Arc<Distributor>) -> Self {
-        DistributorGrpc { distributor }
+        DistributorGrpc {
+            distributor,
+            replica: None,
+        }
+    }
+
+    /// The service of one replica among several: commands go to the leader.
+    pub fn replicated(distributor: Arc<Distributor>, replica: Arc<Replica>) -> Self {
+        DistributorGrpc {
+            distributor,
+            replica: Some(replica),
+        }
+    }
+
+    /// The replica to pass commands through, while another one leads.
+    fn follower(&self) -> Option<&Replica> {
+        self.replica.as_deref().filter(|r| !r.is_leading())
+    }
+
+    async fn create(
+        &self,
+        actor: String,
+        r: pb::CreateRolloutRequest,
+    ) -> Result<pb::CreateRolloutResponse, Status> {
+        let req = create_request(r, actor)?;
+        let view = self.distributor.create_rollout(req).await?;
+        Ok(pb::CreateRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        })
+    }
+
+    async fn pause(
+        &self,
+        actor: String,
+        r: pb::PauseRolloutRequest,
+    ) -> Result<pb::PauseRolloutResponse, Status> {
+        let view = self.distributor.pause(&r.id, &r.reason, &actor).await?;
+        Ok(pb::PauseRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        })
+    }
+
+    async fn resume(
+        &self,
+        actor: String,
+        r: pb::ResumeRolloutRequest,
+    ) -> Result<pb::ResumeRolloutResponse, Status> {
+        let view = self.distributor.resume(&r.id, &actor).await?;
+        Ok(pb::ResumeRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        })
+    }
+
+    async fn abort(
+        &self,
+        actor: String,
+        r: pb::AbortRolloutRequest,
+    ) -> Result<pb::AbortRolloutResponse, Status> {
+        let view = self.distributor.abort(&r.id, &r.reason, &actor).await?;
+        Ok(pb::AbortRolloutResponse {
+            rollout: Some(rollout_to(&view)),
+        })
+    }
+
+    async fn roll_back(
+        &self,
+        actor: String,
+        r: pb::RollbackRequest,
+    ) -> Result<pb::RollbackResponse, Status> {
+        let req = rollback_request(r, actor)?;
+        let views = self.distributor.rollback(req).await?;
+        Ok(pb::RollbackResponse {
+            rollouts: views.iter().map(rollout_to).collect(),
+        })
+    }
+
+    async fn retire(
+        &self,
+        actor: String,
+        r: pb::RetireNciRequest,
+    ) -> Result<pb::RetireNciResponse, Status> {
+        let view = self.distributor.retire(retire_request(r, actor)?).await?;
+        Ok(pb::RetireNciResponse {
+            rollout: Some(rollout_to(&view)),
+        })
+    }
+}
+
+/// Pass `request` to the leader through `replica` and give its answer as this call's.
+async fn forward<Req: prost::Message, Resp: prost::Message + Default>(
+    replica: &Replica,
+    method: &str,
+    actor: &str,
+    request: &Req,
+) -> Result<Response<Resp>, Status> {
+    let outcome = replica
+        .forward(method, actor, request.encode_to_vec())
+        .await?;
+    if outcome.code != 0 {
+        return Err(Status::new(
+            tonic::Code::from_i32(outcome.code),
+            outcome.message,
+        ));
+    }
+    Resp::decode(outcome.body.as_slice())
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("the leader's answer to {method}: {e}")))
+}
+
+/// Decode `body`, run `f` on it, and encode its answer as an [`Outcome`].
+async fn outcome<Req, Resp, Fut>(body: &[u8], f: impl FnOnce(Req) -> Fut) -> Outcome
+where
+    Req: prost::Message + Default,
+    Resp: prost::Message,
+    Fut: std::future::Future<Output = Result<Resp, Status>>,
+{
+    let done = match Req::decode(body) {
+        Ok(req) => f(req).await,
+        Err(e) => Err(Status::invalid_argument(format!(
+            "undecodable request: {e}"
+        ))),
+    };
+    match done {
+        Ok(resp) => Outcome {
+            code: 0,
+            message: String::new(),
+            body: resp.encode_to_vec(),
+        },
+        Err(status) => Outcome {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            body: Vec::new(),
+        },
+    }
+}
+
+impl Execute for DistributorGrpc {
+    fn execute<'a>(
+        &'a self,
+        method: &'a str,
+        actor: &'a str,
+        body: &'a [u8],
+    ) -> BoxFuture<'a, Outcome> {
+        let actor = actor.to_owned();
+        Box::pin(async move {
+            match method {
+                "CreateRollout" => outcome(body, |r| self.create(actor, r)).await,
+                "PauseRollout" => outcome(body, |r| self.pause(actor, r)).await,
+                "ResumeRollout" => outcome(body, |r| self.resume(actor, r)).await,
+                "AbortRollout" => outcome(body, |r| self.abort(actor, r)).await,
+                "Rollback" => outcome(body, |r| self.roll_back(actor, r)).await,
+                "RetireNci" => outcome(body, |r| self.retire(actor, r)).await,
+                other => Outcome {
+                    code: tonic::Code::Unimplemented as i32,
+                    message: format!("{other} is not a command the leader runs"),
+                    body: Vec::new(),
+                },
+            }
+        })
     }
 }
 
@@ -77,11 +239,11 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         request: Request<pb::CreateRolloutRequest>,
     ) -> Result<Response<pb::CreateRolloutResponse>, Status> {
         let actor = actor(&request);
-        let req = create_request(request.into_inner(), actor)?;
-        let view = self.distributor.create_rollout(req).await?;
-        Ok(Response::new(pb::CreateRolloutResponse {
-            rollout: Some(rollout_to(&view)),
-        }))
+        let r = request.into_inner();
+        match self.follower() {
+            Some(replica) => forward(replica, "CreateRollout", &actor, &r).await,
+            None => self.create(actor, r).await.map(Response::new),
+        }
     }
 
     async fn get_rollout(
@@ -127,10 +289,10 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
     ) -> Result<Response<pb::PauseRolloutResponse>, Status> {
         let actor = actor(&request);
         let r = request.into_inner();
-        let view = self.distributor.pause(&r.id, &r.reason, &actor).await?;
-        Ok(Response::new(pb::PauseRolloutResponse {
-            rollout: Some(rollout_to(&view)),
-        }))
+        match self.follower() {
+            Some(replica) => forward(replica, "PauseRollout", &actor, &r).await,
+            None => self.pause(actor, r).await.map(Response::new),
+        }
     }
 
     async fn resume_rollout(
@@ -139,10 +301,10 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
     ) -> Result<Response<pb::ResumeRolloutResponse>, Status> {
         let actor = actor(&request);
         let r = request.into_inner();
-        let view = self.distributor.resume(&r.id, &actor).await?;
-        Ok(Response::new(pb::ResumeRolloutResponse {
-            rollout: Some(rollout_to(&view)),
-        }))
+        match self.follower() {
+            Some(replica) => forward(replica, "ResumeRollout", &actor, &r).await,
+            None => self.resume(actor, r).await.map(Response::new),
+        }
     }
 
     async fn abort_rollout(
@@ -151,10 +313,10 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
     ) -> Result<Response<pb::AbortRolloutResponse>, Status> {
         let actor = actor(&request);
         let r = request.into_inner();
-        let view = self.distributor.abort(&r.id, &r.reason, &actor).await?;
-        Ok(Response::new(pb::AbortRolloutResponse {
-            rollout: Some(rollout_to(&view)),
-        }))
+        match self.follower() {
+            Some(replica) => forward(replica, "AbortRollout", &actor, &r).await,
+            None => self.abort(actor, r).await.map(Response::new),
+        }
     }
 
     async fn rollback(
@@ -162,11 +324,11 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
         let actor = actor(&request);
-        let req = rollback_request(request.into_inner(), actor)?;
-        let views = self.distributor.rollback(req).await?;
-        Ok(Response::new(pb::RollbackResponse {
-            rollouts: views.iter().map(rollout_to).collect(),
-        }))
+        let r = request.into_inner();
+        match self.follower() {
+            Some(replica) => forward(replica, "Rollback", &actor, &r).await,
+            None => self.roll_back(actor, r).await.map(Response::new),
+        }
     }
 
     type WatchRolloutStream = Pin<Box<dyn Stream<Item = Result<pb::RolloutEvent, Status>> + Send>>;
@@ -356,13 +518,11 @@ impl pb::distributor_server::Distributor for DistributorGrpc {
         request: Request<pb::RetireNciRequest>,
     ) -> Result<Response<pb::RetireNciResponse>, Status> {
         let actor = actor(&request);
-        let view = self
-            .distributor
-            .retire(retire_request(request.into_inner(), actor)?)
-            .await?;
-        Ok(Response::new(pb::RetireNciResponse {
-            rollout: Some(rollout_to(&view)),
-        }))
+        let r = request.into_inner();
+        match self.follower() {
+            Some(replica) => forward(replica, "RetireNci", &actor, &r).await,
+            None => self.retire(actor, r).await.map(Response::new),
+        }
     }
 
     async fn render_nci(

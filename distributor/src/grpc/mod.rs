@@ -60,9 +60,21 @@ pub fn agent_service(
     ))
 }
 
-/// The rollout service over `distributor`.
+/// The rollout service over `distributor`; among replicas, `replica` passes commands to
+/// the leader (and runs those passed to this one while it leads).
 pub fn distributor_service(
     distributor: Arc<Distributor>,
+    replica: Option<Arc<crate::replica::Replica>>,
 ) -> pb::distributor_server::DistributorServer<DistributorGrpc> {
-    pb::distributor_server::DistributorServer::new(DistributorGrpc::new(distributor))
+    let grpc = match replica {
+        Some(replica) => {
+            replica.set_executor(Arc::new(DistributorGrpc::replicated(
+                Arc::clone(&distributor),
+                Arc::clone(&replica),
+            )));
+            DistributorGrpc::replicated(distributor, replica)
+        }
+        None => DistributorGrpc::new(distributor),
+    };
+    pb::distributor_server::DistributorServer::new(grpc)
 }

@@ -162,6 +162,36 @@ impl Distributor {
         Ok(())
     }
 
+    /// This replica was elected (#18): read the rollouts from the store again (it holds
+    /// what the previous leader wrote), and settle as after a restart: the agents of a
+    /// replica that died need a moment to reconnect to another before they count as
+    /// Unknown, and the time without a leader does not count against nodes or waves.
+    pub async fn begin_term(&self) -> Result<()> {
+        let expected = self.store.recent_nodes(super::millis(super::RECENT))?;
+        *self.expected.lock().unwrap_or_else(|e| e.into_inner()) = expected;
+        *self.settle_until.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + self.settle;
+        self.settled.store(false, Ordering::Release);
+        *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.reload().await
+    }
+
+    /// Another replica changed the rollout records `numbers` (#18): take them from the
+    /// store, rebuild what nodes get, and tell watchers.
+    pub async fn follow_rollouts(&self, numbers: &[u64]) -> Result<()> {
+        let _w = self.write.lock().await;
+        self.store.refresh(numbers)?;
+        self.refresh_fleet()?;
+        self.bump();
+        Ok(())
+    }
+
+    /// Store what the agents connected here reported and make it durable (a replica that
+    /// does not lead does this instead of the engine's tick, so the leader sees it).
+    pub async fn persist_nodes(&self) -> Result<()> {
+        self.store.put_nodes(&self.hub.take_changed())?;
+        self.store.flush().await
+    }
+
     /// Whether the agents known before a restart had their chance to reconnect. The first
     /// time it is true, the rollouts' deadlines restart: time the distributor was down or
     /// settling does not count against nodes or waves.
@@ -173,8 +203,15 @@ impl Distributor {
         if !self.hub.cluster_ready() {
             return Ok(false);
         }
-        let back = self.expected.iter().all(|n| self.hub.is_known(n));
-        if !(back || Instant::now() >= self.settle_until) {
+        let (back, expected) = {
+            let expected = self.expected.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                expected.iter().all(|n| self.hub.is_known(n)),
+                expected.len(),
+            )
+        };
+        let until = *self.settle_until.lock().unwrap_or_else(|e| e.into_inner());
+        if !(back || Instant::now() >= until) {
             return Ok(false);
         }
         let now = self.now_ms();
@@ -192,9 +229,9 @@ impl Distributor {
             self.store.put_lazy(&r)?;
         }
         self.settled.store(true, Ordering::Release);
-        if !self.expected.is_empty() {
+        if expected > 0 {
             tracing::info!(
-                nodes = self.expected.len(),
+                nodes = expected,
                 back,
                 "settled after the restart; rollouts go on"
             );

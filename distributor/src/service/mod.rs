@@ -238,11 +238,13 @@ pub struct Distributor {
     /// After a restart the agents need a moment to reconnect. Until every node known before
     /// the restart is back, or this time has passed, rollouts only record what nodes report:
     /// no node is Unknown for being absent, no wave starts or ends.
-    settle_until: Instant,
+    settle_until: std::sync::Mutex<Instant>,
+    /// How long settling lasts at most (see `settle_until`).
+    settle: Duration,
     /// Set once settled (see `settle_until`).
     settled: AtomicBool,
     /// The nodes connected shortly before this process started (persisted), waited for.
-    expected: BTreeSet<String>,
+    expected: std::sync::Mutex<BTreeSet<String>>,
     /// How many nodes the hub knew at the last record of connected nodes, and when that was.
     sightings: std::sync::Mutex<(usize, Option<Instant>)>,
     /// A record changed what nodes get but the fleet was not rebuilt (its write failed):
@@ -316,10 +318,11 @@ impl Distributor {
             refused,
             write: tokio::sync::Mutex::new(()),
             changes: tokio::sync::watch::Sender::new(0),
-            settle_until: Instant::now() + settle,
+            settle_until: std::sync::Mutex::new(Instant::now() + settle),
+            settle,
             settled: AtomicBool::new(false),
             sightings: std::sync::Mutex::new((0, None)),
-            expected,
+            expected: std::sync::Mutex::new(expected),
             stale: AtomicBool::new(false),
             synced: std::sync::Mutex::new(None),
             sink_retry_at: std::sync::Mutex::new(None),

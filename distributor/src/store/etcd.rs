@@ -8,7 +8,12 @@
 //! - `<prefix>/next-rollout`: the last rollout number handed out (decimal);
 //! - `<prefix>/sightings/<node>`: when the node was last seen connected (ms, decimal);
 //! - `<prefix>/nodes/<node>`: its [`KnownNode`] as JSON;
-//! - `<prefix>/audit/<time and sequence, 32 hex digits>`: an [`AuditEntry`] as JSON.
+//! - `<prefix>/audit/<time and sequence, 32 hex digits>`: an [`AuditEntry`] as JSON;
+//! - `<prefix>/conn/<replica>/<node>`: the node's agent is connected to that replica (empty,
+//!   on the replica's presence lease, so a replica that dies takes its keys with it);
+//! - `<prefix>/commands/<replica>/<id>` and `<prefix>/results/<replica>/<id>`: a command
+//!   a replica that does not lead took, for the leader, and the leader's answer (both on
+//!   the asking replica's lease; see [`crate::replica`]).
 //!
 //! Everything under the prefix is read once at [`EtcdBackend::connect`] (in pages, all at
 //! the revision of the first, answers of up to 256 MiB taken) into a mirror the
@@ -24,15 +29,25 @@
 //! leads, etcd applies none of this one's writes, the flush fails, and the fence's `lost`
 //! token fires.
 //!
+//! Replicas that serve at once (#18) keep their mirrors current with
+//! [`EtcdBackend::follow`]: a watch of the prefix from the revision the mirror was read at,
+//! each event applied to the mirror and passed on as a [`Change`]. A replica's own writes
+//! come back too and are skipped (the mirror has them, or newer).
+//!
 //! [`RolloutStore`]: super::RolloutStore
 //! [`flush`]: Backend::flush
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
+};
 use seccomp_rollout::record::RolloutRecord;
+use tokio_util::sync::CancellationToken;
 
 use super::{AuditEntry, Backend, KnownNode};
 use crate::BoxFuture;
@@ -65,8 +80,11 @@ pub struct EtcdSettings {
     /// How long one request may take.
     pub timeout: Duration,
     /// Write only while this replica leads (see [`crate::leader`]); `None`: a single
-    /// distributor, unfenced.
+    /// distributor, unfenced (a replica sets it with [`EtcdBackend::set_fence`]).
     pub fence: Option<Fence>,
+    /// This replica's id and the time to live of its presence lease, when it serves beside
+    /// others (`conn/` and `commands/` keys live on that lease); `None`: no presence kept.
+    pub presence: Option<(String, Duration)>,
 }
 
 impl EtcdSettings {
@@ -79,14 +97,43 @@ impl EtcdSettings {
             user: None,
             timeout: Duration::from_secs(5),
             fence: None,
+            presence: None,
         }
     }
 }
 
-/// Keys changed and not yet acknowledged: the value to put, or `None` to delete.
-type Queued = BTreeMap<String, Option<Vec<u8>>>;
+/// A queued change of one key.
+#[derive(Debug, Clone)]
+enum Write {
+    Put(Vec<u8>),
+    /// Put on this replica's presence lease.
+    Leased(Vec<u8>),
+    Delete,
+}
+
+/// Keys changed and not yet acknowledged.
+type Queued = BTreeMap<String, Write>;
 /// One operation of a transaction.
-type Op<'a> = (&'a String, &'a Option<Vec<u8>>);
+type Op<'a> = (&'a String, &'a Write);
+
+/// What changed in etcd that this replica did not write itself (see
+/// [`EtcdBackend::follow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A rollout record was written or removed.
+    Rollout(u64),
+    /// A node's record was written or removed.
+    Node(String),
+    /// A node's agent connected to a replica, or left it.
+    Presence(String),
+    /// A command was put for the leader (its key under `commands/`).
+    Command(String),
+    /// The leader answered a command (the key under `results/`, and the answer).
+    Answer(String, Vec<u8>),
+    /// Everything was read again (the watch fell behind etcd's compaction): anything may
+    /// have changed.
+    Reloaded,
+}
 
 #[derive(Default)]
 struct Mirror {
@@ -95,18 +142,38 @@ struct Mirror {
     sightings: BTreeMap<String, u64>,
     nodes: BTreeMap<String, KnownNode>,
     audit: BTreeMap<[u8; 16], AuditEntry>,
+    /// Node name to the replicas its agent is connected to.
+    conn: BTreeMap<String, BTreeSet<String>>,
+    /// Commands waiting for the leader, by key after `commands/`.
+    commands: BTreeMap<String, Vec<u8>>,
 }
 
 /// The distributor's state in etcd.
 pub struct EtcdBackend {
     client: Client,
+    endpoints: Vec<String>,
     prefix: String,
-    fence: Option<Fence>,
+    fence: Mutex<Option<Fence>>,
     mirror: Mutex<Mirror>,
     /// Keys changed since the last flush.
     queued: Mutex<Queued>,
     /// One flush at a time, so a slow one cannot be overtaken by a later one's older view.
     flushing: tokio::sync::Mutex<()>,
+    /// The revision the mirror is current to.
+    revision: AtomicI64,
+    /// The revision of the last complete read: events up to it are in the mirror.
+    loaded: AtomicI64,
+    /// Held while the mirror is read or watch events are applied, so a read does not lose
+    /// events applied while it ran.
+    applying: tokio::sync::Mutex<()>,
+    /// The revision each key this replica wrote was last written at: its events are skipped.
+    ours: Mutex<HashMap<String, i64>>,
+    /// This replica's id and presence lease (0 until granted), when it keeps one.
+    replica: Option<String>,
+    presence_ttl: Duration,
+    lease: AtomicI64,
+    /// The nodes whose `conn/` key this replica holds (put again on a new lease).
+    present: Mutex<BTreeSet<String>>,
 }
 
 fn fenced() -> Error {
@@ -129,8 +196,9 @@ pub async fn client(settings: &EtcdSettings) -> Result<Client> {
     connect(settings, true).await
 }
 
-/// A client for the election: a campaign waits as long as another replica leads, so its
-/// requests have no time limit (the connection's keep-alive still finds a dead member).
+/// A client for the election and watches: a campaign waits as long as another replica
+/// leads and a watch lasts, so its requests have no time limit (the connection's
+/// keep-alive still finds a dead member).
 pub async fn election_client(settings: &EtcdSettings) -> Result<Client> {
     connect(settings, false).await
 }
@@ -157,8 +225,138 @@ async fn connect(settings: &EtcdSettings, bounded: bool) -> Result<Client> {
         .map_err(|e| etcd_error(&settings.endpoints, e))
 }
 
+/// The end of the key range of everything under `root` (which ends with `/`).
+fn range_end(root: &str) -> Vec<u8> {
+    let mut end = root.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// Apply one key's value (`None`: deleted), the key taken after the prefix's `/`, to `m`;
+/// what changed, for a follower. An unknown key is `Err` (the caller says so).
+fn apply(
+    m: &mut Mirror,
+    rest: &str,
+    value: Option<&[u8]>,
+) -> std::result::Result<Option<Change>, String> {
+    let text = |v: &[u8]| {
+        std::str::from_utf8(v)
+            .map(str::to_owned)
+            .map_err(|e| e.to_string())
+    };
+    if let Some(n) = rest.strip_prefix("rollouts/") {
+        let n: u64 = n
+            .parse()
+            .map_err(|e: std::num::ParseIntError| e.to_string())?;
+        match value {
+            Some(v) => {
+                let json = lz4_flex::decompress_size_prepended(v).map_err(|e| e.to_string())?;
+                let record = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
+                m.rollouts.insert(n, record);
+            }
+            None => {
+                m.rollouts.remove(&n);
+            }
+        }
+        return Ok(Some(Change::Rollout(n)));
+    }
+    if rest == "next-rollout" {
+        if let Some(v) = value {
+            m.next = text(v)?
+                .parse()
+                .map_err(|e: std::num::ParseIntError| e.to_string())?;
+        }
+        return Ok(None);
+    }
+    if let Some(name) = rest.strip_prefix("sightings/") {
+        match value {
+            Some(v) => {
+                let at = text(v)?
+                    .parse()
+                    .map_err(|e: std::num::ParseIntError| e.to_string())?;
+                m.sightings.insert(name.to_owned(), at);
+            }
+            None => {
+                m.sightings.remove(name);
+            }
+        }
+        return Ok(None);
+    }
+    if let Some(name) = rest.strip_prefix("nodes/") {
+        match value {
+            Some(v) => {
+                let node: KnownNode = serde_json::from_slice(v).map_err(|e| e.to_string())?;
+                m.nodes.insert(name.to_owned(), node);
+            }
+            None => {
+                m.nodes.remove(name);
+            }
+        }
+        return Ok(Some(Change::Node(name.to_owned())));
+    }
+    if let Some(key) = rest.strip_prefix("audit/") {
+        match value {
+            Some(v) => {
+                let entry: AuditEntry = serde_json::from_slice(v).map_err(|e| e.to_string())?;
+                m.audit.insert(entry.key(), entry);
+            }
+            None => {
+                if let Ok(k) = hex::decode(key)
+                    && let Ok(k) = <[u8; 16]>::try_from(k)
+                {
+                    m.audit.remove(&k);
+                }
+            }
+        }
+        return Ok(None);
+    }
+    if let Some(who) = rest.strip_prefix("conn/") {
+        let (replica, node) = who.split_once('/').ok_or("no node in the key")?;
+        match value {
+            Some(_) => {
+                m.conn
+                    .entry(node.to_owned())
+                    .or_default()
+                    .insert(replica.to_owned());
+            }
+            None => {
+                if let Some(set) = m.conn.get_mut(node) {
+                    set.remove(replica);
+                    if set.is_empty() {
+                        m.conn.remove(node);
+                    }
+                }
+            }
+        }
+        return Ok(Some(Change::Presence(node.to_owned())));
+    }
+    if let Some(id) = rest.strip_prefix("commands/") {
+        return Ok(match value {
+            Some(v) => {
+                m.commands.insert(id.to_owned(), v.to_vec());
+                Some(Change::Command(id.to_owned()))
+            }
+            None => {
+                m.commands.remove(id);
+                None
+            }
+        });
+    }
+    if let Some(id) = rest.strip_prefix("results/") {
+        return Ok(value.map(|v| Change::Answer(id.to_owned(), v.to_vec())));
+    }
+    if rest.starts_with("leader/") {
+        // The election's keys live under the prefix too.
+        return Ok(None);
+    }
+    Err("unknown key".to_owned())
+}
+
 impl EtcdBackend {
-    /// Connect to the cluster and read everything under the prefix.
+    /// Connect to the cluster and read everything under the prefix (and, with
+    /// `settings.presence`, take this replica's presence lease).
     pub async fn connect(settings: EtcdSettings) -> Result<Self> {
         let prefix = settings.prefix.trim_end_matches('/').to_owned();
         if !prefix.starts_with('/') {
@@ -169,27 +367,41 @@ impl EtcdBackend {
         }
         let client = client(&settings).await?;
         let endpoints = settings.endpoints.clone();
+        let (replica, presence_ttl) = match &settings.presence {
+            Some((id, ttl)) => (Some(id.clone()), *ttl),
+            None => (None, Duration::from_secs(10)),
+        };
         let backend = EtcdBackend {
             client,
+            endpoints: endpoints.clone(),
             prefix,
-            fence: settings.fence.clone(),
+            fence: Mutex::new(settings.fence.clone()),
             mirror: Mutex::new(Mirror::default()),
             queued: Mutex::new(BTreeMap::new()),
             flushing: tokio::sync::Mutex::new(()),
+            revision: AtomicI64::new(0),
+            loaded: AtomicI64::new(0),
+            applying: tokio::sync::Mutex::new(()),
+            ours: Mutex::new(HashMap::new()),
+            replica,
+            presence_ttl,
+            lease: AtomicI64::new(0),
+            present: Mutex::new(BTreeSet::new()),
         };
-        backend.load(&endpoints).await?;
+        if backend.replica.is_some() {
+            backend.grant_presence().await?;
+        }
+        backend.load().await?;
         tracing::info!(endpoints = %endpoints.join(","), prefix = %backend.prefix, "state in etcd");
         Ok(backend)
     }
 
-    /// Read every key under the prefix, a page at a time, all at the first page's revision.
-    async fn load(&self, endpoints: &[String]) -> Result<()> {
+    /// Read every key under the prefix again, a page at a time, all at the first page's
+    /// revision, into a fresh mirror (with what is queued here on top).
+    pub async fn load(&self) -> Result<()> {
+        let _applying = self.applying.lock().await;
         let root = format!("{}/", self.prefix);
-        // The end of the prefix's range: its last byte, `/`, plus one.
-        let mut end = root.clone().into_bytes();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
+        let end = range_end(&root);
         let mut kv = self
             .client
             .kv_client()
@@ -207,11 +419,21 @@ impl EtcdBackend {
             let reply = kv
                 .get(from.clone(), Some(options))
                 .await
-                .map_err(|e| etcd_error(endpoints, e))?;
+                .map_err(|e| etcd_error(&self.endpoints, e))?;
             if revision == 0 {
                 revision = reply.header().map_or(0, |h| h.revision());
             }
-            self.take_page(&root, reply.kvs(), &mut m)?;
+            for kv in reply.kvs() {
+                let key = kv.key_str().map_err(storage)?;
+                let rest = &key[root.len()..];
+                match apply(&mut m, rest, Some(kv.value())) {
+                    Ok(_) => {}
+                    Err(e) if e == "unknown key" => {
+                        tracing::warn!(key = %key, "ignoring an unknown key under the etcd prefix")
+                    }
+                    Err(e) => return Err(storage(format!("etcd key {key}: {e}"))),
+                }
+            }
             match reply.kvs().last() {
                 Some(last) if reply.more() => {
                     from = last.key().to_vec();
@@ -222,43 +444,19 @@ impl EtcdBackend {
         }
         // A number is never handed out twice, even when its record was removed.
         m.next = m.next.max(m.rollouts.keys().max().copied().unwrap_or(0));
-        *self.mirror.lock().unwrap_or_else(|e| e.into_inner()) = m;
-        Ok(())
-    }
-
-    fn take_page(&self, root: &str, kvs: &[etcd_client::KeyValue], m: &mut Mirror) -> Result<()> {
-        for kv in kvs {
-            let key = kv.key_str().map_err(storage)?;
-            let rest = &key[root.len()..];
-            let value = kv.value();
-            let bad = |e: &dyn std::fmt::Display| storage(format!("etcd key {key}: {e}"));
-            if let Some(n) = rest.strip_prefix("rollouts/") {
-                let n: u64 = n.parse().map_err(|e| bad(&e))?;
-                let json = lz4_flex::decompress_size_prepended(value).map_err(|e| bad(&e))?;
-                let record = serde_json::from_slice(&json).map_err(|e| bad(&e))?;
-                m.rollouts.insert(n, record);
-            } else if rest == "next-rollout" {
-                m.next = std::str::from_utf8(value)
-                    .map_err(|e| bad(&e))?
-                    .parse()
-                    .map_err(|e| bad(&e))?;
-            } else if let Some(name) = rest.strip_prefix("sightings/") {
-                let at = std::str::from_utf8(value)
-                    .map_err(|e| bad(&e))?
-                    .parse()
-                    .map_err(|e| bad(&e))?;
-                m.sightings.insert(name.to_owned(), at);
-            } else if let Some(name) = rest.strip_prefix("nodes/") {
-                let node: KnownNode = serde_json::from_slice(value).map_err(|e| bad(&e))?;
-                m.nodes.insert(name.to_owned(), node);
-            } else if rest.starts_with("audit/") {
-                let entry: AuditEntry = serde_json::from_slice(value).map_err(|e| bad(&e))?;
-                m.audit.insert(entry.key(), entry);
-            } else if !rest.starts_with("leader/") {
-                // (The election's keys live under the prefix too.)
-                tracing::warn!(key = %key, "ignoring an unknown key under the etcd prefix");
-            }
+        let mut mirror = self.mirror();
+        // What this replica changed and etcd has not acknowledged yet is newer.
+        for (key, write) in self.queued.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let value = match write {
+                Write::Put(v) | Write::Leased(v) => Some(v.as_slice()),
+                Write::Delete => None,
+            };
+            let _ = apply(&mut m, &key[root.len()..], value);
         }
+        m.next = m.next.max(mirror.next);
+        *mirror = m;
+        self.revision.store(revision, Ordering::Release);
+        self.loaded.store(revision, Ordering::Release);
         Ok(())
     }
 
@@ -266,7 +464,7 @@ impl EtcdBackend {
         self.mirror.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn queue(&self, key: String, value: Option<Vec<u8>>) {
+    fn queue(&self, key: String, value: Write) {
         self.queued
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -281,6 +479,327 @@ impl EtcdBackend {
     pub fn queued(&self) -> usize {
         self.queued.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
+
+    /// Write only while `fence` holds from now on (this replica was elected), or unfenced
+    /// (`None`: it no longer leads; only node facts and presence are written then).
+    pub fn set_fence(&self, fence: Option<Fence>) {
+        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = fence;
+    }
+
+    fn current_fence(&self) -> Option<Fence> {
+        self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// This replica's id, when it keeps a presence.
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_deref()
+    }
+
+    /// The client (for the election, which shares the connection).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The key prefix, without its trailing `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Node `name`'s stored record, and whether its agent is connected to a replica other
+    /// than this one.
+    pub fn node(&self, name: &str) -> (Option<KnownNode>, bool) {
+        let m = self.mirror();
+        let elsewhere = m.conn.get(name).is_some_and(|replicas| {
+            replicas
+                .iter()
+                .any(|r| Some(r.as_str()) != self.replica.as_deref())
+        });
+        (m.nodes.get(name).cloned(), elsewhere)
+    }
+
+    /// Every node with a record or a connection.
+    pub fn node_names(&self) -> Vec<String> {
+        let m = self.mirror();
+        let mut names: BTreeSet<String> = m.nodes.keys().cloned().collect();
+        names.extend(m.conn.keys().cloned());
+        names.into_iter().collect()
+    }
+
+    /// Say that node `name`'s agent is connected to this replica, or no longer is (sent with
+    /// the next flush; on the presence lease, so it goes when this replica does).
+    pub fn set_present(&self, name: &str, connected: bool) {
+        let Some(me) = &self.replica else {
+            return;
+        };
+        let key = format!("{}/conn/{me}/{name}", self.prefix);
+        let mut present = self.present.lock().unwrap_or_else(|e| e.into_inner());
+        if connected {
+            present.insert(name.to_owned());
+            self.queue(key, Write::Leased(Vec::new()));
+        } else {
+            present.remove(name);
+            self.queue(key, Write::Delete);
+        }
+    }
+
+    async fn grant_presence(&self) -> Result<i64> {
+        let ttl = i64::try_from(self.presence_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let lease = self
+            .client
+            .lease_client()
+            .grant(ttl, None)
+            .await
+            .map_err(|e| etcd_error(&self.endpoints, e))?
+            .id();
+        self.lease.store(lease, Ordering::Release);
+        Ok(lease)
+    }
+
+    /// Give the presence lease back (on the way out): this replica's `conn/` keys, and the
+    /// commands it passed, go at once rather than when the lease runs out.
+    pub async fn revoke_presence(&self) {
+        let lease = self.lease.swap(0, Ordering::AcqRel);
+        if lease != 0 {
+            let bound = Duration::from_secs(2);
+            let _ = tokio::time::timeout(bound, self.client.lease_client().revoke(lease)).await;
+        }
+    }
+
+    /// Keep this replica's presence lease alive until `stop`; when it is lost (etcd away
+    /// for longer than its time to live), take a new one and put this replica's `conn/`
+    /// keys again on it.
+    pub async fn keep_presence(&self, stop: CancellationToken) {
+        loop {
+            let lease = self.lease.load(Ordering::Acquire);
+            let lost = CancellationToken::new();
+            let keeper = crate::leader::keep_alive(
+                self.client.clone(),
+                lease,
+                self.presence_ttl,
+                lost.clone(),
+            );
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = keeper => {}
+            }
+            tracing::warn!(
+                lease,
+                "this replica's presence lease was lost; taking a new one"
+            );
+            loop {
+                match self.grant_presence().await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no presence lease yet; retrying in a second");
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+            if let Some(me) = &self.replica {
+                let names: Vec<String> = self
+                    .present
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned()
+                    .collect();
+                for name in names {
+                    self.queue(
+                        format!("{}/conn/{me}/{name}", self.prefix),
+                        Write::Leased(Vec::new()),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Keep the mirror current until `stop`: watch everything under the prefix from the
+    /// revision it was read at, apply each event another writer made, and send what
+    /// changed on `changes`. A watch that breaks is opened again from where it was; one
+    /// that fell behind etcd's compaction reads everything again ([`Change::Reloaded`]).
+    pub async fn follow(
+        &self,
+        watcher: Client,
+        changes: tokio::sync::mpsc::UnboundedSender<Change>,
+        stop: CancellationToken,
+    ) {
+        let root = format!("{}/", self.prefix);
+        let pause = || async {
+            tokio::select! {
+                () = stop.cancelled() => false,
+                () = tokio::time::sleep(Duration::from_secs(1)) => true,
+            }
+        };
+        loop {
+            let from = self.revision.load(Ordering::Acquire) + 1;
+            let options = WatchOptions::new()
+                .with_range(range_end(&root))
+                .with_start_revision(from);
+            let mut client = watcher.watch_client();
+            let opened = tokio::select! {
+                () = stop.cancelled() => return,
+                opened = client.watch(root.clone(), Some(options)) => opened,
+            };
+            let mut stream = match opened {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch etcd; trying again in a second");
+                    if pause().await {
+                        continue;
+                    }
+                    return;
+                }
+            };
+            loop {
+                let message = tokio::select! {
+                    () = stop.cancelled() => return,
+                    m = stream.message() => m,
+                };
+                let reply = match message {
+                    Ok(Some(reply)) => reply,
+                    Ok(None) | Err(_) => {
+                        tracing::warn!("the etcd watch broke; opening it again");
+                        break;
+                    }
+                };
+                if reply.compact_revision() > 0 || reply.canceled() {
+                    tracing::warn!(
+                        compacted = reply.compact_revision(),
+                        "the etcd watch fell behind; reading everything again"
+                    );
+                    match self.load().await {
+                        Ok(()) => {
+                            let _ = changes.send(Change::Reloaded);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read the state again"),
+                    }
+                    break;
+                }
+                let applying = self.applying.lock().await;
+                let loaded = self.loaded.load(Ordering::Acquire);
+                let mut seen = Vec::new();
+                {
+                    let queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+                    let ours = self.ours.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut m = self.mirror();
+                    for event in reply.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        let revision = kv.mod_revision();
+                        self.revision.fetch_max(revision, Ordering::AcqRel);
+                        let Ok(key) = kv.key_str() else { continue };
+                        if revision <= loaded
+                            || queued.contains_key(key)
+                            || ours.get(key).is_some_and(|r| *r >= revision)
+                        {
+                            continue;
+                        }
+                        let Some(rest) = key.strip_prefix(root.as_str()) else {
+                            continue;
+                        };
+                        let value = match event.event_type() {
+                            EventType::Put => Some(kv.value()),
+                            EventType::Delete => None,
+                        };
+                        match apply(&mut m, rest, value) {
+                            Ok(Some(change)) => seen.push(change),
+                            Ok(None) => {}
+                            Err(e) => tracing::debug!(key, error = %e, "watch event ignored"),
+                        }
+                    }
+                }
+                drop(applying);
+                for change in seen {
+                    if changes.send(change).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !pause().await {
+                return;
+            }
+        }
+    }
+
+    /// The commands waiting for the leader, by key after `commands/`, oldest first.
+    pub fn commands(&self) -> Vec<(String, Vec<u8>)> {
+        let m = self.mirror();
+        m.commands
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// This replica's presence lease (0 when it keeps none).
+    pub fn presence_lease(&self) -> i64 {
+        self.lease.load(Ordering::Acquire)
+    }
+
+    /// Put command `id` (this replica's, `<replica>/<n>`) for the leader, on the presence
+    /// lease, now.
+    pub async fn put_command(&self, id: &str, value: Vec<u8>) -> Result<()> {
+        let key = format!("{}/commands/{id}", self.prefix);
+        let options = PutOptions::new().with_lease(self.presence_lease());
+        self.client
+            .kv_client()
+            .put(key, value, Some(options))
+            .await
+            .map_err(|e| etcd_error(&self.endpoints, e))?;
+        Ok(())
+    }
+
+    /// Take command `id` away: by the leader (fenced) to run it, or by the replica that put
+    /// it when no leader took it in time. `true` when it was still there, so this caller
+    /// has it (and nobody else will).
+    pub async fn take_command(&self, id: &str, fenced_by: Option<&Fence>) -> Result<bool> {
+        let key = format!("{}/commands/{id}", self.prefix);
+        let mut when = vec![Compare::version(key.clone(), CompareOp::Greater, 0)];
+        if let Some(f) = fenced_by {
+            when.push(Compare::create_revision(
+                f.key.clone(),
+                CompareOp::Equal,
+                f.revision,
+            ));
+        }
+        let txn = Txn::new()
+            .when(when)
+            .and_then([TxnOp::delete(key.clone(), None)]);
+        let reply = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(|e| etcd_error(&self.endpoints, e))?;
+        if reply.succeeded() {
+            self.mirror().commands.remove(id);
+        }
+        Ok(reply.succeeded())
+    }
+
+    /// Put the answer to command `id` on `lease` (the asking replica's: it goes with it).
+    pub async fn put_answer(&self, id: &str, value: Vec<u8>, lease: i64) -> Result<()> {
+        let key = format!("{}/results/{id}", self.prefix);
+        let options = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+        self.client
+            .kv_client()
+            .put(key, value, options)
+            .await
+            .map_err(|e| etcd_error(&self.endpoints, e))?;
+        Ok(())
+    }
+
+    /// Delete the answer to command `id` (read by the replica that asked).
+    pub async fn delete_answer(&self, id: &str) -> Result<()> {
+        let key = format!("{}/results/{id}", self.prefix);
+        self.client
+            .kv_client()
+            .delete(key, None)
+            .await
+            .map_err(|e| etcd_error(&self.endpoints, e))?;
+        Ok(())
+    }
 }
 
 /// `ops` cut into transactions etcd accepts: at most [`TXN_OPS`] operations and (unless one
@@ -289,7 +808,11 @@ fn batches(ops: &Queued) -> Vec<Vec<Op<'_>>> {
     let mut out: Vec<Vec<Op<'_>>> = Vec::new();
     let mut bytes = 0;
     for (k, v) in ops {
-        let size = k.len() + v.as_ref().map_or(0, Vec::len);
+        let size = k.len()
+            + match v {
+                Write::Put(v) | Write::Leased(v) => v.len(),
+                Write::Delete => 0,
+            };
         let full = out
             .last()
             .is_none_or(|b| b.len() >= TXN_OPS || (bytes + size > TXN_BYTES && !b.is_empty()));
@@ -305,6 +828,15 @@ fn batches(ops: &Queued) -> Vec<Vec<Op<'_>>> {
     out
 }
 
+impl EtcdBackend {
+    /// Whether `key` holds facts any replica may write (node records, presence), rather
+    /// than the leader's state: such writes refused by a lost fence go again unfenced.
+    fn any_replica_writes(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with("/nodes/") || rest.starts_with("/conn/"))
+    }
+}
+
 impl Backend for EtcdBackend {
     fn load_rollouts(&self) -> Result<Vec<(u64, RolloutRecord)>> {
         Ok(self
@@ -315,17 +847,21 @@ impl Backend for EtcdBackend {
             .collect())
     }
 
+    fn load_rollout(&self, number: u64) -> Result<Option<RolloutRecord>> {
+        Ok(self.mirror().rollouts.get(&number).cloned())
+    }
+
     fn write_rollout(&self, number: u64, record: &RolloutRecord) -> Result<()> {
         let json = serde_json::to_vec(record).map_err(storage)?;
         let value = lz4_flex::compress_prepend_size(&json);
         self.mirror().rollouts.insert(number, record.clone());
-        self.queue(self.rollout_key(number), Some(value));
+        self.queue(self.rollout_key(number), Write::Put(value));
         Ok(())
     }
 
     fn remove_rollout(&self, number: u64) -> Result<()> {
         self.mirror().rollouts.remove(&number);
-        self.queue(self.rollout_key(number), None);
+        self.queue(self.rollout_key(number), Write::Delete);
         Ok(())
     }
 
@@ -337,7 +873,7 @@ impl Backend for EtcdBackend {
         };
         self.queue(
             format!("{}/next-rollout", self.prefix),
-            Some(n.to_string().into_bytes()),
+            Write::Put(n.to_string().into_bytes()),
         );
         Ok(n)
     }
@@ -357,7 +893,7 @@ impl Backend for EtcdBackend {
             m.sightings.insert(name.clone(), at_ms);
             self.queue(
                 format!("{}/sightings/{name}", self.prefix),
-                Some(at_ms.to_string().into_bytes()),
+                Write::Put(at_ms.to_string().into_bytes()),
             );
         }
         Ok(())
@@ -370,13 +906,16 @@ impl Backend for EtcdBackend {
     fn write_node(&self, node: &KnownNode) -> Result<()> {
         let json = serde_json::to_vec(node).map_err(storage)?;
         self.mirror().nodes.insert(node.name.clone(), node.clone());
-        self.queue(format!("{}/nodes/{}", self.prefix, node.name), Some(json));
+        self.queue(
+            format!("{}/nodes/{}", self.prefix, node.name),
+            Write::Put(json),
+        );
         Ok(())
     }
 
     fn remove_node(&self, name: &str) -> Result<()> {
         self.mirror().nodes.remove(name);
-        self.queue(format!("{}/nodes/{name}", self.prefix), None);
+        self.queue(format!("{}/nodes/{name}", self.prefix), Write::Delete);
         Ok(())
     }
 
@@ -386,7 +925,7 @@ impl Backend for EtcdBackend {
         self.mirror().audit.insert(key, entry.clone());
         self.queue(
             format!("{}/audit/{}", self.prefix, hex::encode(key)),
-            Some(json),
+            Write::Put(json),
         );
         Ok(())
     }
@@ -418,7 +957,10 @@ impl Backend for EtcdBackend {
             .collect();
         for key in &old {
             m.audit.remove(key);
-            self.queue(format!("{}/audit/{}", self.prefix, hex::encode(key)), None);
+            self.queue(
+                format!("{}/audit/{}", self.prefix, hex::encode(key)),
+                Write::Delete,
+            );
         }
         Ok(old.len())
     }
@@ -426,7 +968,8 @@ impl Backend for EtcdBackend {
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             let _one = self.flushing.lock().await;
-            if let Some(fence) = &self.fence
+            let fence = self.current_fence();
+            if let Some(fence) = &fence
                 && fence.lost.is_cancelled()
             {
                 return Err(fenced());
@@ -435,11 +978,12 @@ impl Backend for EtcdBackend {
             if ops.is_empty() {
                 return Ok(());
             }
+            let lease = self.presence_lease();
             let mut kv = self.client.kv_client();
             let mut sent = 0;
             let mut failure = None;
             for batch in batches(&ops) {
-                let txn = match &self.fence {
+                let txn = match &fence {
                     Some(f) => Txn::new().when([Compare::create_revision(
                         f.key.clone(),
                         CompareOp::Equal,
@@ -451,21 +995,41 @@ impl Backend for EtcdBackend {
                     batch
                         .iter()
                         .map(|(k, v)| match v {
-                            Some(v) => TxnOp::put(k.as_bytes(), v.as_slice(), None),
-                            None => TxnOp::delete(k.as_bytes(), None),
+                            Write::Put(v) => TxnOp::put(k.as_bytes(), v.as_slice(), None),
+                            Write::Leased(v) => TxnOp::put(
+                                k.as_bytes(),
+                                v.as_slice(),
+                                Some(PutOptions::new().with_lease(lease)),
+                            ),
+                            Write::Delete => TxnOp::delete(k.as_bytes(), None),
                         })
                         .collect::<Vec<_>>(),
                 );
                 match kv.txn(txn).await {
-                    Ok(reply) if reply.succeeded() => sent += batch.len(),
+                    Ok(reply) if reply.succeeded() => {
+                        sent += batch.len();
+                        if let Some(revision) = reply.header().map(|h| h.revision()) {
+                            let mut ours = self.ours.lock().unwrap_or_else(|e| e.into_inner());
+                            for (k, _) in &batch {
+                                ours.insert((*k).clone(), revision);
+                            }
+                        }
+                    }
                     Ok(_) => {
-                        // The comparison failed: another replica leads. Nothing of this one
-                        // is written again.
-                        if let Some(f) = &self.fence {
+                        // The comparison failed: another replica leads. Nothing of the
+                        // leader's state from this one is written again; node facts and
+                        // presence go again, unfenced, once it stepped down.
+                        if let Some(f) = &fence {
                             tracing::error!(
                                 "a write was refused: another replica leads now; stepping down"
                             );
                             f.lost.cancel();
+                        }
+                        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+                        for (k, v) in ops.into_iter().skip(sent) {
+                            if self.any_replica_writes(&k) {
+                                queued.entry(k).or_insert(v);
+                            }
                         }
                         return Err(fenced());
                     }
@@ -502,15 +1066,15 @@ mod tests {
     fn batches_stay_within_etcds_limits() {
         let mut ops = Queued::new();
         for i in 0..300 {
-            ops.insert(format!("k{i:03}"), Some(vec![0; 10]));
+            ops.insert(format!("k{i:03}"), Write::Put(vec![0; 10]));
         }
         let b = batches(&ops);
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [128, 128, 44]);
         let mut big = Queued::new();
-        big.insert("a".into(), Some(vec![0; 600 << 10]));
-        big.insert("b".into(), Some(vec![0; 600 << 10]));
-        big.insert("c".into(), None);
-        big.insert("d".into(), Some(vec![0; 2 << 20]));
+        big.insert("a".into(), Write::Put(vec![0; 600 << 10]));
+        big.insert("b".into(), Write::Leased(vec![0; 600 << 10]));
+        big.insert("c".into(), Write::Delete);
+        big.insert("d".into(), Write::Put(vec![0; 2 << 20]));
         let b = batches(&big);
         // a; b and the delete; d alone (too large for etcd's default: its error says so).
         assert_eq!(b.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2, 1]);

@@ -32,6 +32,14 @@ pub use self::sled::SledBackend;
 pub trait Backend: Send + Sync + 'static {
     /// Every stored rollout record with its number, in any order.
     fn load_rollouts(&self) -> Result<Vec<(u64, RolloutRecord)>>;
+    /// The stored record of rollout `number`, if there is one.
+    fn load_rollout(&self, number: u64) -> Result<Option<RolloutRecord>> {
+        Ok(self
+            .load_rollouts()?
+            .into_iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, r)| r))
+    }
     /// Store the record of rollout `number` (replacing an older one), without waiting for
     /// durability.
     fn write_rollout(&self, number: u64, record: &RolloutRecord) -> Result<()>;
@@ -78,6 +86,9 @@ pub struct KnownNode {
     pub revision: String,
     /// What its agent last reported on disk.
     pub observed: Vec<seccomp_rollout::node::ObservedFile>,
+    /// The paths its agent last could not apply (records from before #18 have none).
+    #[serde(default)]
+    pub errors: Vec<seccomp_rollout::node::FileError>,
 }
 
 /// One recorded command or refusal.
@@ -142,13 +153,19 @@ fn number_of(r: &RolloutRecord) -> Result<u64> {
 impl RolloutStore {
     /// The store over `backend`, with every record read into memory.
     pub fn new(backend: impl Backend) -> Result<Self> {
+        Self::shared(Arc::new(backend))
+    }
+
+    /// The store over a backend the caller keeps a handle to (an etcd backend a replica
+    /// also follows), with every record read into memory.
+    pub fn shared(backend: Arc<dyn Backend>) -> Result<Self> {
         let cache = backend
             .load_rollouts()?
             .into_iter()
             .map(|(n, r)| (n, Arc::new(r)))
             .collect();
         Ok(RolloutStore {
-            backend: Arc::new(backend),
+            backend,
             cache: Arc::new(RwLock::new(cache)),
             lazy: Arc::default(),
         })
@@ -168,6 +185,23 @@ impl RolloutStore {
             .unwrap_or_else(|e| e.into_inner())
             .pending
             .clear();
+        Ok(())
+    }
+
+    /// Read the records `numbers` from the backend again (another replica changed them:
+    /// see [`etcd::EtcdBackend::follow`]); a record gone there goes from memory too.
+    pub fn refresh(&self, numbers: &[u64]) -> Result<()> {
+        let mut fresh = Vec::with_capacity(numbers.len());
+        for &n in numbers {
+            fresh.push((n, self.backend.load_rollout(n)?));
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        for (n, r) in fresh {
+            match r {
+                Some(r) => cache.insert(n, Arc::new(r)),
+                None => cache.remove(&n),
+            };
+        }
         Ok(())
     }
 
