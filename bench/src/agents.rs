@@ -26,7 +26,8 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 /// What the child is told.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentsArgs {
-    /// The distributor (`http://` or, with --tls-dir, `https://`).
+    /// The distributor (`http://` or, with --tls-dir, `https://`); several replicas
+    /// comma-separated, the connections spread over them in turn.
     #[arg(long)]
     pub url: String,
     /// How many agents.
@@ -161,9 +162,11 @@ async fn connect(
     let mut opening = tokio::task::JoinSet::new();
     let end = range.end;
     let mut start = range.start;
+    let urls: Vec<&str> = args.url.split(',').collect();
     while start < end {
         let stop = (start + per).min(end);
-        let mut endpoint = tonic::transport::Endpoint::from_shared(args.url.clone())?
+        let url = urls[(start / per) % urls.len()];
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(30));
         if let Some((ca, ids)) = tls {

@@ -64,6 +64,11 @@ pub struct ConvergeArgs {
     /// The etcd binary for --etcd.
     #[arg(long, default_value = "etcd")]
     pub etcd_binary: String,
+    /// With --etcd: this many distributor replicas in this process (all serving, the first
+    /// elected), the agents' connections spread over them in turn; the rollouts are made on
+    /// the leader.
+    #[arg(long, default_value_t = 1, requires = "etcd")]
+    pub replicas: usize,
     /// Print one JSON object instead of lines for people.
     #[arg(long)]
     pub json: bool,
@@ -95,6 +100,8 @@ pub struct Report {
     pub tls: bool,
     /// The distributor's store: `sled`, or `etcd` (elected, fenced).
     pub store: &'static str,
+    /// Distributor replicas (1 on sled).
+    pub replicas: usize,
     /// HTTP/2 connections the agents used.
     pub connections: usize,
     /// Bytes of the profile.
@@ -228,43 +235,55 @@ async fn converge(args: &ConvergeArgs) -> anyhow::Result<Report> {
         listener,
         std::future::pending(),
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let url = format!("{scheme}://{}", listener.local_addr()?);
-    let mut config = seccomp_distributor::Config::new(dir.path().join("distributor"), &registry);
-    config.security = security;
-    // Kept for the whole run: etcd is killed when dropped, the leadership resigned never.
+    // Kept for the whole run: etcd is killed when dropped.
     let mut _etcd = None;
-    let mut _leadership = None;
-    if args.etcd {
+    let mut urls = Vec::new();
+    let mut replicas = Vec::new();
+    let etcd = if args.etcd {
         let etcd = crate::etcd_peer::Etcd::start(&args.etcd_binary).await?;
-        let mut settings = seccomp_distributor::store::EtcdSettings::new(vec![etcd.url.clone()]);
-        let client = seccomp_distributor::store::etcd::election_client(&settings).await?;
-        let election = seccomp_distributor::leader::ElectionSettings {
-            replica_id: "bench".into(),
-            lease_ttl: Duration::from_secs(10),
-        };
-        let stop = tokio_util::sync::CancellationToken::new();
-        let leadership =
-            seccomp_distributor::leader::campaign(&client, &settings.prefix, &election, &stop)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("not elected"))?;
-        settings.fence = Some(leadership.fence());
-        config.etcd = Some(settings);
+        let settings = seccomp_distributor::store::EtcdSettings::new(vec![etcd.url.clone()]);
         _etcd = Some(etcd);
-        _leadership = Some(leadership);
+        Some(settings)
+    } else {
+        None
+    };
+    for i in 0..args.replicas.max(1) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        urls.push(format!("{scheme}://{}", listener.local_addr()?));
+        let mut config = seccomp_distributor::Config::new(
+            dir.path().join(format!("distributor-{i}")),
+            &registry,
+        );
+        config.security = security.clone();
+        if let Some(settings) = &etcd {
+            config.etcd = Some(settings.clone());
+            config.replica = Some(seccomp_distributor::ReplicaSettings {
+                election: seccomp_distributor::leader::ElectionSettings {
+                    replica_id: format!("bench-{i}"),
+                    lease_ttl: Duration::from_secs(10),
+                },
+                leader_pod: None,
+                command_wait: Duration::from_secs(30),
+            });
+        }
+        replicas.push(tokio::spawn(seccomp_distributor::run(
+            config,
+            listener,
+            std::future::pending(),
+        )));
+        if let (0, Some(settings)) = (i, &etcd) {
+            wait_leader(settings, "bench-0").await?;
+        }
     }
-    let running = tokio::spawn(seccomp_distributor::run(
-        config,
-        listener,
-        std::future::pending(),
-    ));
+    let url = urls[0].clone();
+    let running = &replicas[0];
 
     let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())?;
     if let Some(t) = &tls {
         endpoint = endpoint.tls_config(t.admin.clone())?;
     }
-    let channel = connect(&endpoint, &running).await?;
+    let channel = connect(&endpoint, running).await?;
     let mut dc = pb::distributor_client::DistributorClient::new(channel);
     let mut rc = connect_registry(&registry).await?;
     // The servers are up and warm: the resident set from here on grows with the agents.
@@ -275,7 +294,7 @@ async fn converge(args: &ConvergeArgs) -> anyhow::Result<Report> {
     child
         .arg("agents")
         .arg("--url")
-        .arg(&url)
+        .arg(urls.join(","))
         .arg("--count")
         .arg(args.agents.to_string())
         .arg("--first")
@@ -380,11 +399,16 @@ async fn converge(args: &ConvergeArgs) -> anyhow::Result<Report> {
         };
         if !args.json {
             println!(
-                "round {round}: {} agents, waves {}, max unavailable {}{}: all acked {:.3} s, Completed {:.3} s, distributor CPU {:.2} s, RSS {:.1} MiB after",
+                "round {round}: {} agents, waves {}, max unavailable {}{}{}: all acked {:.3} s, Completed {:.3} s, distributor CPU {:.2} s, RSS {:.1} MiB after",
                 args.agents,
                 args.waves,
                 args.max_unavailable,
                 if args.tls { ", mTLS" } else { "" },
+                if args.etcd {
+                    format!(", etcd, {} replica(s)", args.replicas.max(1))
+                } else {
+                    String::new()
+                },
                 figures.all_acked_seconds,
                 figures.seconds,
                 figures.distributor_cpu_seconds,
@@ -406,6 +430,7 @@ async fn converge(args: &ConvergeArgs) -> anyhow::Result<Report> {
         max_unavailable: args.max_unavailable.clone(),
         tls: args.tls,
         store: if args.etcd { "etcd" } else { "sled" },
+        replicas: args.replicas.max(1),
         connections,
         profile_bytes: profile.len(),
         seconds: last.seconds,
@@ -419,6 +444,24 @@ async fn converge(args: &ConvergeArgs) -> anyhow::Result<Report> {
         connect_seconds,
         rounds,
     })
+}
+
+/// Wait until `id` leads (the bench's first replica, before the others start).
+async fn wait_leader(
+    settings: &seccomp_distributor::store::EtcdSettings,
+    id: &str,
+) -> anyhow::Result<()> {
+    let client = seccomp_distributor::store::etcd::client(settings).await?;
+    let end = Instant::now() + SETUP;
+    while seccomp_distributor::leader::current_leader(&client, &settings.prefix)
+        .await
+        .as_deref()
+        != Some(id)
+    {
+        anyhow::ensure!(Instant::now() < end, "{id} was not elected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// This process's resident set once `agents` agents are idle: what connecting left behind

@@ -452,6 +452,27 @@ impl Stack {
         self.distributor = Some(p);
     }
 
+    /// Another distributor (a replica beside the stack's, `distributor-<id>` in the logs) on
+    /// `addr`, with the stack's registry, its own data directory, and `args`; not waited for.
+    pub fn spawn_replica(&self, id: &str, addr: SocketAddr, args: &[String]) -> Proc {
+        let mut all = vec![
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--registry".into(),
+            self.registry_url(),
+            "--data-dir".into(),
+            self.dir.path().join(id).display().to_string(),
+        ];
+        all.extend(args.iter().cloned());
+        Proc::spawn(
+            "seccomp-distributor",
+            &format!("distributor-{id}"),
+            &self.logs(),
+            &all,
+            &[],
+        )
+    }
+
     /// Takes the running registry out of the stack (to kill it).
     ///
     /// # Panics

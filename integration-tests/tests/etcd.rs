@@ -144,6 +144,18 @@ fn etcd_restarted_under_a_stream_of_commands_loses_nothing_acknowledged() {
     };
     let mut stack = stack_on(&etcd, "/test-load");
     publish(&stack);
+    // A second replica: every other command goes through it (passed to the leader).
+    let leader = stack.distributor_addr;
+    let follower = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut args = stack.tuning.distributor_args.clone();
+    args.extend(["--replica-id".to_owned(), "follower".to_owned()]);
+    let replica = stack.spawn_replica("follower", follower, &args);
+    poll("the follower to listen", DEADLINE, || {
+        std::net::TcpStream::connect(follower).ok().map(|_| ())
+    });
     // Create a rollout that waits after its first wave and abort it, over and over; kill
     // etcd part way and start it again: every rollout whose creation was acknowledged, and
     // every acknowledged command, is there afterwards.
@@ -151,8 +163,16 @@ fn etcd_restarted_under_a_stream_of_commands_loses_nothing_acknowledged() {
     let mut created = Vec::new();
     let mut refused = 0;
     let mut current: Option<String> = None;
-    // One create-or-abort; whether it was acknowledged.
-    let mut step = |stack: &Stack| -> bool {
+    let mut turn = 0usize;
+    // Acknowledged through the follower, before the kill and after the restart.
+    let mut passed = [0, 0];
+    let mut restarted = false;
+    // One create-or-abort, on the leader and the follower in turn; whether it was
+    // acknowledged.
+    let mut step = |stack: &mut Stack, restarted: bool| -> bool {
+        turn += 1;
+        let on_follower = turn.is_multiple_of(2);
+        stack.distributor_addr = if on_follower { follower } else { leader };
         let out = match &current {
             None => stack.ctl(&[
                 "rollout",
@@ -174,6 +194,9 @@ fn etcd_restarted_under_a_stream_of_commands_loses_nothing_acknowledged() {
             return false;
         }
         acknowledged += 1;
+        if on_follower {
+            passed[usize::from(restarted)] += 1;
+        }
         if current.take().is_none() {
             let id = rollout_id(&out.stdout);
             created.push(id.clone());
@@ -182,23 +205,30 @@ fn etcd_restarted_under_a_stream_of_commands_loses_nothing_acknowledged() {
         true
     };
     for _ in 0..10 {
-        step(&stack);
+        step(&mut stack, restarted);
     }
     etcd.kill(0);
     for _ in 0..10 {
-        step(&stack);
+        step(&mut stack, restarted);
     }
     etcd.restart(0);
+    restarted = true;
     // Back once the distributor has its leadership again (it stepped down without etcd).
     poll("a command acknowledged again", DEADLINE, || {
-        step(&stack).then_some(())
+        step(&mut stack, restarted).then_some(())
     });
     for _ in 0..10 {
-        step(&stack);
+        step(&mut stack, restarted);
     }
     assert!(refused > 0, "commands were refused while etcd was down");
     assert!(acknowledged >= 20, "{acknowledged} acknowledged");
-    // The distributor SIGKILLed after the stream: the acknowledged ones are all in etcd.
+    assert!(
+        passed[0] > 0 && passed[1] > 0,
+        "commands passed through the follower before and after etcd's restart: {passed:?}"
+    );
+    // Both replicas SIGKILLed after the stream: the acknowledged ones are all in etcd.
+    replica.kill();
+    stack.distributor_addr = leader;
     stack.take_distributor().kill();
     let port = stack.distributor_addr.port();
     stack.start_distributor(port);

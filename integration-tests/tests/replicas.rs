@@ -47,22 +47,7 @@ fn replica_args(etcd: &EtcdCluster, id: &str) -> Vec<String> {
 
 /// Another replica, listening on `addr`.
 fn replica(stack: &Stack, etcd: &EtcdCluster, id: &str, addr: SocketAddr) -> Proc {
-    let mut args = vec![
-        "--listen".to_owned(),
-        addr.to_string(),
-        "--registry".into(),
-        stack.registry_url(),
-        "--data-dir".into(),
-        stack.dir.path().join(id).display().to_string(),
-    ];
-    args.extend(replica_args(etcd, id));
-    Proc::spawn(
-        "seccomp-distributor",
-        &format!("distributor-{id}"),
-        &stack.dir.path().join("logs"),
-        &args,
-        &[],
-    )
+    stack.spawn_replica(id, addr, &replica_args(etcd, id))
 }
 
 fn now_ms() -> u64 {
@@ -223,6 +208,7 @@ fn replicas_all_serve_and_survive_their_leader() {
 
     // SIGKILL the leader: another replica leads within the lease (plus an election).
     let killed = Instant::now();
+    let killed_ms = now_ms();
     stack.take_distributor().kill();
     let next = poll("a new leader", DEADLINE, || {
         (1..3).find(|&i| terms(&procs[i].as_ref().unwrap().logs()) == 1)
@@ -259,13 +245,23 @@ fn replicas_all_serve_and_survive_their_leader() {
         audit.contains("CreateRollout") && audit.contains("ResumeRollout"),
         "{audit}"
     );
-    // The history of every node, through the failover: only version 1 ever sent, and to
-    // the second wave's nodes only after the resume.
+    // The history of every node, through the failover: only version 1 ever sent, nothing
+    // at all between the kill and the resume (a reconnected agent that has its set is sent
+    // nothing), and to the second wave's nodes only after the resume.
     let v1 = sha256_hex(PROFILE);
+    let mut wave2_at = u64::MAX;
     for (i, node) in stack.nodes.iter().enumerate() {
         let got = stack.history(i);
         assert!(!got.is_empty(), "{}: no Desired recorded", node.name);
         for (at, files) in &got {
+            assert!(
+                !(killed_ms..resumed_ms).contains(at),
+                "{} was sent a set at {at}, between the kill and the resume",
+                node.name
+            );
+            if i != wave1 && files.contains_key(WEB) {
+                wave2_at = wave2_at.min(*at);
+            }
             if let Some(sha) = files.get(WEB) {
                 assert_eq!(*sha, v1, "{} was sent other content at {at}", node.name);
                 if i != wave1 {
@@ -278,6 +274,11 @@ fn replicas_all_serve_and_survive_their_leader() {
             }
         }
     }
+
+    eprintln!(
+        "failover: leader SIGKILLed to wave 2 moving in {} ms (resume given once a new leader was seen)",
+        wave2_at.saturating_sub(killed_ms)
+    );
 
     // SIGSTOP the new leader past its lease: the last replica leads; after SIGCONT the
     // stopped one finds itself deposed and follows, still serving.

@@ -85,7 +85,7 @@ impl EffectiveSet {
 /// Which of the nodes an NCI's selector matches actually get it. Staged rollouts give one NCI
 /// name two variants at once: the candidate content for the nodes a wave targeted, and the
 /// stable content for the others.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Scope {
     /// Every matching node.
     #[default]

@@ -100,6 +100,28 @@ impl Distributor {
         let variants = self.variants()?;
         self.hub
             .set_fleet(Fleet::scoped(variants.iter().map(|(n, s)| (n, s.clone())))?);
+        *self
+            .fleet_variants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(variants);
         Ok(())
+    }
+
+    /// [`Distributor::refresh_fleet`] unless the variants are the ones the fleet was last
+    /// built from (a replica that follows the leader's records sees them change at every
+    /// confirmation; what nodes get changes only with a wave or a command, and rebuilding
+    /// the fleet costs time linear in the nodes).
+    pub(super) fn refresh_fleet_if_changed(&self) -> Result<()> {
+        let variants = self.variants()?;
+        let same = self
+            .fleet_variants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            == Some(&variants);
+        if same {
+            return Ok(());
+        }
+        self.refresh_fleet()
     }
 }

@@ -180,7 +180,7 @@ impl Distributor {
     pub async fn follow_rollouts(&self, numbers: &[u64]) -> Result<()> {
         let _w = self.write.lock().await;
         self.store.refresh(numbers)?;
-        self.refresh_fleet()?;
+        self.refresh_fleet_if_changed()?;
         self.bump();
         Ok(())
     }
@@ -189,7 +189,8 @@ impl Distributor {
     /// does not lead does this instead of the engine's tick, so the leader sees it).
     pub async fn persist_nodes(&self) -> Result<()> {
         self.store.put_nodes(&self.hub.take_changed())?;
-        self.store.flush().await
+        self.store.write_lazy(false)?;
+        self.store.flush_given().await
     }
 
     /// Whether the agents known before a restart had their chance to reconnect. The first

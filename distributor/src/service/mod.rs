@@ -256,6 +256,9 @@ pub struct Distributor {
     sink_retry_at: std::sync::Mutex<Option<Instant>>,
     /// Tests: make the next tick panic.
     panic_next_tick: AtomicBool,
+    /// The variants the fleet was last built from.
+    fleet_variants:
+        std::sync::Mutex<Option<Vec<(NodeConfigItem, seccomp_rollout::fileset::Scope)>>>,
 }
 
 /// How often the connected nodes are recorded.
@@ -327,6 +330,7 @@ impl Distributor {
             synced: std::sync::Mutex::new(None),
             sink_retry_at: std::sync::Mutex::new(None),
             panic_next_tick: AtomicBool::new(false),
+            fleet_variants: std::sync::Mutex::new(None),
         };
         d.refresh_fleet()?;
         Ok(d)

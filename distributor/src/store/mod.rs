@@ -280,6 +280,13 @@ impl RolloutStore {
         self.backend.flush().await
     }
 
+    /// Wait until what the backend was given is durable, without handing it the lazily
+    /// stored records first (they go at most every [`LAZY_EVERY`]: encoding a large record
+    /// at every flush of node facts would cost more than the facts).
+    pub async fn flush_given(&self) -> Result<()> {
+        self.backend.flush().await
+    }
+
     /// Give the backend the lazily stored records, when [`LAZY_EVERY`] has passed since the
     /// last time (or at once with `now`). Called on every engine tick and before a flush.
     pub fn write_lazy(&self, now: bool) -> Result<()> {
