@@ -79,6 +79,22 @@ fn converge_with_the_state_in_etcd() {
     assert_eq!(r["store"], "etcd");
     assert_eq!(r["rounds"].as_array().unwrap().len(), 2);
     assert!(r["seconds"].as_f64().unwrap() > 0.0);
+    // Three replicas, the agents spread over them: every round completes.
+    let r = bench(&[
+        "converge",
+        "--agents",
+        "30",
+        "--per-connection",
+        "5",
+        "--etcd",
+        "--replicas",
+        "3",
+        "--rounds",
+        "2",
+    ]);
+    assert_eq!(r["replicas"], 3);
+    assert_eq!(r["connections"], 6);
+    assert_eq!(r["rounds"].as_array().unwrap().len(), 2);
 }
 
 #[test]

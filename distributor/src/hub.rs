@@ -721,6 +721,36 @@ impl Hub {
         self.bump();
     }
 
+    /// Replace the NCIs when only the nodes `names` may get another set from them (the
+    /// fleet's variants are the same but for scopes that gained or lost these nodes): only
+    /// their sets are computed again, not every node's (a wave that targets nodes a few at a
+    /// time changes the fleet at every step).
+    pub fn set_fleet_for(&self, fleet: Fleet, names: &std::collections::BTreeSet<String>) {
+        let mut st = self.lock();
+        st.fleet = Arc::new(fleet);
+        let fleet = Arc::clone(&st.fleet);
+        let sets = fleet.effective_all(
+            names
+                .iter()
+                .filter(|n| st.member(n))
+                .filter_map(|n| st.nodes.get(n).map(|node| (n.as_str(), &*node.labels))),
+        );
+        let sets: Vec<(String, Arc<EffectiveSet>)> =
+            sets.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        for (name, set) in sets {
+            let Some(node) = st.nodes.get_mut(&name) else {
+                continue;
+            };
+            if node.desired.revision == set.revision {
+                continue;
+            }
+            node.desired = set;
+            st.send(&name);
+        }
+        drop(st);
+        self.bump();
+    }
+
     /// How many agents are connected, and the nodes that count by state.
     pub fn state_counts(&self) -> (usize, BTreeMap<NodeState, usize>) {
         let st = self.lock();

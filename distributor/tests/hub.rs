@@ -224,3 +224,88 @@ fn an_agent_that_does_not_read_holds_only_the_newest_set() {
     hub.ack("n1", s, &d.revision, &d.nonce, observe(&d.set));
     assert_eq!(state(&hub, "n1"), NodeState::Applied);
 }
+
+fn known(
+    name: &str,
+    revision: &str,
+    observed: Vec<ObservedFile>,
+) -> seccomp_distributor::store::KnownNode {
+    seccomp_distributor::store::KnownNode {
+        name: name.into(),
+        labels: selector::parse("os=linux").unwrap(),
+        agent_version: "test".into(),
+        last_seen_ms: 0,
+        revision: revision.into(),
+        observed,
+        errors: Vec::new(),
+    }
+}
+
+#[test]
+fn a_node_on_another_replica_counts_as_its_record_says_and_a_local_session_wins() {
+    let fleet = Fleet::new(&[nci("a", "{}", "os=linux")]).unwrap();
+    let set = fleet.effective(&selector::parse("os=linux").unwrap());
+    let hub = Hub::new(fleet, Duration::from_millis(50));
+    // Reported by another replica: connected there, not yet applied, then applied.
+    hub.remote("n1", Some(known("n1", "", vec![])), true);
+    let view = &hub.nodes(&Selector::new())[0];
+    assert!(view.connected);
+    assert_eq!(view.state, NodeState::Pending);
+    hub.remote("n1", Some(known("n1", &set.revision, observe(&set))), true);
+    assert_eq!(state(&hub, "n1"), NodeState::Applied);
+    // Never stored again by this replica.
+    assert!(hub.take_changed().is_empty());
+    assert!(hub.take_presence().is_empty());
+    // Gone from that replica and silent past the grace period: Unknown, not connected.
+    hub.remote("n1", Some(known("n1", &set.revision, observe(&set))), false);
+    std::thread::sleep(Duration::from_millis(60));
+    let view = &hub.nodes(&Selector::new())[0];
+    assert!(!view.connected);
+    assert_eq!(view.state, NodeState::Unknown);
+    // Its agent here: what it says wins over another replica's record of it.
+    let (tx, mut rx) = hub::outbox();
+    let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);
+    let d = desired(&mut rx);
+    hub.remote("n1", Some(known("n1", &set.revision, observe(&set))), false);
+    assert_eq!(state(&hub, "n1"), NodeState::Applying);
+    assert_eq!(hub.take_presence().get("n1"), Some(&true));
+    hub.ack("n1", s, &d.revision, &d.nonce, observe(&d.set));
+    hub.disconnect("n1", s);
+    assert_eq!(hub.take_presence().get("n1"), Some(&false));
+    // Forgotten everywhere (no record, not connected): forgotten here.
+    hub.remote("n1", None, false);
+    assert!(hub.nodes(&Selector::new()).is_empty());
+}
+
+#[test]
+fn a_fleet_change_for_some_nodes_sends_to_those_only() {
+    use seccomp_rollout::fileset::Scope;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    let v1 = nci("a", "{}", "os=linux");
+    let v2 = nci("a", "{\"v\":2}", "os=linux");
+    let scoped = |targeted: &[&str]| {
+        let t: Arc<BTreeSet<String>> = Arc::new(targeted.iter().map(|s| (*s).to_owned()).collect());
+        Fleet::scoped([(&v2, Scope::Only(Arc::clone(&t))), (&v1, Scope::Except(t))]).unwrap()
+    };
+    let hub = Hub::new(scoped(&[]), Duration::from_secs(30));
+    let mut rxs = Vec::new();
+    for n in ["n1", "n2", "n3"] {
+        let (tx, mut rx) = hub::outbox();
+        hub.hello(hello(n, "os=linux", "", vec![]), tx);
+        let d = desired(&mut rx);
+        assert_eq!(d.set.files.len(), 2, "{n}");
+        rxs.push(rx);
+    }
+    let first = rxs[0].borrow().clone();
+    // n2 enters the wave: only n2 is sent a set.
+    hub.set_fleet_for(scoped(&["n2"]), &["n2".to_owned()].into());
+    assert!(nothing_new(&rxs[0]) && nothing_new(&rxs[2]));
+    let d = desired(&mut rxs[1]);
+    let expected = scoped(&["n2"]).effective_for("n2", &selector::parse("os=linux").unwrap());
+    assert_eq!(d.revision, expected.revision);
+    assert!(matches!(first, Some(Outbound::Desired(_))));
+    // Named but with the same set: nothing sent.
+    hub.set_fleet_for(scoped(&["n2"]), &["n1".to_owned()].into());
+    assert!(nothing_new(&rxs[0]));
+}

@@ -10,6 +10,34 @@ use seccomp_rollout::nci::NodeConfigItem;
 use seccomp_rollout::record::{RolloutRecord, RolloutState};
 
 use super::{Distributor, InForce};
+
+/// The fleet's variants, as last built.
+pub(super) type Variants = Vec<(NodeConfigItem, Scope)>;
+
+/// The nodes that entered or left a scope from `old` to `new`, when the variants are the
+/// same NCIs with scopes of the same kinds; `None` when anything else changed (then every
+/// node's set is computed again).
+fn moved_nodes(old: &Variants, new: &Variants) -> Option<BTreeSet<String>> {
+    if old.len() != new.len() {
+        return None;
+    }
+    let mut moved = BTreeSet::new();
+    for ((old_nci, old_scope), (new_nci, new_scope)) in old.iter().zip(new) {
+        if old_nci != new_nci {
+            return None;
+        }
+        match (old_scope, new_scope) {
+            (Scope::All, Scope::All) => {}
+            (Scope::Only(a), Scope::Only(b)) | (Scope::Except(a), Scope::Except(b)) => {
+                if !Arc::ptr_eq(a, b) {
+                    moved.extend(a.symmetric_difference(b).cloned());
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(moved)
+}
 use crate::error::Result;
 
 impl Distributor {
@@ -96,32 +124,71 @@ impl Distributor {
         Ok(out)
     }
 
+    /// Rebuild the fleet from the records and give every node whose set changed its new
+    /// one. When the variants are those of the last rebuild but for nodes that entered or
+    /// left a scope (a wave targeting nodes a few at a time, as max unavailable allows),
+    /// only those nodes' sets are computed again: the whole fleet's cost time linear in the
+    /// nodes, at every step of a wave, on the leader and on every replica that follows it.
     pub(super) fn refresh_fleet(&self) -> Result<()> {
         let variants = self.variants()?;
-        self.hub
-            .set_fleet(Fleet::scoped(variants.iter().map(|(n, s)| (n, s.clone())))?);
-        *self
+        let fleet = Fleet::scoped(variants.iter().map(|(n, s)| (n, s.clone())))?;
+        let mut last = self
             .fleet_variants
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(variants);
+            .unwrap_or_else(|e| e.into_inner());
+        match last.as_ref().and_then(|old| moved_nodes(old, &variants)) {
+            Some(names) => self.hub.set_fleet_for(fleet, &names),
+            None => self.hub.set_fleet(fleet),
+        }
+        *last = Some(variants);
         Ok(())
     }
+}
 
-    /// [`Distributor::refresh_fleet`] unless the variants are the ones the fleet was last
-    /// built from (a replica that follows the leader's records sees them change at every
-    /// confirmation; what nodes get changes only with a wave or a command, and rebuilding
-    /// the fleet costs time linear in the nodes).
-    pub(super) fn refresh_fleet_if_changed(&self) -> Result<()> {
-        let variants = self.variants()?;
-        let same = self
-            .fleet_variants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            == Some(&variants);
-        if same {
-            return Ok(());
-        }
-        self.refresh_fleet()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seccomp_rollout::nci::{ProfileRef, Target};
+
+    fn nci(content: &str) -> NodeConfigItem {
+        let target = Target::new(seccomp_rollout::selector::parse("os=linux").unwrap());
+        let profile = ProfileRef {
+            name: "web",
+            version: 1,
+            content: content.as_bytes(),
+        };
+        seccomp_rollout::nci::render(profile, &target, Some("web"), None).unwrap()
+    }
+
+    fn names(n: &[&str]) -> Arc<BTreeSet<String>> {
+        Arc::new(n.iter().map(|s| (*s).to_owned()).collect())
+    }
+
+    #[test]
+    fn only_scopes_that_moved_name_nodes() {
+        let (a, b) = (nci("{}"), nci("{\"v\":2}"));
+        let old: Variants = vec![
+            (b.clone(), Scope::Only(names(&["n1"]))),
+            (a.clone(), Scope::Except(names(&["n1"]))),
+        ];
+        let grown: Variants = vec![
+            (b.clone(), Scope::Only(names(&["n1", "n2", "n3"]))),
+            (a.clone(), Scope::Except(names(&["n1", "n2", "n3"]))),
+        ];
+        assert_eq!(
+            moved_nodes(&old, &grown),
+            Some(["n2".to_owned(), "n3".to_owned()].into())
+        );
+        assert_eq!(moved_nodes(&old, &old), Some(BTreeSet::new()));
+        // Another content, another kind of scope, or another count: everything again.
+        let other: Variants = vec![
+            (a.clone(), Scope::Only(names(&["n1"]))),
+            (a.clone(), Scope::Except(names(&["n1"]))),
+        ];
+        assert_eq!(moved_nodes(&old, &other), None);
+        let completed: Variants = vec![(b.clone(), Scope::All)];
+        assert_eq!(moved_nodes(&old, &completed), None);
+        let kinds: Variants = vec![(b, Scope::All), (a, Scope::Except(names(&["n1"])))];
+        assert_eq!(moved_nodes(&old, &kinds), None);
     }
 }

@@ -180,7 +180,7 @@ impl Distributor {
     pub async fn follow_rollouts(&self, numbers: &[u64]) -> Result<()> {
         let _w = self.write.lock().await;
         self.store.refresh(numbers)?;
-        self.refresh_fleet_if_changed()?;
+        self.refresh_fleet()?;
         self.bump();
         Ok(())
     }

@@ -257,8 +257,7 @@ pub struct Distributor {
     /// Tests: make the next tick panic.
     panic_next_tick: AtomicBool,
     /// The variants the fleet was last built from.
-    fleet_variants:
-        std::sync::Mutex<Option<Vec<(NodeConfigItem, seccomp_rollout::fileset::Scope)>>>,
+    fleet_variants: std::sync::Mutex<Option<desired::Variants>>,
 }
 
 /// How often the connected nodes are recorded.

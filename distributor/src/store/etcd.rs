@@ -154,6 +154,8 @@ pub struct EtcdBackend {
     endpoints: Vec<String>,
     prefix: String,
     fence: Mutex<Option<Fence>>,
+    /// What etcd holds, as this replica knows it. Whoever takes several of these locks
+    /// takes them in this order: `mirror`, `queued`, `ours`.
     mirror: Mutex<Mirror>,
     /// Keys changed since the last flush.
     queued: Mutex<Queued>,
@@ -682,9 +684,10 @@ impl EtcdBackend {
                 let loaded = self.loaded.load(Ordering::Acquire);
                 let mut seen = Vec::new();
                 {
+                    // The order every path takes: mirror, then queue, then what was ours.
+                    let mut m = self.mirror();
                     let queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
                     let ours = self.ours.lock().unwrap_or_else(|e| e.into_inner());
-                    let mut m = self.mirror();
                     for event in reply.events() {
                         let Some(kv) = event.kv() else { continue };
                         let revision = kv.mod_revision();
