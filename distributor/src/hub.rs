@@ -109,6 +109,35 @@ struct Node {
     elsewhere: bool,
 }
 
+impl Node {
+    /// A node known from its stored record (after a restart, or from another replica),
+    /// with no session here.
+    fn stored(
+        k: KnownNode,
+        labels: Labels,
+        desired: Arc<EffectiveSet>,
+        heard: Instant,
+        elsewhere: bool,
+    ) -> Self {
+        Node {
+            labels: Arc::new(labels),
+            agent_version: k.agent_version,
+            session: None,
+            last_seen: UNIX_EPOCH + Duration::from_millis(k.last_seen_ms),
+            heard,
+            desired,
+            acked: k.revision,
+            observed: k.observed,
+            errors: k.errors,
+            in_flight: false,
+            drifted: false,
+            drift_reports: 0,
+            connected_once: elsewhere,
+            elsewhere,
+        }
+    }
+}
+
 /// Node facts from the cluster (`--watch-nodes`): which nodes exist and their labels.
 #[derive(Debug, Default)]
 struct Cluster {
@@ -526,24 +555,10 @@ impl Hub {
             let ago = wall_now.duration_since(last_seen).unwrap_or_default();
             let heard = Instant::now().checked_sub(ago).unwrap_or_else(Instant::now);
             let desired = Arc::new(st.fleet.effective_for(&k.name, &k.labels));
+            let labels = k.labels.clone();
             st.nodes.insert(
-                k.name,
-                Node {
-                    labels: Arc::new(k.labels),
-                    agent_version: k.agent_version,
-                    session: None,
-                    last_seen,
-                    heard,
-                    desired,
-                    acked: k.revision,
-                    observed: k.observed,
-                    errors: k.errors,
-                    in_flight: false,
-                    drifted: false,
-                    drift_reports: 0,
-                    connected_once: false,
-                    elsewhere: false,
-                },
+                k.name.clone(),
+                Node::stored(k, labels, desired, heard, false),
             );
         }
         drop(st);
@@ -656,34 +671,20 @@ impl Hub {
                 }
             }
             (None, Some(k)) => {
-                let labels = cluster_labels.unwrap_or(k.labels);
+                let labels = cluster_labels.unwrap_or_else(|| k.labels.clone());
                 let desired = Arc::new(fleet.effective_for(name, &labels));
                 let last_seen = UNIX_EPOCH + Duration::from_millis(k.last_seen_ms);
                 let ago = SystemTime::now()
                     .duration_since(last_seen)
                     .unwrap_or_default();
+                let heard = if elsewhere {
+                    now
+                } else {
+                    now.checked_sub(ago).unwrap_or(now)
+                };
                 st.nodes.insert(
                     name.to_owned(),
-                    Node {
-                        labels: Arc::new(labels),
-                        agent_version: k.agent_version,
-                        session: None,
-                        last_seen,
-                        heard: if elsewhere {
-                            now
-                        } else {
-                            now.checked_sub(ago).unwrap_or(now)
-                        },
-                        desired,
-                        acked: k.revision,
-                        observed: k.observed,
-                        errors: k.errors,
-                        in_flight: false,
-                        drifted: false,
-                        drift_reports: 0,
-                        connected_once: elsewhere,
-                        elsewhere,
-                    },
+                    Node::stored(k, labels, desired, heard, elsewhere),
                 );
             }
             (None, None) => return,

@@ -148,6 +148,16 @@ async fn commands_on_a_follower_run_on_the_leader_and_its_agents_count() {
         .await;
     }
 
+    // A plan on the follower sees every node, wherever its agent is.
+    let plan = dc_b
+        .plan_rollout(pb::PlanRolloutRequest {
+            change: Some(pb::plan_rollout_request::Change::Create(create("web"))),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plan.matching_nodes, 2, "{plan:?}");
+
     // Created on the follower: run by the leader, the answer passed back.
     let r = dc_b
         .create_rollout(create("web"))

@@ -255,6 +255,15 @@ fn etcd_restarted_under_a_stream_of_commands_loses_nothing_acknowledged() {
             "{id} was acknowledged and is gone: {kept:?}"
         );
     }
+    // Through it all, no node was sent anything but version 1 or its removal.
+    let v1 = sha256_hex(PROFILE);
+    for (i, node) in stack.nodes.iter().enumerate() {
+        for (at, files) in stack.history(i) {
+            if let Some(sha) = files.get(WEB) {
+                assert_eq!(*sha, v1, "{} was sent other content at {at}", node.name);
+            }
+        }
+    }
 }
 
 #[test]
