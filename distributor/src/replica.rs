@@ -78,7 +78,6 @@ pub struct Replica {
     id: String,
     backend: Arc<EtcdBackend>,
     leading: AtomicBool,
-    fence: Mutex<Option<Fence>>,
     /// Commands this replica passed on, waiting for their answers.
     waiting: Mutex<HashMap<String, oneshot::Sender<Vec<u8>>>>,
     next: AtomicU64,
@@ -104,7 +103,6 @@ impl Replica {
             id,
             backend,
             leading: AtomicBool::new(false),
-            fence: Mutex::new(None),
             waiting: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
             wait,
@@ -138,13 +136,12 @@ impl Replica {
     /// (the previous leader's last writes included), every node taken from it, and the
     /// commands waiting for a leader are run.
     pub async fn lead(&self, fence: Fence, distributor: &Distributor, hub: &Hub) -> Result<()> {
-        self.backend.set_fence(Some(fence.clone()));
-        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = Some(fence);
+        self.backend.set_fence(Some(fence));
         self.backend.load().await?;
         self.take_all_nodes(hub);
         distributor.begin_term().await?;
         self.leading.store(true, Ordering::Release);
-        for (id, _) in self.backend.commands() {
+        for id in self.backend.command_ids() {
             let _ = self.to_run.send(id);
         }
         Ok(())
@@ -153,9 +150,7 @@ impl Replica {
     /// This replica no longer leads: unfenced (only node facts and presence are written),
     /// and the rollouts read again from etcd (memory may hold what etcd refused).
     pub async fn follow(&self, distributor: &Distributor, hub: &Hub) {
-        self.leading.store(false, Ordering::Release);
-        self.backend.set_fence(None);
-        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.stand_down();
         match self.backend.load().await {
             Ok(()) => {
                 self.take_all_nodes(hub);
@@ -174,7 +169,6 @@ impl Replica {
     pub fn stand_down(&self) {
         self.leading.store(false, Ordering::Release);
         self.backend.set_fence(None);
-        *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Take every node the mirror has into the hub (at start: the nodes connected to other
@@ -323,17 +317,10 @@ impl Replica {
     }
 
     async fn run_command(&self, id: &str) -> Result<()> {
-        let fence = self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let (Some(fence), true) = (fence, self.is_leading()) else {
+        let (Some(fence), true) = (self.backend.fence(), self.is_leading()) else {
             return Ok(());
         };
-        let Some(value) = self
-            .backend
-            .commands()
-            .into_iter()
-            .find(|(k, _)| k == id)
-            .map(|(_, v)| v)
-        else {
+        let Some(value) = self.backend.command(id) else {
             return Ok(());
         };
         // Taken away first, fenced: it runs once, and only here.

@@ -258,10 +258,12 @@ fn a_node_on_another_replica_counts_as_its_record_says_and_a_local_session_wins(
     assert!(hub.take_presence().is_empty());
     // Gone from that replica and silent past the grace period: Unknown, not connected.
     hub.remote("n1", Some(known("n1", &set.revision, observe(&set))), false);
-    std::thread::sleep(Duration::from_millis(60));
-    let view = &hub.nodes(&Selector::new())[0];
-    assert!(!view.connected);
-    assert_eq!(view.state, NodeState::Unknown);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state(&hub, "n1") != NodeState::Unknown {
+        assert!(std::time::Instant::now() < deadline, "n1 never Unknown");
+        std::thread::yield_now();
+    }
+    assert!(!hub.nodes(&Selector::new())[0].connected);
     // Its agent here: what it says wins over another replica's record of it.
     let (tx, mut rx) = hub::outbox();
     let s = hub.hello(hello("n1", "os=linux", "", vec![]), tx);

@@ -42,12 +42,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
-};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
 use seccomp_rollout::record::RolloutRecord;
-use tokio_util::sync::CancellationToken;
+
+mod follow;
+
+use follow::KeyError;
 
 use super::{AuditEntry, Backend, KnownNode};
 use crate::BoxFuture;
@@ -236,126 +236,6 @@ fn range_end(root: &str) -> Vec<u8> {
     end
 }
 
-/// Apply one key's value (`None`: deleted), the key taken after the prefix's `/`, to `m`;
-/// what changed, for a follower. An unknown key is `Err` (the caller says so).
-fn apply(
-    m: &mut Mirror,
-    rest: &str,
-    value: Option<&[u8]>,
-) -> std::result::Result<Option<Change>, String> {
-    let text = |v: &[u8]| {
-        std::str::from_utf8(v)
-            .map(str::to_owned)
-            .map_err(|e| e.to_string())
-    };
-    if let Some(n) = rest.strip_prefix("rollouts/") {
-        let n: u64 = n
-            .parse()
-            .map_err(|e: std::num::ParseIntError| e.to_string())?;
-        match value {
-            Some(v) => {
-                let json = lz4_flex::decompress_size_prepended(v).map_err(|e| e.to_string())?;
-                let record = serde_json::from_slice(&json).map_err(|e| e.to_string())?;
-                m.rollouts.insert(n, record);
-            }
-            None => {
-                m.rollouts.remove(&n);
-            }
-        }
-        return Ok(Some(Change::Rollout(n)));
-    }
-    if rest == "next-rollout" {
-        if let Some(v) = value {
-            m.next = text(v)?
-                .parse()
-                .map_err(|e: std::num::ParseIntError| e.to_string())?;
-        }
-        return Ok(None);
-    }
-    if let Some(name) = rest.strip_prefix("sightings/") {
-        match value {
-            Some(v) => {
-                let at = text(v)?
-                    .parse()
-                    .map_err(|e: std::num::ParseIntError| e.to_string())?;
-                m.sightings.insert(name.to_owned(), at);
-            }
-            None => {
-                m.sightings.remove(name);
-            }
-        }
-        return Ok(None);
-    }
-    if let Some(name) = rest.strip_prefix("nodes/") {
-        match value {
-            Some(v) => {
-                let node: KnownNode = serde_json::from_slice(v).map_err(|e| e.to_string())?;
-                m.nodes.insert(name.to_owned(), node);
-            }
-            None => {
-                m.nodes.remove(name);
-            }
-        }
-        return Ok(Some(Change::Node(name.to_owned())));
-    }
-    if let Some(key) = rest.strip_prefix("audit/") {
-        match value {
-            Some(v) => {
-                let entry: AuditEntry = serde_json::from_slice(v).map_err(|e| e.to_string())?;
-                m.audit.insert(entry.key(), entry);
-            }
-            None => {
-                if let Ok(k) = hex::decode(key)
-                    && let Ok(k) = <[u8; 16]>::try_from(k)
-                {
-                    m.audit.remove(&k);
-                }
-            }
-        }
-        return Ok(None);
-    }
-    if let Some(who) = rest.strip_prefix("conn/") {
-        let (replica, node) = who.split_once('/').ok_or("no node in the key")?;
-        match value {
-            Some(_) => {
-                m.conn
-                    .entry(node.to_owned())
-                    .or_default()
-                    .insert(replica.to_owned());
-            }
-            None => {
-                if let Some(set) = m.conn.get_mut(node) {
-                    set.remove(replica);
-                    if set.is_empty() {
-                        m.conn.remove(node);
-                    }
-                }
-            }
-        }
-        return Ok(Some(Change::Presence(node.to_owned())));
-    }
-    if let Some(id) = rest.strip_prefix("commands/") {
-        return Ok(match value {
-            Some(v) => {
-                m.commands.insert(id.to_owned(), v.to_vec());
-                Some(Change::Command(id.to_owned()))
-            }
-            None => {
-                m.commands.remove(id);
-                None
-            }
-        });
-    }
-    if let Some(id) = rest.strip_prefix("results/") {
-        return Ok(value.map(|v| Change::Answer(id.to_owned(), v.to_vec())));
-    }
-    if rest.starts_with("leader/") {
-        // The election's keys live under the prefix too.
-        return Ok(None);
-    }
-    Err("unknown key".to_owned())
-}
-
 impl EtcdBackend {
     /// Connect to the cluster and read everything under the prefix (and, with
     /// `settings.presence`, take this replica's presence lease).
@@ -428,9 +308,9 @@ impl EtcdBackend {
             for kv in reply.kvs() {
                 let key = kv.key_str().map_err(storage)?;
                 let rest = &key[root.len()..];
-                match apply(&mut m, rest, Some(kv.value())) {
+                match follow::apply(&mut m, rest, Some(kv.value())) {
                     Ok(_) => {}
-                    Err(e) if e == "unknown key" => {
+                    Err(KeyError::Unknown) => {
                         tracing::warn!(key = %key, "ignoring an unknown key under the etcd prefix")
                     }
                     Err(e) => return Err(storage(format!("etcd key {key}: {e}"))),
@@ -453,7 +333,7 @@ impl EtcdBackend {
                 Write::Put(v) | Write::Leased(v) => Some(v.as_slice()),
                 Write::Delete => None,
             };
-            let _ = apply(&mut m, &key[root.len()..], value);
+            let _ = follow::apply(&mut m, &key[root.len()..], value);
         }
         m.next = m.next.max(mirror.next);
         *mirror = m;
@@ -488,8 +368,16 @@ impl EtcdBackend {
         *self.fence.lock().unwrap_or_else(|e| e.into_inner()) = fence;
     }
 
-    fn current_fence(&self) -> Option<Fence> {
+    /// What this replica's writes are fenced by now (`None`: it does not lead).
+    pub fn fence(&self) -> Option<Fence> {
         self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether `key` holds facts any replica may write (node records, presence), rather
+    /// than the leader's state: such writes refused by a lost fence go again unfenced.
+    fn any_replica_writes(&self, key: &str) -> bool {
+        key.strip_prefix(self.prefix.as_str())
+            .is_some_and(|rest| rest.starts_with("/nodes/") || rest.starts_with("/conn/"))
     }
 
     /// This replica's id, when it keeps a presence.
@@ -505,303 +393,6 @@ impl EtcdBackend {
     /// The key prefix, without its trailing `/`.
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// Node `name`'s stored record, and whether its agent is connected to a replica other
-    /// than this one.
-    pub fn node(&self, name: &str) -> (Option<KnownNode>, bool) {
-        let m = self.mirror();
-        let elsewhere = m.conn.get(name).is_some_and(|replicas| {
-            replicas
-                .iter()
-                .any(|r| Some(r.as_str()) != self.replica.as_deref())
-        });
-        (m.nodes.get(name).cloned(), elsewhere)
-    }
-
-    /// Every node with a record or a connection.
-    pub fn node_names(&self) -> Vec<String> {
-        let m = self.mirror();
-        let mut names: BTreeSet<String> = m.nodes.keys().cloned().collect();
-        names.extend(m.conn.keys().cloned());
-        names.into_iter().collect()
-    }
-
-    /// Say that node `name`'s agent is connected to this replica, or no longer is (sent with
-    /// the next flush; on the presence lease, so it goes when this replica does).
-    pub fn set_present(&self, name: &str, connected: bool) {
-        let Some(me) = &self.replica else {
-            return;
-        };
-        let key = format!("{}/conn/{me}/{name}", self.prefix);
-        let mut present = self.present.lock().unwrap_or_else(|e| e.into_inner());
-        if connected {
-            present.insert(name.to_owned());
-            self.queue(key, Write::Leased(Vec::new()));
-        } else {
-            present.remove(name);
-            self.queue(key, Write::Delete);
-        }
-    }
-
-    async fn grant_presence(&self) -> Result<i64> {
-        let ttl = i64::try_from(self.presence_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = self
-            .client
-            .lease_client()
-            .grant(ttl, None)
-            .await
-            .map_err(|e| etcd_error(&self.endpoints, e))?
-            .id();
-        self.lease.store(lease, Ordering::Release);
-        Ok(lease)
-    }
-
-    /// Give the presence lease back (on the way out): this replica's `conn/` keys, and the
-    /// commands it passed, go at once rather than when the lease runs out.
-    pub async fn revoke_presence(&self) {
-        let lease = self.lease.swap(0, Ordering::AcqRel);
-        if lease != 0 {
-            let bound = Duration::from_secs(2);
-            let _ = tokio::time::timeout(bound, self.client.lease_client().revoke(lease)).await;
-        }
-    }
-
-    /// Keep this replica's presence lease alive until `stop`; when it is lost (etcd away
-    /// for longer than its time to live), take a new one and put this replica's `conn/`
-    /// keys again on it.
-    pub async fn keep_presence(&self, stop: CancellationToken) {
-        loop {
-            let lease = self.lease.load(Ordering::Acquire);
-            let lost = CancellationToken::new();
-            let keeper = crate::leader::keep_alive(
-                self.client.clone(),
-                lease,
-                self.presence_ttl,
-                lost.clone(),
-            );
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = keeper => {}
-            }
-            tracing::warn!(
-                lease,
-                "this replica's presence lease was lost; taking a new one"
-            );
-            loop {
-                match self.grant_presence().await {
-                    Ok(_) => break,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "no presence lease yet; retrying in a second");
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                }
-            }
-            if let Some(me) = &self.replica {
-                let names: Vec<String> = self
-                    .present
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
-                for name in names {
-                    self.queue(
-                        format!("{}/conn/{me}/{name}", self.prefix),
-                        Write::Leased(Vec::new()),
-                    );
-                }
-            }
-        }
-    }
-
-    /// Keep the mirror current until `stop`: watch everything under the prefix from the
-    /// revision it was read at, apply each event another writer made, and send what
-    /// changed on `changes`. A watch that breaks is opened again from where it was; one
-    /// that fell behind etcd's compaction reads everything again ([`Change::Reloaded`]).
-    pub async fn follow(
-        &self,
-        watcher: Client,
-        changes: tokio::sync::mpsc::UnboundedSender<Change>,
-        stop: CancellationToken,
-    ) {
-        let root = format!("{}/", self.prefix);
-        let pause = || async {
-            tokio::select! {
-                () = stop.cancelled() => false,
-                () = tokio::time::sleep(Duration::from_secs(1)) => true,
-            }
-        };
-        loop {
-            let from = self.revision.load(Ordering::Acquire) + 1;
-            let options = WatchOptions::new()
-                .with_range(range_end(&root))
-                .with_start_revision(from);
-            let mut client = watcher.watch_client();
-            let opened = tokio::select! {
-                () = stop.cancelled() => return,
-                opened = client.watch(root.clone(), Some(options)) => opened,
-            };
-            let mut stream = match opened {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch etcd; trying again in a second");
-                    if pause().await {
-                        continue;
-                    }
-                    return;
-                }
-            };
-            loop {
-                let message = tokio::select! {
-                    () = stop.cancelled() => return,
-                    m = stream.message() => m,
-                };
-                let reply = match message {
-                    Ok(Some(reply)) => reply,
-                    Ok(None) | Err(_) => {
-                        tracing::warn!("the etcd watch broke; opening it again");
-                        break;
-                    }
-                };
-                if reply.compact_revision() > 0 || reply.canceled() {
-                    tracing::warn!(
-                        compacted = reply.compact_revision(),
-                        "the etcd watch fell behind; reading everything again"
-                    );
-                    match self.load().await {
-                        Ok(()) => {
-                            let _ = changes.send(Change::Reloaded);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot read the state again"),
-                    }
-                    break;
-                }
-                let applying = self.applying.lock().await;
-                let loaded = self.loaded.load(Ordering::Acquire);
-                let mut seen = Vec::new();
-                {
-                    // The order every path takes: mirror, then queue, then what was ours.
-                    let mut m = self.mirror();
-                    let queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
-                    let ours = self.ours.lock().unwrap_or_else(|e| e.into_inner());
-                    for event in reply.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let revision = kv.mod_revision();
-                        self.revision.fetch_max(revision, Ordering::AcqRel);
-                        let Ok(key) = kv.key_str() else { continue };
-                        if revision <= loaded
-                            || queued.contains_key(key)
-                            || ours.get(key).is_some_and(|r| *r >= revision)
-                        {
-                            continue;
-                        }
-                        let Some(rest) = key.strip_prefix(root.as_str()) else {
-                            continue;
-                        };
-                        let value = match event.event_type() {
-                            EventType::Put => Some(kv.value()),
-                            EventType::Delete => None,
-                        };
-                        match apply(&mut m, rest, value) {
-                            Ok(Some(change)) => seen.push(change),
-                            Ok(None) => {}
-                            Err(e) => tracing::debug!(key, error = %e, "watch event ignored"),
-                        }
-                    }
-                }
-                drop(applying);
-                for change in seen {
-                    if changes.send(change).is_err() {
-                        return;
-                    }
-                }
-            }
-            if !pause().await {
-                return;
-            }
-        }
-    }
-
-    /// The commands waiting for the leader, by key after `commands/`, oldest first.
-    pub fn commands(&self) -> Vec<(String, Vec<u8>)> {
-        let m = self.mirror();
-        m.commands
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    /// This replica's presence lease (0 when it keeps none).
-    pub fn presence_lease(&self) -> i64 {
-        self.lease.load(Ordering::Acquire)
-    }
-
-    /// Put command `id` (this replica's, `<replica>/<n>`) for the leader, on the presence
-    /// lease, now.
-    pub async fn put_command(&self, id: &str, value: Vec<u8>) -> Result<()> {
-        let key = format!("{}/commands/{id}", self.prefix);
-        let options = PutOptions::new().with_lease(self.presence_lease());
-        self.client
-            .kv_client()
-            .put(key, value, Some(options))
-            .await
-            .map_err(|e| etcd_error(&self.endpoints, e))?;
-        Ok(())
-    }
-
-    /// Take command `id` away: by the leader (fenced) to run it, or by the replica that put
-    /// it when no leader took it in time. `true` when it was still there, so this caller
-    /// has it (and nobody else will).
-    pub async fn take_command(&self, id: &str, fenced_by: Option<&Fence>) -> Result<bool> {
-        let key = format!("{}/commands/{id}", self.prefix);
-        let mut when = vec![Compare::version(key.clone(), CompareOp::Greater, 0)];
-        if let Some(f) = fenced_by {
-            when.push(Compare::create_revision(
-                f.key.clone(),
-                CompareOp::Equal,
-                f.revision,
-            ));
-        }
-        let txn = Txn::new()
-            .when(when)
-            .and_then([TxnOp::delete(key.clone(), None)]);
-        let reply = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(|e| etcd_error(&self.endpoints, e))?;
-        if reply.succeeded() {
-            self.mirror().commands.remove(id);
-        }
-        Ok(reply.succeeded())
-    }
-
-    /// Put the answer to command `id` on `lease` (the asking replica's: it goes with it).
-    pub async fn put_answer(&self, id: &str, value: Vec<u8>, lease: i64) -> Result<()> {
-        let key = format!("{}/results/{id}", self.prefix);
-        let options = (lease != 0).then(|| PutOptions::new().with_lease(lease));
-        self.client
-            .kv_client()
-            .put(key, value, options)
-            .await
-            .map_err(|e| etcd_error(&self.endpoints, e))?;
-        Ok(())
-    }
-
-    /// Delete the answer to command `id` (read by the replica that asked).
-    pub async fn delete_answer(&self, id: &str) -> Result<()> {
-        let key = format!("{}/results/{id}", self.prefix);
-        self.client
-            .kv_client()
-            .delete(key, None)
-            .await
-            .map_err(|e| etcd_error(&self.endpoints, e))?;
-        Ok(())
     }
 }
 
@@ -829,15 +420,6 @@ fn batches(ops: &Queued) -> Vec<Vec<Op<'_>>> {
         }
     }
     out
-}
-
-impl EtcdBackend {
-    /// Whether `key` holds facts any replica may write (node records, presence), rather
-    /// than the leader's state: such writes refused by a lost fence go again unfenced.
-    fn any_replica_writes(&self, key: &str) -> bool {
-        key.strip_prefix(self.prefix.as_str())
-            .is_some_and(|rest| rest.starts_with("/nodes/") || rest.starts_with("/conn/"))
-    }
 }
 
 impl Backend for EtcdBackend {
@@ -971,7 +553,7 @@ impl Backend for EtcdBackend {
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             let _one = self.flushing.lock().await;
-            let fence = self.current_fence();
+            let fence = self.fence();
             if let Some(fence) = &fence
                 && fence.lost.is_cancelled()
             {
